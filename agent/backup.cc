@@ -1,0 +1,445 @@
+#include "agent/backup.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+#include "agent/objects.h"
+#include "agent/uploader.h"
+#include "common/chunker.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace whorl::agent {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t Ns(const struct timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// The backed-up paths as a trie: a target's subtree is saved whole; the nodes above the
+// targets become directories holding only what leads to a target.
+struct PathTrie {
+  bool target = false;
+  std::map<std::string, PathTrie> children;
+};
+
+// Scans, chunks and saves; one per backup run. Thread-compatible.
+class Archiver {
+ public:
+  Archiver(Repository* repo, const BackupOptions& options,
+           const std::function<void(const std::string&)>& on_error,
+           const std::function<void(const BackupProgress&)>& on_progress)
+      : repo_(repo),
+        options_(options),
+        on_error_(on_error),
+        on_progress_(on_progress),
+        chunker_(repo->config().chunker),
+        uploader_(repo),
+        buffer_(std::max<size_t>(8 << 20, 2 * repo->config().chunker.max_size)) {}
+
+  // Saves the trie below "/" as the root tree; returns its fingerprint.
+  absl::StatusOr<Fingerprint> SaveRoot(const PathTrie& trie, const v1::Tree* parent) {
+    if (trie.target) {
+      WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveDirContents("/", parent));
+      return SaveTree(&tree);
+    }
+    WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveTrie("", trie, parent));
+    return SaveTree(&tree);
+  }
+
+  absl::Status Finish() { return uploader_.Flush(); }
+
+  v1::SnapshotSummary& summary() { return summary_; }
+  std::vector<std::string>& errors() { return errors_; }
+  std::vector<std::string>& warnings() { return warnings_; }
+  uint64_t data_added() const { return uploader_.data_added(); }
+
+ private:
+  void Error(const std::string& path, const absl::Status& status) {
+    std::string msg = path + ": " + std::string(status.message());
+    if (on_error_) on_error_(msg);
+    errors_.push_back(std::move(msg));
+  }
+
+  bool Excluded(const std::string& path, const std::string& name) const {
+    for (const std::string& glob : options_.excludes) {
+      const bool with_slash = glob.find('/') != std::string::npos;
+      if (fnmatch(glob.c_str(), (with_slash ? path : name).c_str(), 0) == 0) return true;
+    }
+    return false;
+  }
+
+  static const v1::Node* FindChild(const v1::Tree* tree, const std::string& name) {
+    if (tree == nullptr) return nullptr;
+    auto it = std::lower_bound(tree->nodes().begin(), tree->nodes().end(), name,
+                               [](const v1::Node& n, const std::string& k) { return n.name() < k; });
+    return (it != tree->nodes().end() && it->name() == name) ? &*it : nullptr;
+  }
+
+  // The parent's tree for a directory node, if it has one (a load failure only costs a re-read).
+  std::unique_ptr<v1::Tree> ParentSubtree(const v1::Node* parent_node) {
+    if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) return nullptr;
+    absl::StatusOr<v1::Tree> t = LoadTree(repo_, parent_node->subtree());
+    if (!t.ok()) return nullptr;
+    return std::make_unique<v1::Tree>(*std::move(t));
+  }
+
+  absl::StatusOr<Fingerprint> SaveTree(v1::Tree* tree) {
+    const std::string bytes = EncodeTree(tree);
+    const Fingerprint fp = Sha256(bytes);
+    WHORL_RETURN_IF_ERROR(uploader_.Add(fp, bytes));
+    return fp;
+  }
+
+  absl::StatusOr<v1::Tree> SaveTrie(const std::string& prefix, const PathTrie& trie,
+                                    const v1::Tree* parent) {
+    v1::Tree tree;
+    for (const auto& [name, child] : trie.children) {
+      const std::string path = prefix + "/" + name;
+      struct stat st;
+      if (::lstat(path.c_str(), &st) != 0) {
+        Error(path, ErrnoStatus("stat", path, errno));
+        continue;
+      }
+      const v1::Node* parent_node = FindChild(parent, name);
+      if (child.target) {
+        absl::StatusOr<std::optional<v1::Node>> node = SaveEntry(path, name, st, parent_node);
+        if (!node.ok()) return node.status();
+        if (node->has_value()) *tree.add_nodes() = **node;
+        continue;
+      }
+      if (!S_ISDIR(st.st_mode)) continue;  // a target below a non-directory cannot exist
+      std::unique_ptr<v1::Tree> parent_sub = ParentSubtree(parent_node);
+      WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveTrie(path, child, parent_sub.get()));
+      v1::Node node = MetadataNode(name, st);
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&sub));
+      node.set_subtree(fp.ToBytes());
+      *tree.add_nodes() = std::move(node);
+    }
+    return tree;
+  }
+
+  static v1::Node MetadataNode(const std::string& name, const struct stat& st) {
+    v1::Node node;
+    node.set_name(name);
+    node.set_mode(st.st_mode & 07777);
+    node.set_uid(st.st_uid);
+    node.set_gid(st.st_gid);
+    node.set_mtime_ns(Ns(st.st_mtim));
+    node.set_ctime_ns(Ns(st.st_ctim));
+    node.set_inode(st.st_ino);
+    node.set_device(st.st_dev);
+    node.set_links(static_cast<uint32_t>(st.st_nlink));
+    if (S_ISDIR(st.st_mode)) node.set_type(v1::Node::DIR);
+    else if (S_ISREG(st.st_mode)) node.set_type(v1::Node::FILE);
+    else if (S_ISLNK(st.st_mode)) node.set_type(v1::Node::SYMLINK);
+    else if (S_ISFIFO(st.st_mode)) node.set_type(v1::Node::FIFO);
+    else if (S_ISCHR(st.st_mode)) node.set_type(v1::Node::CHAR_DEVICE);
+    else if (S_ISBLK(st.st_mode)) node.set_type(v1::Node::BLOCK_DEVICE);
+    else node.set_type(v1::Node::SOCKET);
+    if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) node.set_rdev(st.st_rdev);
+    return node;
+  }
+
+  // Saves one filesystem entry. nullopt: skipped (error recorded). Non-OK: fatal.
+  absl::StatusOr<std::optional<v1::Node>> SaveEntry(const std::string& path,
+                                                    const std::string& name,
+                                                    const struct stat& st,
+                                                    const v1::Node* parent_node) {
+    v1::Node node = MetadataNode(name, st);
+    switch (node.type()) {
+      case v1::Node::FILE: {
+        absl::Status s = SaveFile(path, st, parent_node, &node);
+        if (!fatal_.ok()) return fatal_;
+        if (!s.ok()) {
+          Error(path, s);
+          return std::nullopt;
+        }
+        break;
+      }
+      case v1::Node::DIR: {
+        if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) ++summary_.dirs_new;
+        std::unique_ptr<v1::Tree> parent_sub = ParentSubtree(parent_node);
+        WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveDirContents(path, parent_sub.get()));
+        WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&sub));
+        node.set_subtree(fp.ToBytes());
+        break;
+      }
+      case v1::Node::SYMLINK: {
+        std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+        const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+        if (n < 0) {
+          Error(path, ErrnoStatus("readlink", path, errno));
+          return std::nullopt;
+        }
+        target.resize(static_cast<size_t>(n));
+        node.set_symlink_target(target);
+        break;
+      }
+      default:
+        break;
+    }
+    return node;
+  }
+
+  absl::StatusOr<v1::Tree> SaveDirContents(const std::string& path, const v1::Tree* parent) {
+    v1::Tree tree;
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) {
+      Error(path, ErrnoStatus("open directory", path, errno));
+      return tree;
+    }
+    std::vector<std::string> names;
+    errno = 0;
+    while (struct dirent* e = ::readdir(dir)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(std::move(name));
+    }
+    ::closedir(dir);
+    std::sort(names.begin(), names.end());
+    const std::string prefix = path == "/" ? "" : path;
+    for (const std::string& name : names) {
+      const std::string child = prefix + "/" + name;
+      if (Excluded(child, name)) continue;
+      struct stat st;
+      if (::lstat(child.c_str(), &st) != 0) {
+        Error(child, ErrnoStatus("stat", child, errno));
+        continue;
+      }
+      if (options_.one_file_system && S_ISDIR(st.st_mode) && root_dev_ != 0 &&
+          st.st_dev != root_dev_) {
+        continue;
+      }
+      WHORL_ASSIGN_OR_RETURN(std::optional<v1::Node> node,
+                             SaveEntry(child, name, st, FindChild(parent, name)));
+      if (node.has_value()) *tree.add_nodes() = *std::move(node);
+    }
+    return tree;
+  }
+
+  absl::Status SaveFile(const std::string& path, const struct stat& st,
+                        const v1::Node* parent_node, v1::Node* node) {
+    node->set_size(static_cast<uint64_t>(st.st_size));
+    ++summary_.total_files_processed;
+    summary_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
+    if (parent_node != nullptr && parent_node->type() == v1::Node::FILE &&
+        parent_node->size() == node->size() && parent_node->mtime_ns() == node->mtime_ns() &&
+        parent_node->ctime_ns() == node->ctime_ns() && parent_node->inode() == node->inode()) {
+      *node->mutable_chunks() = parent_node->chunks();
+      ++summary_.files_unmodified;
+      Progress(static_cast<uint64_t>(st.st_size));
+      return absl::OkStatus();
+    }
+    WHORL_RETURN_IF_ERROR(ReadAndChunk(path, st, node));
+    if (parent_node != nullptr) ++summary_.files_changed;
+    else ++summary_.files_new;
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadAndChunk(const std::string& path, const struct stat& st, v1::Node* node) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus("open", path, errno);
+    absl::Status s = ChunkFd(fd, path, node);
+    struct stat after;
+    if (s.ok() && ::fstat(fd, &after) == 0 &&
+        (after.st_size != st.st_size || Ns(after.st_mtim) != Ns(st.st_mtim) ||
+         static_cast<uint64_t>(after.st_size) != node->size())) {
+      warnings_.push_back(path + ": file changed while it was read");
+      if (on_error_) on_error_("warning: " + warnings_.back());
+    }
+    ::close(fd);
+    return s;
+  }
+
+  // Reads the file through the chunker. The buffer holds >= 2 max_size bytes, so after moving
+  // an unfinished chunk (< max_size) to the front there is always room to read more.
+  absl::Status ChunkFd(int fd, const std::string& path, v1::Node* node) {
+    size_t begin = 0, end = 0;
+    bool eof = false;
+    uint64_t total = 0;
+    node->clear_chunks();
+    while (true) {
+      const size_t len = chunker_.NextChunk(
+          reinterpret_cast<const uint8_t*>(buffer_.data() + begin), end - begin, eof);
+      if (len > 0) {
+        const std::string_view chunk(buffer_.data() + begin, len);
+        const Fingerprint fp = Sha256(chunk);
+        if (absl::Status up = uploader_.Add(fp, chunk); !up.ok()) {
+          fatal_ = up;
+          return up;
+        }
+        node->add_chunks(fp.ToBytes());
+        begin += len;
+        total += len;
+        continue;
+      }
+      if (eof) break;
+      std::memmove(buffer_.data(), buffer_.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
+      while (!eof && end < buffer_.size()) {
+        const ssize_t n = ::read(fd, buffer_.data() + end, buffer_.size() - end);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return ErrnoStatus("read", path, errno);
+        eof = n == 0;
+        end += static_cast<size_t>(n);
+        Progress(static_cast<uint64_t>(n));
+      }
+    }
+    node->set_size(total);
+    return absl::OkStatus();
+  }
+
+  void Progress(uint64_t bytes) {
+    progress_.bytes += bytes;
+    if (!on_progress_) return;
+    const auto now = Clock::now();
+    if (now - last_progress_ < std::chrono::milliseconds(250)) return;
+    last_progress_ = now;
+    progress_.files = summary_.total_files_processed;
+    on_progress_(progress_);
+  }
+
+ public:
+  dev_t root_dev_ = 0;
+
+ private:
+  Repository* repo_;
+  const BackupOptions& options_;
+  std::function<void(const std::string&)> on_error_;
+  std::function<void(const BackupProgress&)> on_progress_;
+  Chunker chunker_;
+  ChunkUploader uploader_;
+  std::string buffer_;
+  v1::SnapshotSummary summary_;
+  std::vector<std::string> errors_;
+  std::vector<std::string> warnings_;
+  BackupProgress progress_;
+  // A repository failure ends the backup; a file's own failure only skips the file.
+  absl::Status fatal_;
+  Clock::time_point last_progress_{};
+};
+
+// The newest snapshot of the same host and paths, if any.
+absl::StatusOr<std::optional<metadata::SnapshotRecord>> FindParent(
+    Repository* repo, const std::string& host, const std::vector<std::string>& paths) {
+  WHORL_ASSIGN_OR_RETURN(std::vector<metadata::SnapshotRecord> snaps, repo->ListSnapshots());
+  for (auto it = snaps.rbegin(); it != snaps.rend(); ++it) {
+    const v1::Snapshot& s = it->snapshot;
+    if (s.host() == host && std::equal(s.paths().begin(), s.paths().end(), paths.begin(),
+                                       paths.end())) {
+      return *it;
+    }
+  }
+  return std::nullopt;
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+std::string AbsolutePath(const std::string& path) {
+  std::filesystem::path p(path);
+  if (p.is_relative()) p = std::filesystem::current_path() / p;
+  std::string s = p.lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+absl::StatusOr<BackupResult> RunBackup(
+    Repository* repo, const BackupOptions& options,
+    const std::function<void(const std::string&)>& on_error,
+    const std::function<void(const BackupProgress&)>& on_progress) {
+  const auto start = Clock::now();
+  std::vector<std::string> paths;
+  std::vector<std::string> missing;
+  for (const std::string& p : options.paths) {
+    const std::string abs = AbsolutePath(p);
+    struct stat st;
+    if (::lstat(abs.c_str(), &st) != 0) {
+      missing.push_back(std::string(ErrnoStatus("stat", abs, errno).message()));
+      continue;
+    }
+    paths.push_back(abs);
+  }
+  std::sort(paths.begin(), paths.end());
+  paths.erase(std::unique(paths.begin(), paths.end()), paths.end());
+  if (paths.empty()) {
+    std::string msg = "no path to back up exists";
+    for (const std::string& m : missing) msg += "; " + m;
+    return absl::NotFoundError(msg);
+  }
+
+  PathTrie trie;
+  for (const std::string& p : paths) {
+    PathTrie* node = &trie;
+    for (const auto& part : std::filesystem::path(p)) {
+      const std::string name = part.string();
+      if (name == "/" || name.empty()) continue;
+      if (node->target) break;  // already covered by an ancestor target
+      node = &node->children[name];
+    }
+    node->target = true;
+    node->children.clear();  // a target covers everything below it
+  }
+
+  WHORL_ASSIGN_OR_RETURN(std::optional<metadata::SnapshotRecord> parent,
+                         FindParent(repo, options.host, paths));
+  std::unique_ptr<v1::Tree> parent_root;
+  if (parent.has_value()) {
+    absl::StatusOr<v1::Tree> t = LoadTree(repo, parent->snapshot.root());
+    if (t.ok()) parent_root = std::make_unique<v1::Tree>(*std::move(t));
+  }
+
+  Archiver archiver(repo, options, on_error, on_progress);
+  for (const std::string& m : missing) {
+    if (on_error) on_error(m);
+    archiver.errors().push_back(m);
+  }
+  if (options.one_file_system) {
+    struct stat st;
+    if (::stat(paths.front().c_str(), &st) == 0) archiver.root_dev_ = st.st_dev;
+  }
+  WHORL_ASSIGN_OR_RETURN(Fingerprint root, archiver.SaveRoot(trie, parent_root.get()));
+  // Every chunk and tree must be durable before the snapshot names them (invariant 2).
+  WHORL_RETURN_IF_ERROR(archiver.Finish());
+
+  BackupResult result;
+  v1::Snapshot& snap = result.snapshot;
+  snap.set_repository_id(repo->config().id);
+  snap.set_time_ns(NowNs());
+  snap.set_host(options.host);
+  for (const std::string& p : paths) snap.add_paths(p);
+  for (const std::string& t : options.tags) snap.add_tags(t);
+  snap.set_root(root.ToBytes());
+  if (parent.has_value()) snap.set_parent(parent->id.ToBytes());
+  v1::SnapshotSummary summary = archiver.summary();
+  summary.set_data_added(archiver.data_added());
+  summary.set_errors(archiver.errors().size());
+  summary.set_total_duration(std::chrono::duration<double>(Clock::now() - start).count());
+  *snap.mutable_summary() = summary;
+  WHORL_ASSIGN_OR_RETURN(result.id, repo->CommitSnapshot(snap));
+  result.errors = std::move(archiver.errors());
+  result.warnings = std::move(archiver.warnings());
+  return result;
+}
+
+}  // namespace whorl::agent

@@ -1,0 +1,94 @@
+#include "agent/check.h"
+
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/status_macros.h"
+
+namespace whorl::agent {
+namespace {
+
+using FingerprintSet = std::unordered_set<Fingerprint, FingerprintHash>;
+
+std::string ShortId(const Fingerprint& id) { return id.ToHex().substr(0, 8); }
+
+// Every chunk and tree a snapshot references, with the path of a user, via `fn`.
+void ForEachReference(Repository* repo, const metadata::SnapshotRecord& snap,
+                      const std::function<void(const Fingerprint&, const std::string&)>& fn,
+                      std::vector<std::string>* problems) {
+  if (auto root = Fingerprint::FromBytes(snap.snapshot.root()); root.ok()) fn(*root, "/");
+  WalkTree(
+      repo, snap.snapshot.root(),
+      [&](const std::string& path, const v1::Node& node) {
+        if (node.type() == v1::Node::DIR) {
+          if (auto fp = Fingerprint::FromBytes(node.subtree()); fp.ok()) fn(*fp, path);
+        }
+        for (const std::string& c : node.chunks()) {
+          if (auto fp = Fingerprint::FromBytes(c); fp.ok()) fn(*fp, path);
+        }
+        return true;
+      },
+      [&](const std::string& path, const absl::Status& status) {
+        problems->push_back("snapshot " + ShortId(snap.id) + ": tree of " + path + ": " +
+                            std::string(status.message()));
+      });
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> RunCheck(Repository* repo, const CheckOptions& options) {
+  std::vector<std::string> problems;
+  WHORL_ASSIGN_OR_RETURN(std::vector<metadata::SnapshotRecord> snaps, repo->ListSnapshots());
+  WHORL_ASSIGN_OR_RETURN(std::vector<Fingerprint> stored_list, repo->ListChunks());
+  const FingerprintSet stored(stored_list.begin(), stored_list.end());
+
+  // Structure: everything referenced is in the chunk store and the index.
+  FingerprintSet referenced;
+  for (const auto& snap : snaps) {
+    ForEachReference(
+        repo, snap, [&](const Fingerprint& fp, const std::string&) { referenced.insert(fp); },
+        &problems);
+  }
+  const std::vector<Fingerprint> ref_list(referenced.begin(), referenced.end());
+  WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, repo->FindMissing(ref_list));
+  std::set<Fingerprint> absent;
+  for (size_t i = 0; i < ref_list.size(); ++i) {
+    if (missing[i]) problems.push_back("chunk " + ref_list[i].ToHex() + " is not in the index");
+    if (!stored.contains(ref_list[i])) absent.insert(ref_list[i]);
+  }
+
+  // Data: every stored chunk decodes and hashes to its fingerprint.
+  std::map<Fingerprint, std::string> damaged;
+  if (options.read_data) {
+    for (const Fingerprint& fp : stored_list) {
+      absl::StatusOr<std::string> data = repo->GetChunk(fp);
+      if (!data.ok()) damaged[fp] = std::string(data.status().message());
+    }
+  }
+  for (const Fingerprint& fp : absent) damaged[fp] = "missing from the chunk store";
+
+  if (!damaged.empty()) {
+    std::unordered_map<Fingerprint, std::vector<std::string>, FingerprintHash> users;
+    for (const auto& snap : snaps) {
+      std::vector<std::string> ignored;
+      ForEachReference(
+          repo, snap,
+          [&](const Fingerprint& fp, const std::string& path) {
+            if (damaged.contains(fp)) {
+              users[fp].push_back("snapshot " + ShortId(snap.id) + " file " + path);
+            }
+          },
+          &ignored);
+    }
+    for (const auto& [fp, why] : damaged) {
+      std::string line = "chunk " + fp.ToHex() + " is damaged: " + why;
+      for (const std::string& u : users[fp]) line += "\n  used by " + u;
+      problems.push_back(std::move(line));
+    }
+  }
+  return problems;
+}
+
+}  // namespace whorl::agent

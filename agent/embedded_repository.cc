@@ -1,0 +1,161 @@
+// The embedded repository: REPO/config, REPO/lock, REPO/chunks (chunk store), REPO/meta
+// (metadata shard). Layout in repository_format.md.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "agent/repository.h"
+#include "chunk-store/chunk_store.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace whorl::agent {
+namespace {
+
+constexpr size_t kMaxConfigBytes = 1 << 20;
+
+// Thread-safe: both stores are.
+class EmbeddedRepository : public Repository {
+ public:
+  EmbeddedRepository(RepoConfig config, int lock_fd, std::unique_ptr<chunkstore::ChunkStore> chunks,
+                     std::unique_ptr<metadata::MetadataStore> meta)
+      : config_(std::move(config)),
+        lock_fd_(lock_fd),
+        chunks_(std::move(chunks)),
+        meta_(std::move(meta)) {}
+  ~EmbeddedRepository() override {
+    meta_.reset();
+    chunks_.reset();
+    ::close(lock_fd_);  // releases the flock
+  }
+
+  const RepoConfig& config() const override { return config_; }
+
+  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
+    return meta_->FindMissing(fps);
+  }
+
+  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
+    std::vector<chunkstore::ChunkPut> puts;
+    puts.reserve(chunks.size());
+    std::vector<std::pair<Fingerprint, metadata::IndexEntry>> entries;
+    entries.reserve(chunks.size());
+    for (EncodedChunk& c : chunks) {
+      entries.push_back({c.fingerprint, metadata::IndexEntry{static_cast<uint32_t>(c.data.size()),
+                                                             static_cast<uint32_t>(c.plain_size),
+                                                             0, ""}});
+      puts.push_back(chunkstore::ChunkPut{c.fingerprint, c.codec, c.plain_size, std::move(c.data)});
+    }
+    // Order matters (design.md invariant 1): bytes durable first, then the index says so.
+    WHORL_RETURN_IF_ERROR(chunks_->PutBatch(puts));
+    return meta_->Register(entries);
+  }
+
+  absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
+    WHORL_ASSIGN_OR_RETURN(std::string plain, chunks_->Get(fp));
+    if (Sha256(plain) != fp) {
+      return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
+    }
+    return plain;
+  }
+
+  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
+    return meta_->CommitSnapshot(snapshot);
+  }
+
+  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
+    return meta_->ListSnapshots();
+  }
+
+  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override {
+    std::vector<Fingerprint> out;
+    WHORL_RETURN_IF_ERROR(chunks_->ForEach(
+        [&out](const Fingerprint& fp, const chunkstore::ChunkLocation&) -> absl::Status {
+          out.push_back(fp);
+          return absl::OkStatus();
+        }));
+    return out;
+  }
+
+  absl::StatusOr<RepoStats> Stats() override {
+    RepoStats stats;
+    WHORL_ASSIGN_OR_RETURN(std::vector<metadata::SnapshotRecord> snaps, meta_->ListSnapshots());
+    stats.snapshots = snaps.size();
+    for (const auto& s : snaps) stats.logical_bytes += s.snapshot.summary().total_bytes_processed();
+    WHORL_ASSIGN_OR_RETURN(chunkstore::ChunkStoreStats cs, chunks_->Stats());
+    stats.stored_bytes = cs.stored_bytes;
+    stats.unique_chunks = cs.chunks;
+    return stats;
+  }
+
+ private:
+  const RepoConfig config_;
+  const int lock_fd_;
+  std::unique_ptr<chunkstore::ChunkStore> chunks_;
+  std::unique_ptr<metadata::MetadataStore> meta_;
+};
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& config) {
+  if (Exists(path + "/config")) {
+    return absl::FailedPreconditionError("repository already exists at " + path);
+  }
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus("mkdir", path, errno);
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(path + " is not a directory");
+  }
+  // The config is written last: a directory without one is not (yet) a repository.
+  {
+    WHORL_ASSIGN_OR_RETURN(auto chunks, chunkstore::ChunkStore::Open(path + "/chunks", {}));
+    WHORL_ASSIGN_OR_RETURN(auto meta, metadata::MetadataStore::Open(path + "/meta"));
+  }
+  return WriteFileAtomic(path + "/config", config.ToJson());
+}
+
+absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path) {
+  const std::string config_path = path + "/config";
+  if (!Exists(config_path)) {
+    return absl::FailedPreconditionError(path + " is not a whorl repository (no config)");
+  }
+  WHORL_ASSIGN_OR_RETURN(std::string text, ReadFile(config_path, kMaxConfigBytes));
+  absl::StatusOr<RepoConfig> config = RepoConfig::FromJson(text);
+  if (!config.ok()) return Annotate(config.status(), config_path);
+
+  const std::string lock_path = path + "/lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus("open", lock_path, errno);
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      const int err = errno;
+      ::close(fd);
+      return ErrnoStatus("flock", lock_path, err);
+    }
+  }
+  chunkstore::ChunkStoreOptions options;
+  options.verify_puts = false;  // the agent computed each fingerprint from these very bytes
+  absl::StatusOr<std::unique_ptr<chunkstore::ChunkStore>> chunks =
+      chunkstore::ChunkStore::Open(path + "/chunks", options);
+  absl::StatusOr<std::unique_ptr<metadata::MetadataStore>> meta =
+      chunks.ok() ? metadata::MetadataStore::Open(path + "/meta")
+                  : absl::StatusOr<std::unique_ptr<metadata::MetadataStore>>(chunks.status());
+  if (!meta.ok()) {
+    ::close(fd);
+    return meta.status();
+  }
+  return std::unique_ptr<Repository>(
+      new EmbeddedRepository(*std::move(config), fd, *std::move(chunks), *std::move(meta)));
+}
+
+}  // namespace whorl::agent

@@ -1,0 +1,336 @@
+// whorl: the command-line agent. Parses flags, opens the repository, calls the agent library,
+// and maps the outcome to an exit code: 0 ok, 1 failed, 2 usage, 3 backup saved with errors.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "agent/backup.h"
+#include "agent/check.h"
+#include "agent/cli_output.h"
+#include "agent/objects.h"
+#include "agent/repository.h"
+#include "agent/restore.h"
+#include "agent/snapshot_select.h"
+#include "common/file_util.h"
+
+namespace whorl::agent {
+namespace {
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitPartial = 3;
+constexpr size_t kMaxManifestFileBytes = 64 << 20;
+
+int Fail(const absl::Status& status) {
+  std::cerr << "whorl: " << status.message() << "\n";
+  return kExitFailed;
+}
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+struct Flags {
+  std::string repo;
+  // init
+  uint32_t chunk_min = kDefaultChunkMin, chunk_avg = kDefaultChunkAvg, chunk_max = kDefaultChunkMax;
+  std::string compression = "zstd:3";
+  // backup
+  BackupOptions backup;
+  std::string exclude_file, manifest_out;
+  bool json = false;
+  // selection
+  std::string host, snap, path, manifest, target;
+  std::vector<std::string> includes;
+  bool read_data = false;
+};
+
+int CmdInit(const Flags& f) {
+  absl::StatusOr<CompressionSpec> comp = CompressionSpec::Parse(f.compression);
+  if (!comp.ok()) return Fail(comp.status());
+  absl::StatusOr<RepoConfig> config = NewRepoConfig(f.chunk_min, f.chunk_avg, f.chunk_max, *comp);
+  if (!config.ok()) return Fail(config.status());
+  if (absl::Status s = InitEmbeddedRepository(f.repo, *config); !s.ok()) return Fail(s);
+  std::cout << "created whorl repository " << config->id << " at " << f.repo << "\n";
+  return kExitOk;
+}
+
+absl::Status ReadExcludeFile(const std::string& path, std::vector<std::string>* out) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read exclude file " + path);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    out->push_back(line);
+  }
+  return absl::OkStatus();
+}
+
+int CmdBackup(Flags& f) {
+  BackupOptions options = f.backup;
+  if (options.host.empty()) options.host = Hostname();
+  if (!f.exclude_file.empty()) {
+    if (absl::Status s = ReadExcludeFile(f.exclude_file, &options.excludes); !s.ok()) return Fail(s);
+  }
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  if (!repo.ok()) return Fail(repo.status());
+  const bool tty = ::isatty(STDOUT_FILENO) && !f.json;
+  const auto start = std::chrono::steady_clock::now();
+  auto on_error = [&](const std::string& msg) {
+    if (tty) std::cout << "\r\033[K" << std::flush;
+    std::cerr << "whorl: " << msg << "\n";
+    if (f.json) {
+      nlohmann::ordered_json j{{"message_type", "error"}, {"error", msg}};
+      std::cout << j.dump() << "\n";
+    }
+  };
+  auto on_progress = [&](const BackupProgress& p) {
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("\r\033[K[%d:%02d] %llu files, %s, %s/s", static_cast<int>(secs) / 60,
+                static_cast<int>(secs) % 60, static_cast<unsigned long long>(p.files),
+                FormatBytes(p.bytes).c_str(),
+                FormatBytes(static_cast<uint64_t>(p.bytes / std::max(secs, 0.001))).c_str());
+    std::fflush(stdout);
+  };
+  absl::StatusOr<BackupResult> result =
+      RunBackup(repo->get(), options, on_error, tty ? on_progress : nullptr);
+  if (tty) std::cout << "\r\033[K" << std::flush;
+  if (!result.ok()) return Fail(result.status());
+  if (!f.manifest_out.empty()) {
+    absl::Status s = WriteFileAtomic(f.manifest_out, EncodeManifestFile(result->snapshot));
+    if (!s.ok()) {
+      Fail(s);
+      return kExitFailed;  // the snapshot is committed, but the caller asked for the file
+    }
+  }
+  const v1::SnapshotSummary& sum = result->snapshot.summary();
+  if (f.json) {
+    nlohmann::ordered_json j{{"message_type", "summary"}};
+    j.update(SummaryJson(sum));
+    j["snapshot_id"] = result->id.ToHex();
+    std::cout << j.dump() << "\n";
+  } else if (tty) {
+    std::cout << "Files: " << sum.files_new() << " new, " << sum.files_changed() << " changed, "
+              << sum.files_unmodified() << " unmodified\n"
+              << "Added to the repository: " << FormatBytes(sum.data_added()) << "\n"
+              << "processed " << sum.total_files_processed() << " files, "
+              << FormatBytes(sum.total_bytes_processed()) << " in "
+              << sum.total_duration() << "s\n"
+              << "snapshot " << result->id.ToHex().substr(0, 8) << " saved\n";
+  }
+  return result->errors.empty() ? kExitOk : kExitPartial;
+}
+
+int CmdSnapshots(const Flags& f) {
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  if (!repo.ok()) return Fail(repo.status());
+  absl::StatusOr<std::vector<metadata::SnapshotRecord>> snaps = (*repo)->ListSnapshots();
+  if (!snaps.ok()) return Fail(snaps.status());
+  nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+  if (!f.json) std::printf("%-8s  %-30s  %-16s  %s\n", "ID", "Time", "Host", "Paths");
+  for (const auto& rec : *snaps) {
+    if (!f.host.empty() && rec.snapshot.host() != f.host) continue;
+    if (f.json) {
+      arr.push_back(SnapshotJson(rec));
+      continue;
+    }
+    std::string paths;
+    for (const auto& p : rec.snapshot.paths()) paths += (paths.empty() ? "" : " ") + p;
+    std::printf("%-8s  %-30s  %-16s  %s\n", rec.id.ToHex().substr(0, 8).c_str(),
+                FormatTime(rec.snapshot.time_ns()).c_str(), rec.snapshot.host().c_str(),
+                paths.c_str());
+  }
+  if (f.json) std::cout << arr.dump() << "\n";
+  return kExitOk;
+}
+
+int CmdLs(const Flags& f) {
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  if (!repo.ok()) return Fail(repo.status());
+  absl::StatusOr<metadata::SnapshotRecord> snap = SelectSnapshot(repo->get(), f.snap, f.host);
+  if (!snap.ok()) return Fail(snap.status());
+  const std::string want = f.path.empty() ? "" : AbsolutePath(f.path);
+  bool found = want.empty() || want == "/";
+  bool failed = false;
+  WalkTree(
+      repo->get(), snap->snapshot.root(),
+      [&](const std::string& path, const v1::Node&) {
+        const bool inside = want.empty() || want == "/" || path == want ||
+                            path.rfind(want + "/", 0) == 0;
+        if (inside) {
+          found = true;
+          std::cout << path << "\n";
+          return true;
+        }
+        return want.rfind(path + "/", 0) == 0;  // descend only toward `want`
+      },
+      [&](const std::string& path, const absl::Status& s) {
+        failed = true;
+        std::cerr << "whorl: " << path << ": " << s.message() << "\n";
+      });
+  if (!found) {
+    std::cerr << "whorl: " << want << " is not in snapshot " << snap->id.ToHex().substr(0, 8)
+              << "\n";
+    return kExitFailed;
+  }
+  return failed ? kExitFailed : kExitOk;
+}
+
+int CmdRestore(const Flags& f) {
+  if (f.snap.empty() == f.manifest.empty()) {
+    std::cerr << "whorl: restore needs exactly one of SNAP or --manifest FILE\n";
+    return kExitUsage;
+  }
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  if (!repo.ok()) return Fail(repo.status());
+  v1::Snapshot snapshot;
+  if (!f.manifest.empty()) {
+    absl::StatusOr<std::string> bytes = ReadFile(f.manifest, kMaxManifestFileBytes);
+    if (!bytes.ok()) return Fail(Annotate(bytes.status(), "manifest"));
+    absl::StatusOr<v1::Snapshot> decoded = DecodeManifestFile(*bytes, (*repo)->config().id);
+    if (!decoded.ok()) return Fail(Annotate(decoded.status(), f.manifest));
+    snapshot = *std::move(decoded);
+  } else {
+    absl::StatusOr<metadata::SnapshotRecord> rec = SelectSnapshot(repo->get(), f.snap, f.host);
+    if (!rec.ok()) return Fail(rec.status());
+    snapshot = rec->snapshot;
+  }
+  RestoreOptions options;
+  options.target = f.target;
+  for (const std::string& inc : f.includes) options.includes.push_back(AbsolutePath(inc));
+  absl::StatusOr<RestoreResult> result = RunRestore(
+      repo->get(), snapshot, options,
+      [](const std::string& msg) { std::cerr << "whorl: " << msg << "\n"; });
+  if (!result.ok()) return Fail(result.status());
+  if (::isatty(STDOUT_FILENO)) {
+    std::cout << "restored " << result->files << " files, " << FormatBytes(result->bytes) << "\n";
+  }
+  return result->errors.empty() ? kExitOk : kExitFailed;
+}
+
+int CmdCheck(const Flags& f) {
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  if (!repo.ok()) return Fail(repo.status());
+  absl::StatusOr<std::vector<std::string>> problems =
+      RunCheck(repo->get(), CheckOptions{f.read_data});
+  if (!problems.ok()) return Fail(problems.status());
+  for (const std::string& p : *problems) std::cout << "error: " << p << "\n";
+  if (problems->empty()) {
+    std::cout << "no errors were found\n";
+    return kExitOk;
+  }
+  std::cout << problems->size() << " errors found\n";
+  return kExitFailed;
+}
+
+int CmdStats(const Flags& f) {
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  if (!repo.ok()) return Fail(repo.status());
+  absl::StatusOr<RepoStats> s = (*repo)->Stats();
+  if (!s.ok()) return Fail(s.status());
+  const double ratio = s->stored_bytes == 0 ? 0.0
+                                            : static_cast<double>(s->logical_bytes) /
+                                                  static_cast<double>(s->stored_bytes);
+  if (f.json) {
+    nlohmann::ordered_json j{{"snapshots", s->snapshots},
+                             {"logical_bytes", s->logical_bytes},
+                             {"stored_bytes", s->stored_bytes},
+                             {"unique_chunks", s->unique_chunks},
+                             {"dedup_ratio", ratio}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("snapshots:      %llu\nlogical bytes:  %s\nstored bytes:   %s\n"
+                "unique chunks:  %llu\ndedup ratio:    %.2fx\n",
+                static_cast<unsigned long long>(s->snapshots), FormatBytes(s->logical_bytes).c_str(),
+                FormatBytes(s->stored_bytes).c_str(),
+                static_cast<unsigned long long>(s->unique_chunks), ratio);
+  }
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"whorl: deduplicating backups"};
+  app.require_subcommand(1);
+  Flags f;
+  auto repo_option = [&f](CLI::App* cmd) {
+    cmd->add_option("--repo", f.repo, "repository directory")->envname("WHORL_REPO")->required();
+  };
+
+  CLI::App* init = app.add_subcommand("init", "create a repository");
+  repo_option(init);
+  init->add_option("--chunk-min", f.chunk_min, "minimum chunk size in bytes");
+  init->add_option("--chunk-avg", f.chunk_avg, "average chunk size (power of two)");
+  init->add_option("--chunk-max", f.chunk_max, "maximum chunk size in bytes");
+  init->add_option("--compression", f.compression, "zstd:N (1..19) or none");
+
+  CLI::App* backup = app.add_subcommand("backup", "back up paths as a new snapshot");
+  repo_option(backup);
+  backup->add_option("--host", f.backup.host, "host name recorded (default: this host)");
+  backup->add_option("--tag", f.backup.tags, "tag (repeatable)");
+  backup->add_option("--exclude", f.backup.excludes, "glob to exclude (repeatable)");
+  backup->add_option("--exclude-file", f.exclude_file, "file of globs to exclude");
+  backup->add_flag("--one-file-system", f.backup.one_file_system, "stay on the first path's filesystem");
+  backup->add_option("--manifest-out", f.manifest_out, "also write the manifest to FILE");
+  backup->add_flag("--json", f.json, "JSON lines output");
+  backup->add_option("paths", f.backup.paths, "paths to back up")->required();
+
+  CLI::App* snapshots = app.add_subcommand("snapshots", "list snapshots");
+  repo_option(snapshots);
+  snapshots->add_option("--host", f.host, "only this host's");
+  snapshots->add_flag("--json", f.json, "JSON output");
+
+  CLI::App* ls = app.add_subcommand("ls", "list a snapshot's files");
+  repo_option(ls);
+  ls->add_option("--host", f.host, "host for 'latest'");
+  ls->add_option("snapshot", f.snap, "snapshot id, prefix or 'latest'")->required();
+  ls->add_option("path", f.path, "only this path and below");
+
+  CLI::App* restore = app.add_subcommand("restore", "restore a snapshot");
+  repo_option(restore);
+  restore->add_option("--host", f.host, "host for 'latest'");
+  restore->add_option("snapshot", f.snap, "snapshot id, prefix or 'latest'");
+  restore->add_option("--manifest", f.manifest, "restore from this manifest file");
+  restore->add_option("--target", f.target, "directory to restore into")->required();
+  restore->add_option("--include", f.includes, "restore only this path (repeatable)");
+
+  CLI::App* check = app.add_subcommand("check", "verify the repository");
+  repo_option(check);
+  check->add_flag("--read-data", f.read_data, "also read and verify every chunk");
+
+  CLI::App* stats = app.add_subcommand("stats", "repository size and dedup ratio");
+  repo_option(stats);
+  stats->add_flag("--json", f.json, "JSON output");
+
+  CLI::App* version = app.add_subcommand("version", "print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (*version) {
+    std::cout << "whorl " << WHORL_VERSION << " (repository format " << kRepoFormatVersion << ")\n";
+    return kExitOk;
+  }
+  if (*init) return CmdInit(f);
+  if (*backup) return CmdBackup(f);
+  if (*snapshots) return CmdSnapshots(f);
+  if (*ls) return CmdLs(f);
+  if (*restore) return CmdRestore(f);
+  if (*check) return CmdCheck(f);
+  if (*stats) return CmdStats(f);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace whorl::agent
+
+int main(int argc, char** argv) { return whorl::agent::Main(argc, argv); }

@@ -1,0 +1,41 @@
+// The repository's parameters, fixed at `whorl init` and shared by every client so that the same
+// bytes give the same chunks on every host. Stored as the JSON file REPO/config; see
+// repository_format.md.
+#ifndef WHORL_AGENT_REPO_CONFIG_H_
+#define WHORL_AGENT_REPO_CONFIG_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "common/chunker.h"
+#include "common/codec.h"
+
+namespace whorl::agent {
+
+inline constexpr int kRepoFormatVersion = 1;
+
+struct RepoConfig {
+  int version = kRepoFormatVersion;
+  std::string id;  // 32 lowercase hex digits, random at init
+  ChunkerParams chunker;
+  CompressionSpec compression;
+
+  std::string ToJson() const;
+  // Refuses (FAILED_PRECONDITION "unsupported repository version N") a version it does not
+  // know and (DATA_LOSS) anything that does not parse or fails validation.
+  static absl::StatusOr<RepoConfig> FromJson(std::string_view json);
+};
+
+// Defaults chosen by measurement: see README "Why these chunk sizes".
+inline constexpr uint32_t kDefaultChunkMin = 16 << 10;
+inline constexpr uint32_t kDefaultChunkAvg = 64 << 10;
+inline constexpr uint32_t kDefaultChunkMax = 256 << 10;
+
+// A new config: random id and random irreducible polynomial (from the OS's CSPRNG).
+absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t max,
+                                         const CompressionSpec& compression);
+
+}  // namespace whorl::agent
+
+#endif  // WHORL_AGENT_REPO_CONFIG_H_

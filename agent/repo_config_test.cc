@@ -1,0 +1,57 @@
+#include "agent/repo_config.h"
+
+#include <gtest/gtest.h>
+
+namespace whorl::agent {
+namespace {
+
+TEST(RepoConfigTest, NewConfigRoundTripsThroughJson) {
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->id.size(), 32u);
+  EXPECT_EQ(PolyDegree(c->chunker.polynomial), 53);
+  EXPECT_TRUE(PolyIsIrreducible(c->chunker.polynomial));
+  auto back = RepoConfig::FromJson(c->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->id, c->id);
+  EXPECT_EQ(back->chunker.polynomial, c->chunker.polynomial);
+  EXPECT_EQ(back->chunker.max_size, kDefaultChunkMax);
+  EXPECT_EQ(back->compression.ToString(), "zstd:3");
+}
+
+TEST(RepoConfigTest, TwoConfigsDrawDifferentPolynomials) {
+  auto a = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  auto b = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->chunker.polynomial, b->chunker.polynomial);
+  EXPECT_NE(a->id, b->id);
+}
+
+TEST(RepoConfigTest, RefusesUnknownVersion) {
+  auto r = RepoConfig::FromJson(R"({"version": 99})");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(r.status().message()).find("unsupported repository version 99"),
+            std::string::npos);
+}
+
+TEST(RepoConfigTest, RefusesGarbageAndBadFields) {
+  EXPECT_EQ(RepoConfig::FromJson("not json").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(RepoConfig::FromJson("[]").status().code(), absl::StatusCode::kDataLoss);
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  ASSERT_TRUE(c.ok());
+  RepoConfig reducible = *c;
+  reducible.chunker.polynomial = (1ull << 53) | 1;  // x^53 + 1 has the factor x + 1
+  EXPECT_EQ(RepoConfig::FromJson(reducible.ToJson()).status().code(), absl::StatusCode::kDataLoss);
+  RepoConfig bad_id = *c;
+  bad_id.id = "xyz";
+  EXPECT_EQ(RepoConfig::FromJson(bad_id.ToJson()).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(RepoConfigTest, InitRefusesBadSizes) {
+  EXPECT_FALSE(NewRepoConfig(10, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{}).ok());
+  EXPECT_FALSE(NewRepoConfig(kDefaultChunkMin, 3000, kDefaultChunkMax, CompressionSpec{}).ok());
+  EXPECT_FALSE(NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, 1000, CompressionSpec{}).ok());
+}
+
+}  // namespace
+}  // namespace whorl::agent

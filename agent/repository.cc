@@ -1,0 +1,46 @@
+#include "agent/objects.h"
+#include "agent/repository.h"
+#include "common/status_macros.h"
+
+namespace whorl::agent {
+
+absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes) {
+  WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
+  WHORL_ASSIGN_OR_RETURN(std::string bytes, repo->GetChunk(fp));
+  absl::StatusOr<v1::Tree> tree = DecodeTree(bytes);
+  if (!tree.ok()) return Annotate(tree.status(), "tree " + fp.ToHex());
+  return tree;
+}
+
+namespace {
+// Deeper than any real filesystem; stops a hostile chain of trees from exhausting the stack.
+constexpr int kMaxDepth = 512;
+
+void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, int depth,
+          const std::function<bool(const std::string&, const v1::Node&)>& fn,
+          const std::function<void(const std::string&, const absl::Status&)>& on_error) {
+  if (depth > kMaxDepth) {
+    on_error(dir_path.empty() ? "/" : dir_path, absl::InvalidArgumentError("trees nested too deep"));
+    return;
+  }
+  absl::StatusOr<v1::Tree> tree = LoadTree(repo, fp);
+  if (!tree.ok()) {
+    on_error(dir_path.empty() ? "/" : dir_path, tree.status());
+    return;
+  }
+  for (const v1::Node& node : tree->nodes()) {
+    const std::string path = dir_path + "/" + node.name();
+    if (fn(path, node) && node.type() == v1::Node::DIR) {
+      Walk(repo, path, node.subtree(), depth + 1, fn, on_error);
+    }
+  }
+}
+}  // namespace
+
+void WalkTree(Repository* repo, std::string_view root,
+              const std::function<bool(const std::string& path, const v1::Node& node)>& fn,
+              const std::function<void(const std::string& path, const absl::Status&)>& on_error) {
+  Walk(repo, "", root, 0, fn, on_error);
+}
+
+}  // namespace whorl::agent

@@ -1,0 +1,90 @@
+// Repository: what the backup, restore and check code needs from a store. Two implementations:
+// the embedded one (chunk-store and metadata libraries in-process under one directory) and,
+// with the cluster, a remote one (gRPC clients routed by the cluster map). Both run the same
+// agent code.
+//
+// Thread-safety: implementations are safe for concurrent use.
+#ifndef WHORL_AGENT_REPOSITORY_H_
+#define WHORL_AGENT_REPOSITORY_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/repo_config.h"
+#include "common/fingerprint.h"
+#include "metadata-service/metadata_store.h"
+
+namespace whorl::agent {
+
+// A chunk ready to upload: fingerprint of the plain bytes, and the encoded bytes.
+struct EncodedChunk {
+  Fingerprint fingerprint;
+  Codec codec = Codec::kNone;
+  uint64_t plain_size = 0;
+  std::string data;
+};
+
+struct RepoStats {
+  uint64_t snapshots = 0;
+  uint64_t logical_bytes = 0;  // file bytes referenced, summed over snapshots
+  uint64_t stored_bytes = 0;   // bytes the chunks take in packs
+  uint64_t unique_chunks = 0;
+};
+
+class Repository {
+ public:
+  virtual ~Repository() = default;
+
+  virtual const RepoConfig& config() const = 0;
+
+  // For each fingerprint, true if the repository lacks it. A `false` is a promise that the
+  // chunk is durable.
+  virtual absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) = 0;
+
+  // Stores chunks; on OK all are durable and indexed. All or nothing on a malformed batch.
+  virtual absl::Status PutChunks(std::vector<EncodedChunk> chunks) = 0;
+
+  // Plain bytes of a chunk, with SHA-256 verified: DATA_LOSS if they do not hash to `fp`,
+  // NOT_FOUND if absent.
+  virtual absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) = 0;
+
+  // Records a snapshot; FAILED_PRECONDITION if its root is not stored. Returns its id.
+  virtual absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) = 0;
+
+  // All snapshots, oldest first.
+  virtual absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() = 0;
+
+  // Every stored chunk's fingerprint (for check).
+  virtual absl::StatusOr<std::vector<Fingerprint>> ListChunks() = 0;
+
+  virtual absl::StatusOr<RepoStats> Stats() = 0;
+};
+
+// Loads and validates the tree with fingerprint `fp_bytes` (32 bytes) from `repo`.
+absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
+
+// Visits every node below the tree `root` depth-first, entries in name order, a directory
+// before its contents. `fn` gets the node's absolute path ("/home/x") and the node, and returns
+// whether to descend into a directory. A tree that cannot be loaded is reported to `on_error`
+// (path of its directory, status) and skipped; the walk goes on.
+void WalkTree(Repository* repo, std::string_view root,
+              const std::function<bool(const std::string& path, const v1::Node& node)>& fn,
+              const std::function<void(const std::string& path, const absl::Status&)>& on_error);
+
+// Creates an embedded repository in `path` (which must not hold one; it may exist empty).
+// FAILED_PRECONDITION "repository already exists" if REPO/config exists.
+absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& config);
+
+// Opens the embedded repository in `path`. FAILED_PRECONDITION "PATH is not a whorl
+// repository" if there is no config; the config's own errors otherwise. Holds the repository's
+// lock (flock on REPO/lock) until destroyed: a second process opening the same repository waits
+// for the first to finish, so two backups run one after the other, never interleaved.
+absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path);
+
+}  // namespace whorl::agent
+
+#endif  // WHORL_AGENT_REPOSITORY_H_

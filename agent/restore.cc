@@ -1,0 +1,262 @@
+#include "agent/restore.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <map>
+#include <system_error>
+
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace whorl::agent {
+namespace {
+
+constexpr int kMaxDepth = 512;
+
+struct timespec Timespec(int64_t ns) {
+  struct timespec ts;
+  ts.tv_sec = ns / 1000000000;
+  ts.tv_nsec = ns % 1000000000;
+  if (ts.tv_nsec < 0) {
+    ts.tv_nsec += 1000000000;
+    --ts.tv_sec;
+  }
+  return ts;
+}
+
+// Restores one snapshot; thread-compatible.
+class Restorer {
+ public:
+  Restorer(Repository* repo, const RestoreOptions& options,
+           const std::function<void(const std::string&)>& on_error)
+      : repo_(repo), options_(options), on_error_(on_error), is_root_(::geteuid() == 0) {}
+
+  absl::StatusOr<RestoreResult> Run(const v1::Snapshot& snapshot) {
+    std::error_code ec;
+    std::filesystem::create_directories(options_.target, ec);
+    target_fd_ = ::open(options_.target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (target_fd_ < 0) {
+      return absl::FailedPreconditionError("target " + options_.target +
+                                           " is not a usable directory: " + std::strerror(errno));
+    }
+    absl::StatusOr<v1::Tree> root = LoadTree(repo_, snapshot.root());
+    if (!root.ok()) {
+      ::close(target_fd_);
+      return Annotate(root.status(), "snapshot root");
+    }
+    RestoreDir(target_fd_, "", *root, 0);
+    ::close(target_fd_);
+    return std::move(result_);
+  }
+
+ private:
+  void Error(const std::string& path, std::string_view what) {
+    std::string msg = path + ": " + std::string(what);
+    if (on_error_) on_error_(msg);
+    result_.errors.push_back(std::move(msg));
+  }
+
+  // Whether `path` lies in an included subtree, or leads to one.
+  bool Selected(const std::string& path) const {
+    if (options_.includes.empty()) return true;
+    for (const std::string& inc : options_.includes) {
+      if (path == inc || (path.size() > inc.size() && path.compare(0, inc.size(), inc) == 0 &&
+                          path[inc.size()] == '/')) {
+        return true;
+      }
+    }
+    return false;
+  }
+  bool LeadsToInclude(const std::string& path) const {
+    for (const std::string& inc : options_.includes) {
+      if (inc.size() > path.size() && inc.compare(0, path.size(), path) == 0 &&
+          inc[path.size()] == '/') {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void RestoreDir(int dirfd, const std::string& path, const v1::Tree& tree, int depth) {
+    if (depth > kMaxDepth) {
+      Error(path, "trees nested too deep; not restored");
+      return;
+    }
+    for (const v1::Node& node : tree.nodes()) {
+      const std::string child = path + "/" + node.name();
+      const bool selected = Selected(child);
+      if (!selected && !LeadsToInclude(child)) continue;
+      if (node.type() == v1::Node::DIR) {
+        RestoreSubdir(dirfd, child, node, depth);
+      } else if (selected) {
+        RestoreLeaf(dirfd, child, node);
+      }
+    }
+  }
+
+  void RestoreSubdir(int dirfd, const std::string& path, const v1::Node& node, int depth) {
+    const char* name = node.name().c_str();
+    if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST) {
+      Error(path, std::strerror(errno));
+      return;
+    }
+    // O_NOFOLLOW: an existing symlink here (placed by anyone) is refused, never followed.
+    const int fd = ::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      Error(path, errno == ELOOP || errno == ENOTDIR
+                      ? "exists in the target and is not a directory (a symlink is never followed)"
+                      : std::strerror(errno));
+      return;
+    }
+    absl::StatusOr<v1::Tree> sub = LoadTree(repo_, node.subtree());
+    if (sub.ok()) {
+      RestoreDir(fd, path, *sub, depth + 1);
+    } else {
+      Error(path, sub.status().message());
+    }
+    SetMetadata(fd, path, node);
+    ::close(fd);
+  }
+
+  void RestoreLeaf(int dirfd, const std::string& path, const v1::Node& node) {
+    const char* name = node.name().c_str();
+    // Replace whatever non-directory is there; unlinkat never follows a symlink.
+    if (::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) {
+      Error(path, std::string("cannot replace existing entry: ") + std::strerror(errno));
+      return;
+    }
+    switch (node.type()) {
+      case v1::Node::FILE:
+        RestoreFile(dirfd, path, node);
+        return;
+      case v1::Node::SYMLINK:
+        if (::symlinkat(node.symlink_target().c_str(), dirfd, name) != 0) {
+          Error(path, std::strerror(errno));
+          return;
+        }
+        if (is_root_) {
+          ::fchownat(dirfd, name, node.uid(), node.gid(), AT_SYMLINK_NOFOLLOW);  // best effort
+        }
+        SetTimesAt(dirfd, path, node);
+        return;
+      case v1::Node::FIFO:
+        if (::mkfifoat(dirfd, name, node.mode() & 07777) != 0) {
+          Error(path, std::strerror(errno));
+          return;
+        }
+        break;
+      case v1::Node::CHAR_DEVICE:
+      case v1::Node::BLOCK_DEVICE: {
+        if (!is_root_) {
+          Error(path, "device node not restored: needs root");
+          return;
+        }
+        const mode_t type = node.type() == v1::Node::CHAR_DEVICE ? S_IFCHR : S_IFBLK;
+        if (::mknodat(dirfd, name, type | (node.mode() & 07777), node.rdev()) != 0) {
+          Error(path, std::strerror(errno));
+          return;
+        }
+        break;
+      }
+      default:
+        return;  // sockets are not restored (as tar and restic do)
+    }
+    const int fd = ::openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0) {
+      SetMetadata(fd, path, node);
+      ::close(fd);
+    }
+  }
+
+  void RestoreFile(int dirfd, const std::string& path, const v1::Node& node) {
+    const char* name = node.name().c_str();
+    const auto link_key = std::make_pair(node.device(), node.inode());
+    if (node.links() > 1) {
+      auto it = hardlinks_.find(link_key);
+      if (it != hardlinks_.end()) {
+        if (::linkat(target_fd_, it->second.c_str(), dirfd, name, 0) != 0) {
+          Error(path, std::string("hard link: ") + std::strerror(errno));
+        }
+        return;
+      }
+    }
+    const int fd = ::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                            0600);
+    if (fd < 0) {
+      Error(path, std::strerror(errno));
+      return;
+    }
+    absl::Status s = WriteChunks(fd, path, node);
+    if (!s.ok()) {
+      ::close(fd);
+      ::unlinkat(dirfd, name, 0);  // never leave a file that looks whole but is not
+      Error(path, s.message());
+      return;
+    }
+    SetMetadata(fd, path, node);
+    ::close(fd);
+    ++result_.files;
+    result_.bytes += node.size();
+    if (node.links() > 1) hardlinks_[link_key] = path.substr(1);
+  }
+
+  absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node) {
+    uint64_t written = 0;
+    for (const std::string& id : node.chunks()) {
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(id));
+      absl::StatusOr<std::string> data = repo_->GetChunk(fp);
+      if (!data.ok()) return Annotate(data.status(), "chunk " + fp.ToHex());
+      WHORL_RETURN_IF_ERROR(WriteAll(fd, *data, path));
+      written += data->size();
+    }
+    if (written != node.size()) {
+      return absl::DataLossError("chunks hold " + std::to_string(written) + " bytes, the tree says " +
+                                 std::to_string(node.size()));
+    }
+    return absl::OkStatus();
+  }
+
+  // Owner first: chown clears setuid/setgid, so the mode comes after it; times last.
+  void SetMetadata(int fd, const std::string& path, const v1::Node& node) {
+    if (is_root_ && ::fchown(fd, node.uid(), node.gid()) != 0) {
+      Error(path, std::string("chown: ") + std::strerror(errno));
+    }
+    if (::fchmod(fd, node.mode() & 07777) != 0) {
+      Error(path, std::string("chmod: ") + std::strerror(errno));
+    }
+    const struct timespec times[2] = {Timespec(node.mtime_ns()), Timespec(node.mtime_ns())};
+    if (::futimens(fd, times) != 0) Error(path, std::string("utimes: ") + std::strerror(errno));
+  }
+
+  void SetTimesAt(int dirfd, const std::string& path, const v1::Node& node) {
+    const struct timespec times[2] = {Timespec(node.mtime_ns()), Timespec(node.mtime_ns())};
+    if (::utimensat(dirfd, node.name().c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      Error(path, std::string("utimes: ") + std::strerror(errno));
+    }
+  }
+
+  Repository* repo_;
+  const RestoreOptions& options_;
+  std::function<void(const std::string&)> on_error_;
+  const bool is_root_;
+  int target_fd_ = -1;
+  RestoreResult result_;
+  // (device, inode) of a multiply-linked file -> its restored path relative to the target.
+  std::map<std::pair<uint64_t, uint64_t>, std::string> hardlinks_;
+};
+
+}  // namespace
+
+absl::StatusOr<RestoreResult> RunRestore(Repository* repo, const v1::Snapshot& snapshot,
+                                         const RestoreOptions& options,
+                                         const std::function<void(const std::string&)>& on_error) {
+  Restorer restorer(repo, options, on_error);
+  return restorer.Run(snapshot);
+}
+
+}  // namespace whorl::agent

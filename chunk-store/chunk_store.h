@@ -1,0 +1,105 @@
+// ChunkStore: content-addressed chunk storage in append-only pack files, with a RocksDB
+// locator index (fingerprint -> pack, offset, sizes). Start here; the byte layout is in
+// pack_format.md.
+//
+// Durability contract: when PutBatch returns OK, every chunk in the batch is durable: its pack
+// bytes were fdatasync'd, then its locator entry written with sync. One sync covers the whole
+// batch (group commit). After a crash, Open() cuts a torn record off the tail of the newest pack
+// and re-indexes whole records that were written but not yet in the locator.
+//
+// Thread-safety: a ChunkStore is safe for concurrent use by multiple threads. One process at a
+// time may open a directory (RocksDB's LOCK file enforces it).
+//
+// Example:
+//   WHORL_ASSIGN_OR_RETURN(std::unique_ptr<ChunkStore> store, ChunkStore::Open(dir, {}));
+//   WHORL_RETURN_IF_ERROR(store->PutBatch(chunks));
+//   WHORL_ASSIGN_OR_RETURN(std::string plain, store->Get(fp));
+#ifndef WHORL_CHUNK_STORE_CHUNK_STORE_H_
+#define WHORL_CHUNK_STORE_CHUNK_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/codec.h"
+#include "common/fingerprint.h"
+
+namespace whorl::chunkstore {
+
+struct ChunkStoreOptions {
+  // A pack is closed and a new one started once it reaches this size. Default: 64 MiB.
+  uint64_t max_pack_bytes = 64ull << 20;
+  // Verify SHA-256(decode(data)) == fingerprint on every put, refusing a mismatch with
+  // INVALID_ARGUMENT. Default: true. An in-process caller that computed the fingerprint from
+  // these very bytes may turn it off; a store that serves the network must not.
+  bool verify_puts = true;
+  // Largest plain or stored chunk accepted, in bytes. Default: 64 MiB.
+  uint64_t max_chunk_bytes = 64ull << 20;
+};
+
+// One chunk to store: its fingerprint, its encoded bytes and how they were encoded.
+struct ChunkPut {
+  Fingerprint fingerprint;
+  Codec codec = Codec::kNone;
+  uint64_t plain_size = 0;
+  std::string data;  // encoded with `codec`
+};
+
+// Where a chunk's record lies.
+struct ChunkLocation {
+  uint32_t pack_id = 0;
+  uint64_t offset = 0;       // of the record's header in the pack
+  uint32_t stored_size = 0;  // encoded data bytes (the record is header + data)
+  uint32_t plain_size = 0;
+  Codec codec = Codec::kNone;
+};
+
+struct ChunkStoreStats {
+  uint64_t chunks = 0;        // unique chunks in the locator
+  uint64_t stored_bytes = 0;  // bytes their records take in packs (headers included)
+  uint64_t plain_bytes = 0;   // their plain sizes summed
+  uint64_t packs = 0;
+};
+
+class ChunkStore {
+ public:
+  // Opens the store in `dir`, creating it if absent, and recovers the newest pack's tail.
+  // Errors: DATA_LOSS if the locator or a pack header is damaged beyond the tail rule.
+  static absl::StatusOr<std::unique_ptr<ChunkStore>> Open(const std::string& dir,
+                                                          const ChunkStoreOptions& options);
+  virtual ~ChunkStore() = default;
+
+  // Stores every chunk not yet stored; a chunk already stored (or twice in the batch) is kept
+  // once. Validates every item first: if any is malformed (size over the cap, fingerprint
+  // mismatch, unknown codec) nothing is written and INVALID_ARGUMENT names the item's
+  // fingerprint. On OK all chunks are durable. `newly_stored`, if not null, receives the count
+  // of chunks this call added.
+  virtual absl::Status PutBatch(const std::vector<ChunkPut>& chunks,
+                                uint64_t* newly_stored = nullptr) = 0;
+
+  // Returns the plain bytes of a chunk. NOT_FOUND if absent; DATA_LOSS (naming the pack and
+  // offset) if its record fails its CRC, header checks or decoding. It does not recompute the
+  // SHA-256: callers that need that check (restore, check --read-data) do it.
+  virtual absl::StatusOr<std::string> Get(const Fingerprint& fp) = 0;
+
+  // Locator lookup only: NOT_FOUND if absent.
+  virtual absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) = 0;
+
+  // For each fingerprint, whether the locator holds it (same order as `fps`).
+  virtual absl::StatusOr<std::vector<bool>> Contains(const std::vector<Fingerprint>& fps) = 0;
+
+  // Calls `fn` for every locator entry, in fingerprint order; stops at the first non-OK status
+  // `fn` returns and returns it.
+  virtual absl::Status ForEach(
+      const std::function<absl::Status(const Fingerprint&, const ChunkLocation&)>& fn) = 0;
+
+  virtual absl::StatusOr<ChunkStoreStats> Stats() = 0;
+};
+
+}  // namespace whorl::chunkstore
+
+#endif  // WHORL_CHUNK_STORE_CHUNK_STORE_H_

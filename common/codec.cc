@@ -1,0 +1,82 @@
+#include "common/codec.h"
+
+#include <zstd.h>
+
+#include <charconv>
+
+#include "absl/status/status.h"
+
+namespace whorl {
+
+std::string CompressionSpec::ToString() const {
+  if (codec == Codec::kNone) return "none";
+  return "zstd:" + std::to_string(level);
+}
+
+absl::StatusOr<CompressionSpec> CompressionSpec::Parse(std::string_view text) {
+  if (text == "none") return CompressionSpec{Codec::kNone, 0};
+  if (text == "zstd") return CompressionSpec{};
+  if (text.substr(0, 5) == "zstd:") {
+    std::string_view num = text.substr(5);
+    int level = 0;
+    auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), level);
+    if (ec == std::errc() && ptr == num.data() + num.size() && level >= 1 && level <= 19) {
+      return CompressionSpec{Codec::kZstd, level};
+    }
+  }
+  return absl::InvalidArgumentError("compression must be 'none' or 'zstd:N' with N in 1..19, got '" +
+                                    std::string(text) + "'");
+}
+
+namespace {
+struct ZstdContexts {
+  ZSTD_CCtx* c = ZSTD_createCCtx();
+  ZSTD_DCtx* d = ZSTD_createDCtx();
+  ~ZstdContexts() {
+    ZSTD_freeCCtx(c);
+    ZSTD_freeDCtx(d);
+  }
+};
+ZstdContexts& Contexts() {
+  thread_local ZstdContexts contexts;
+  return contexts;
+}
+}  // namespace
+
+std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* codec) {
+  if (spec.codec == Codec::kZstd && !plain.empty()) {
+    std::string out(ZSTD_compressBound(plain.size()), '\0');
+    const size_t n = ZSTD_compressCCtx(Contexts().c, out.data(), out.size(), plain.data(),
+                                       plain.size(), spec.level);
+    if (!ZSTD_isError(n) && n < plain.size()) {
+      out.resize(n);
+      *codec = Codec::kZstd;
+      return out;
+    }
+  }
+  *codec = Codec::kNone;
+  return std::string(plain);
+}
+
+absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_t plain_size) {
+  switch (codec) {
+    case Codec::kNone:
+      if (stored.size() != plain_size) {
+        return absl::DataLossError("stored size differs from plain size");
+      }
+      return std::string(stored);
+    case Codec::kZstd: {
+      std::string out(plain_size, '\0');
+      const size_t n = ZSTD_decompressDCtx(Contexts().d, out.data(), out.size(), stored.data(),
+                                           stored.size());
+      if (ZSTD_isError(n)) {
+        return absl::DataLossError(std::string("zstd: ") + ZSTD_getErrorName(n));
+      }
+      if (n != plain_size) return absl::DataLossError("zstd frame decodes to the wrong size");
+      return out;
+    }
+  }
+  return absl::InvalidArgumentError("unknown codec " + std::to_string(static_cast<int>(codec)));
+}
+
+}  // namespace whorl

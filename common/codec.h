@@ -1,0 +1,38 @@
+// Chunk compression. A codec id is stored with every pack record, so readers know how to decode
+// each chunk whatever the repository's current setting.
+#ifndef WHORL_COMMON_CODEC_H_
+#define WHORL_COMMON_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace whorl {
+
+enum class Codec : uint8_t {
+  kNone = 0,  // stored as is
+  kZstd = 1,  // one zstd frame
+};
+
+// Compression setting of a repository: "none" or "zstd:N" (N in 1..19).
+struct CompressionSpec {
+  Codec codec = Codec::kZstd;
+  int level = 3;
+  std::string ToString() const;
+  static absl::StatusOr<CompressionSpec> Parse(std::string_view text);
+};
+
+// Encodes `plain` per `spec`. If zstd would not make it smaller, stores it plain: `*codec`
+// says which was used. Thread-safe (per-thread zstd contexts).
+std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* codec);
+
+// Decodes `stored` written with `codec`; the result must be exactly `plain_size` bytes.
+// DATA_LOSS if the bytes do not decode or decode to another size; INVALID_ARGUMENT for an
+// unknown codec.
+absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_t plain_size);
+
+}  // namespace whorl
+
+#endif  // WHORL_COMMON_CODEC_H_

@@ -1,0 +1,81 @@
+#include "common/fingerprint.h"
+
+#include <openssl/evp.h>
+
+#include <cstdlib>
+
+#include "absl/status/status.h"
+
+namespace whorl {
+
+std::string Fingerprint::ToHex() const {
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(bytes.data()), kSize));
+}
+
+uint64_t Fingerprint::Prefix64() const {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | bytes[i];
+  return v;
+}
+
+absl::StatusOr<Fingerprint> Fingerprint::FromBytes(std::string_view raw) {
+  if (raw.size() != kSize) {
+    return absl::InvalidArgumentError("fingerprint must be 32 bytes, got " +
+                                      std::to_string(raw.size()));
+  }
+  Fingerprint f;
+  std::memcpy(f.bytes.data(), raw.data(), kSize);
+  return f;
+}
+
+absl::StatusOr<Fingerprint> Fingerprint::FromHex(std::string_view hex) {
+  if (hex.size() != 2 * kSize) {
+    return absl::InvalidArgumentError("fingerprint must be 64 hex digits");
+  }
+  absl::StatusOr<std::string> raw = HexDecode(hex);
+  if (!raw.ok()) return raw.status();
+  return FromBytes(*raw);
+}
+
+Fingerprint Sha256(std::string_view data) {
+  Fingerprint f;
+  unsigned int len = 0;
+  // EVP_Digest picks the SHA-NI / AVX2 implementation at run time.
+  if (EVP_Digest(data.data(), data.size(), f.bytes.data(), &len, EVP_sha256(), nullptr) != 1 ||
+      len != Fingerprint::kSize) {
+    std::abort();  // Only on a broken OpenSSL installation: nothing sensible to return.
+  }
+  return f;
+}
+
+std::string HexEncode(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(bytes.size() * 2, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const auto b = static_cast<uint8_t>(bytes[i]);
+    out[2 * i] = kDigits[b >> 4];
+    out[2 * i + 1] = kDigits[b & 15];
+  }
+  return out;
+}
+
+static int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+absl::StatusOr<std::string> HexDecode(std::string_view hex) {
+  if (hex.size() % 2 != 0) return absl::InvalidArgumentError("odd-length hex string");
+  std::string out(hex.size() / 2, '\0');
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int hi = HexValue(hex[2 * i]);
+    const int lo = HexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return absl::InvalidArgumentError("not a hex string");
+    out[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return out;
+}
+
+}  // namespace whorl

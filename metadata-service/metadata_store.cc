@@ -1,0 +1,223 @@
+#include "metadata-service/metadata_store.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+
+namespace whorl::metadata {
+namespace {
+
+constexpr char kChunkPrefix = 'c';
+constexpr char kSnapshotPrefix = 's';
+constexpr size_t kEntryFixedSize = 16;  // stored u32, plain u32, first_seen i64
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = std::string(context) + ": " + s.ToString();
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNoSpace) {
+    return absl::ResourceExhaustedError(msg);
+  }
+  if (s.IsIOError() && msg.find("lock") != std::string::npos) {
+    return absl::UnavailableError(msg + " (is another process using it?)");
+  }
+  return absl::InternalError(msg);
+}
+
+std::string ChunkKey(const Fingerprint& fp) {
+  std::string key(1, kChunkPrefix);
+  key.append(reinterpret_cast<const char*>(fp.bytes.data()), Fingerprint::kSize);
+  return key;
+}
+
+void PutFixed32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+void PutFixed64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+uint64_t GetFixed(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+std::string EncodeEntry(const IndexEntry& e) {
+  std::string out;
+  PutFixed32(&out, e.stored_size);
+  PutFixed32(&out, e.plain_size);
+  PutFixed64(&out, static_cast<uint64_t>(e.first_seen_ns));
+  out += e.node;
+  return out;
+}
+
+absl::StatusOr<IndexEntry> DecodeEntry(std::string_view v) {
+  if (v.size() < kEntryFixedSize) return absl::DataLossError("index entry too short");
+  IndexEntry e;
+  e.stored_size = static_cast<uint32_t>(GetFixed(v.data(), 4));
+  e.plain_size = static_cast<uint32_t>(GetFixed(v.data() + 4, 4));
+  e.first_seen_ns = static_cast<int64_t>(GetFixed(v.data() + 8, 8));
+  e.node = std::string(v.substr(kEntryFixedSize));
+  return e;
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Thread-safe: RocksDB is; mu_ serialises read-modify-write in Register.
+class MetadataStoreImpl : public MetadataStore {
+ public:
+  explicit MetadataStoreImpl(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+
+  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
+    std::vector<std::string> keys;
+    keys.reserve(fps.size());
+    for (const Fingerprint& fp : fps) keys.push_back(ChunkKey(fp));
+    std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+    std::vector<rocksdb::PinnableSlice> values(keys.size());
+    std::vector<rocksdb::Status> statuses(keys.size());
+    db_->MultiGet(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), slices.size(),
+                  slices.data(), values.data(), statuses.data());
+    std::vector<bool> missing(fps.size());
+    for (size_t i = 0; i < fps.size(); ++i) {
+      if (statuses[i].IsNotFound()) {
+        missing[i] = true;
+      } else {
+        WHORL_RETURN_IF_ERROR(FromRocks(statuses[i], "index lookup"));
+      }
+    }
+    return missing;
+  }
+
+  absl::Status Register(const std::vector<std::pair<Fingerprint, IndexEntry>>& entries) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<Fingerprint> fps;
+    fps.reserve(entries.size());
+    for (const auto& e : entries) fps.push_back(e.first);
+    WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, FindMissing(fps));
+    rocksdb::WriteBatch batch;
+    const int64_t now = NowNs();
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (!missing[i]) continue;
+      IndexEntry e = entries[i].second;
+      if (e.first_seen_ns == 0) e.first_seen_ns = now;
+      batch.Put(ChunkKey(entries[i].first), EncodeEntry(e));
+    }
+    if (batch.Count() == 0) return absl::OkStatus();
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocks(db_->Write(wo, &batch), "index register");
+  }
+
+  absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ChunkKey(fp), &value);
+    if (s.IsNotFound()) return absl::NotFoundError("chunk " + fp.ToHex() + " is not in the index");
+    WHORL_RETURN_IF_ERROR(FromRocks(s, "index lookup"));
+    return DecodeEntry(value);
+  }
+
+  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
+    WHORL_ASSIGN_OR_RETURN(Fingerprint root, Fingerprint::FromBytes(snapshot.root()));
+    absl::Status present = Lookup(root).status();
+    if (absl::IsNotFound(present)) {
+      return absl::FailedPreconditionError("snapshot root tree " + root.ToHex() +
+                                           " is not in the index");
+    }
+    WHORL_RETURN_IF_ERROR(present);
+    const Fingerprint id = SnapshotId(snapshot);
+    std::string key(1, kSnapshotPrefix);
+    key += id.ToBytes();
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    WHORL_RETURN_IF_ERROR(
+        FromRocks(db_->Put(wo, key, SerializeDeterministic(snapshot)), "catalog commit"));
+    return id;
+  }
+
+  absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots() override {
+    std::vector<SnapshotRecord> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix(1, kSnapshotPrefix);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      SnapshotRecord rec;
+      WHORL_ASSIGN_OR_RETURN(rec.id, Fingerprint::FromBytes(it->key().ToStringView().substr(1)));
+      if (!rec.snapshot.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return absl::DataLossError("catalog: snapshot " + rec.id.ToHex() + " does not parse");
+      }
+      out.push_back(std::move(rec));
+    }
+    WHORL_RETURN_IF_ERROR(FromRocks(it->status(), "catalog list"));
+    std::sort(out.begin(), out.end(), [](const SnapshotRecord& a, const SnapshotRecord& b) {
+      if (a.snapshot.time_ns() != b.snapshot.time_ns()) {
+        return a.snapshot.time_ns() < b.snapshot.time_ns();
+      }
+      return a.id < b.id;
+    });
+    return out;
+  }
+
+  absl::StatusOr<IndexStats> Stats() override {
+    IndexStats stats;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix(1, kChunkPrefix);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      WHORL_ASSIGN_OR_RETURN(IndexEntry e, DecodeEntry(it->value().ToStringView()));
+      ++stats.unique_chunks;
+      stats.stored_bytes += e.stored_size;
+      stats.plain_bytes += e.plain_size;
+    }
+    WHORL_RETURN_IF_ERROR(FromRocks(it->status(), "index stats"));
+    return stats;
+  }
+
+ private:
+  std::unique_ptr<rocksdb::DB> db_;
+  absl::Mutex mu_;
+};
+
+}  // namespace
+
+std::string SerializeDeterministic(const google::protobuf::MessageLite& message) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream raw(&out);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.SetSerializationDeterministic(true);
+    message.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+Fingerprint SnapshotId(const v1::Snapshot& snapshot) {
+  return Sha256(SerializeDeterministic(snapshot));
+}
+
+absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::string& dir) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.paranoid_checks = true;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::DB* db = nullptr;
+  WHORL_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "metadata " + dir));
+  return std::unique_ptr<MetadataStore>(
+      std::make_unique<MetadataStoreImpl>(std::unique_ptr<rocksdb::DB>(db)));
+}
+
+}  // namespace whorl::metadata

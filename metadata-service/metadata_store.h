@@ -1,0 +1,77 @@
+// MetadataStore: one metadata shard's state on its own RocksDB: the fingerprint index (which
+// chunks are durable in a chunk store) and the snapshot catalog. Start here; key and value
+// layouts are in metadata_format.md.
+//
+// Invariant kept here: a snapshot is committed only if its root tree is in the index (the
+// agent uploads every chunk and tree before committing; see design.md, invariant 2).
+//
+// Thread-safety: safe for concurrent use. One process at a time opens a directory.
+#ifndef WHORL_METADATA_SERVICE_METADATA_STORE_H_
+#define WHORL_METADATA_SERVICE_METADATA_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/fingerprint.h"
+#include "whorl/v1/objects.pb.h"
+
+namespace whorl::metadata {
+
+// What the index knows of a stored chunk.
+struct IndexEntry {
+  uint32_t stored_size = 0;   // encoded bytes in the chunk store
+  uint32_t plain_size = 0;
+  int64_t first_seen_ns = 0;  // when it was first registered
+  std::string node;           // chunk-store node holding it ("" in an embedded repository)
+};
+
+struct IndexStats {
+  uint64_t unique_chunks = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t plain_bytes = 0;
+};
+
+// A catalog record: a snapshot's id (32 bytes, SHA-256 of its serialization) and manifest.
+struct SnapshotRecord {
+  Fingerprint id;
+  v1::Snapshot snapshot;
+};
+
+class MetadataStore {
+ public:
+  // Opens or creates the shard's database in `dir`. DATA_LOSS / INTERNAL with RocksDB's message
+  // if the database is damaged or held by another process.
+  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& dir);
+  virtual ~MetadataStore() = default;
+
+  // For each fingerprint, true if the index does NOT hold it (same order as `fps`).
+  virtual absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) = 0;
+
+  // Records chunks as durable. Entries already present keep their first_seen. One synced write.
+  virtual absl::Status Register(const std::vector<std::pair<Fingerprint, IndexEntry>>& entries) = 0;
+
+  // Looks one fingerprint up: NOT_FOUND if absent.
+  virtual absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) = 0;
+
+  // Stores `snapshot` under its id (returned). FAILED_PRECONDITION if its root tree is not in
+  // the index; INVALID_ARGUMENT if the root is not a fingerprint. Idempotent. Synced.
+  virtual absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) = 0;
+
+  // All snapshots, oldest first (by time, then id).
+  virtual absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots() = 0;
+
+  virtual absl::StatusOr<IndexStats> Stats() = 0;
+};
+
+// The id of a snapshot: SHA-256 of its deterministic serialization.
+Fingerprint SnapshotId(const v1::Snapshot& snapshot);
+// Deterministic serialization (stable across runs of one build; map-free messages).
+std::string SerializeDeterministic(const google::protobuf::MessageLite& message);
+
+}  // namespace whorl::metadata
+
+#endif  // WHORL_METADATA_SERVICE_METADATA_STORE_H_

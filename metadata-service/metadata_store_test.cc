@@ -1,0 +1,89 @@
+#include "metadata-service/metadata_store.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace whorl::metadata {
+namespace {
+
+class MetadataStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/metaXXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    auto store = MetadataStore::Open(dir_ + "/db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string dir_;
+  std::unique_ptr<MetadataStore> store_;
+};
+
+TEST_F(MetadataStoreTest, FindMissingAfterRegister) {
+  const Fingerprint a = Sha256("a"), b = Sha256("b");
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{10, 20, 0, ""}}}).ok());
+  auto missing = store_->FindMissing({a, b, a});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing, (std::vector<bool>{false, true, false}));
+  auto stats = store_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->unique_chunks, 1u);
+  EXPECT_EQ(stats->stored_bytes, 10u);
+  EXPECT_EQ(stats->plain_bytes, 20u);
+}
+
+TEST_F(MetadataStoreTest, RegisterKeepsFirstSeen) {
+  const Fingerprint a = Sha256("a");
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{1, 1, 111, "n1"}}}).ok());
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{1, 1, 222, "n2"}}}).ok());
+  auto e = store_->Lookup(a);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->first_seen_ns, 111);
+  EXPECT_EQ(e->node, "n1");
+  EXPECT_EQ(store_->Lookup(Sha256("zz")).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(MetadataStoreTest, CommitRefusesRootNotInIndex) {
+  v1::Snapshot snap;
+  snap.set_root(Sha256("root").ToBytes());
+  EXPECT_EQ(store_->CommitSnapshot(snap).status().code(), absl::StatusCode::kFailedPrecondition);
+  snap.set_root("short");
+  EXPECT_EQ(store_->CommitSnapshot(snap).status().code(), absl::StatusCode::kInvalidArgument);
+  auto list = store_->ListSnapshots();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+}
+
+TEST_F(MetadataStoreTest, CommitAndListOldestFirst) {
+  const Fingerprint root = Sha256("root");
+  ASSERT_TRUE(store_->Register({{root, IndexEntry{1, 1, 0, ""}}}).ok());
+  v1::Snapshot newer, older;
+  newer.set_root(root.ToBytes());
+  newer.set_time_ns(200);
+  older.set_root(root.ToBytes());
+  older.set_time_ns(100);
+  auto id_newer = store_->CommitSnapshot(newer);
+  auto id_older = store_->CommitSnapshot(older);
+  ASSERT_TRUE(id_newer.ok() && id_older.ok());
+  EXPECT_EQ(*id_newer, SnapshotId(newer));
+  auto list = store_->ListSnapshots();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].id, *id_older);
+  EXPECT_EQ((*list)[1].snapshot.time_ns(), 200);
+}
+
+TEST_F(MetadataStoreTest, SecondOpenOfSameDirFails) {
+  auto second = MetadataStore::Open(dir_ + "/db");
+  EXPECT_FALSE(second.ok());
+}
+
+}  // namespace
+}  // namespace whorl::metadata
