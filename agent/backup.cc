@@ -48,7 +48,7 @@ class Archiver {
         on_progress_(on_progress),
         chunker_(repo->config().chunker),
         uploader_(repo),
-        buffer_(std::max<size_t>(8 << 20, 2 * repo->config().chunker.max_size)) {}
+        buffer_(std::max<size_t>(8 << 20, 2 * repo->config().chunker.max_size), '\0') {}
 
   // Saves the trie below "/" as the root tree; returns its fingerprint.
   absl::StatusOr<Fingerprint> SaveRoot(const PathTrie& trie, const v1::Tree* parent) {
@@ -62,7 +62,17 @@ class Archiver {
 
   absl::Status Finish() { return uploader_.Flush(); }
 
-  v1::SnapshotSummary& summary() { return summary_; }
+  // The counters as the snapshot's summary (data_added and duration are the caller's).
+  v1::SnapshotSummary summary() const {
+    v1::SnapshotSummary s;
+    s.set_files_new(counts_.files_new);
+    s.set_files_changed(counts_.files_changed);
+    s.set_files_unmodified(counts_.files_unmodified);
+    s.set_dirs_new(counts_.dirs_new);
+    s.set_total_files_processed(counts_.total_files_processed);
+    s.set_total_bytes_processed(counts_.total_bytes_processed);
+    return s;
+  }
   std::vector<std::string>& errors() { return errors_; }
   std::vector<std::string>& warnings() { return warnings_; }
   uint64_t data_added() const { return uploader_.data_added(); }
@@ -171,7 +181,7 @@ class Archiver {
         break;
       }
       case v1::Node::DIR: {
-        if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) ++summary_.dirs_new;
+        if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) ++counts_.dirs_new;
         std::unique_ptr<v1::Tree> parent_sub = ParentSubtree(parent_node);
         WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveDirContents(path, parent_sub.get()));
         WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&sub));
@@ -233,19 +243,19 @@ class Archiver {
   absl::Status SaveFile(const std::string& path, const struct stat& st,
                         const v1::Node* parent_node, v1::Node* node) {
     node->set_size(static_cast<uint64_t>(st.st_size));
-    ++summary_.total_files_processed;
-    summary_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
+    ++counts_.total_files_processed;
+    counts_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
     if (parent_node != nullptr && parent_node->type() == v1::Node::FILE &&
         parent_node->size() == node->size() && parent_node->mtime_ns() == node->mtime_ns() &&
         parent_node->ctime_ns() == node->ctime_ns() && parent_node->inode() == node->inode()) {
       *node->mutable_chunks() = parent_node->chunks();
-      ++summary_.files_unmodified;
+      ++counts_.files_unmodified;
       Progress(static_cast<uint64_t>(st.st_size));
       return absl::OkStatus();
     }
     WHORL_RETURN_IF_ERROR(ReadAndChunk(path, st, node));
-    if (parent_node != nullptr) ++summary_.files_changed;
-    else ++summary_.files_new;
+    if (parent_node != nullptr) ++counts_.files_changed;
+    else ++counts_.files_new;
     return absl::OkStatus();
   }
 
@@ -310,7 +320,7 @@ class Archiver {
     const auto now = Clock::now();
     if (now - last_progress_ < std::chrono::milliseconds(250)) return;
     last_progress_ = now;
-    progress_.files = summary_.total_files_processed;
+    progress_.files = counts_.total_files_processed;
     on_progress_(progress_);
   }
 
@@ -325,7 +335,14 @@ class Archiver {
   Chunker chunker_;
   ChunkUploader uploader_;
   std::string buffer_;
-  v1::SnapshotSummary summary_;
+  struct Counts {
+    uint64_t files_new = 0;
+    uint64_t files_changed = 0;
+    uint64_t files_unmodified = 0;
+    uint64_t dirs_new = 0;
+    uint64_t total_files_processed = 0;
+    uint64_t total_bytes_processed = 0;
+  } counts_;
   std::vector<std::string> errors_;
   std::vector<std::string> warnings_;
   BackupProgress progress_;

@@ -16,6 +16,7 @@
 #include "agent/restore.h"
 #include "agent/snapshot_select.h"
 #include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace whorl::agent {
 namespace {
@@ -98,7 +99,8 @@ int CmdBackup(Flags& f) {
     std::fflush(stdout);
   };
   absl::StatusOr<BackupResult> result =
-      RunBackup(repo->get(), options, on_error, tty ? on_progress : nullptr);
+      RunBackup(repo->get(), options, on_error,
+                tty ? std::function<void(const BackupProgress&)>(on_progress) : nullptr);
   if (tty) std::cout << "\r\033[K" << std::flush;
   if (!result.ok()) return Fail(result.status());
   if (!f.manifest_out.empty()) {

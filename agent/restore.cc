@@ -117,7 +117,7 @@ class Restorer {
     if (sub.ok()) {
       RestoreDir(fd, path, *sub, depth + 1);
     } else {
-      Error(path, sub.status().message());
+      Error(path, std::string(sub.status().message()));
     }
     SetMetadata(fd, path, node);
     ::close(fd);
@@ -195,7 +195,7 @@ class Restorer {
     if (!s.ok()) {
       ::close(fd);
       ::unlinkat(dirfd, name, 0);  // never leave a file that looks whole but is not
-      Error(path, s.message());
+      Error(path, std::string(s.message()));
       return;
     }
     SetMetadata(fd, path, node);

@@ -37,7 +37,9 @@ struct ChunkStoreOptions {
   // INVALID_ARGUMENT. Default: true. An in-process caller that computed the fingerprint from
   // these very bytes may turn it off; a store that serves the network must not.
   bool verify_puts = true;
-  // Largest plain or stored chunk accepted, in bytes. Default: 64 MiB.
+  // Largest plain or stored chunk accepted, in bytes. Default: 64 MiB. Open with at least the
+  // value the store was written with: recovery takes a larger record in the newest pack for
+  // damage (and then refuses to open if the locator indexes it or anything after it).
   uint64_t max_chunk_bytes = 64ull << 20;
 };
 

@@ -1,0 +1,400 @@
+#include "chunk-store/chunk_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <limits>
+#include <map>
+#include <unordered_set>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "chunk-store/pack.h"
+#include "chunk-store/pack_format.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace whorl::chunkstore {
+namespace {
+
+// Pack files kept open for reads; beyond this the cache drops one before opening another.
+constexpr size_t kMaxCachedReaders = 64;
+
+// RocksDB status -> absl::Status with "locator: <context>: " before RocksDB's text.
+absl::Status FromRocks(const rocksdb::Status& s, const std::string& context) {
+  if (s.ok()) return absl::OkStatus();
+  const std::string msg = absl::StrCat("locator: ", context, ": ", s.ToString());
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNoSpace) {
+    return absl::ResourceExhaustedError(msg);
+  }
+  if (s.IsIOError() && msg.find("lock") != std::string::npos) {
+    return absl::UnavailableError(msg + " (is another process using this store?)");
+  }
+  return absl::InternalError(msg);
+}
+
+rocksdb::Slice KeyOf(const Fingerprint& fp) {
+  return rocksdb::Slice(reinterpret_cast<const char*>(fp.bytes.data()), Fingerprint::kSize);
+}
+
+std::string Where(uint32_t pack_id, uint64_t offset) {
+  return absl::StrCat("pack ", PackIdString(pack_id), " offset ", offset);
+}
+
+absl::Status Invalid(const ChunkPut& c, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("chunk ", c.fingerprint.ToHex(), ": ", what));
+}
+
+// The checks PutBatch makes on each item before it writes anything.
+absl::Status ValidatePut(const ChunkPut& c, const ChunkStoreOptions& options) {
+  // Sizes are u32 on disk whatever the option says.
+  const uint64_t cap =
+      std::min<uint64_t>(options.max_chunk_bytes, std::numeric_limits<uint32_t>::max());
+  if (c.plain_size > cap) return Invalid(c, absl::StrCat("plain size ", c.plain_size, " > ", cap));
+  if (c.data.size() > cap) {
+    return Invalid(c, absl::StrCat("stored size ", c.data.size(), " > ", cap));
+  }
+  if (c.codec != Codec::kNone && c.codec != Codec::kZstd) {
+    return Invalid(c, absl::StrCat("unknown codec ", static_cast<int>(c.codec)));
+  }
+  if (c.codec == Codec::kNone && c.data.size() != c.plain_size) {
+    return Invalid(c, absl::StrCat("codec none but stored size ", c.data.size(), " != plain size ",
+                                   c.plain_size));
+  }
+  if (options.verify_puts) {
+    absl::StatusOr<std::string> plain = Decode(c.codec, c.data, c.plain_size);
+    if (!plain.ok()) return Invalid(c, absl::StrCat("does not decode: ", plain.status().message()));
+    const Fingerprint actual = Sha256(*plain);
+    if (actual != c.fingerprint) return Invalid(c, "data hashes to " + actual.ToHex());
+  } else if (c.data.empty() && c.plain_size != 0) {
+    return Invalid(c, "no data for a non-empty chunk");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakeDir(const std::string& path, bool* created) {
+  *created = ::mkdir(path.c_str(), 0755) == 0;
+  if (!*created && errno != EEXIST) return ErrnoStatus("mkdir", path, errno);
+  return absl::OkStatus();
+}
+
+std::string Parent(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+// Creates dir/ and dir/packs/ if absent, making their creation durable.
+absl::Status MakeStoreDirs(const std::string& dir) {
+  bool created = false;
+  WHORL_RETURN_IF_ERROR(MakeDir(dir, &created));
+  if (created) WHORL_RETURN_IF_ERROR(SyncDir(Parent(dir)));
+  WHORL_RETURN_IF_ERROR(MakeDir(dir + "/" + kPacksDirName, &created));
+  if (created) WHORL_RETURN_IF_ERROR(SyncDir(dir));
+  return absl::OkStatus();
+}
+
+// Thread-safe: writers serialize on mu_; reads go to RocksDB (thread-safe) and pread.
+class ChunkStoreImpl final : public ChunkStore {
+ public:
+  ChunkStoreImpl(const std::string& dir, const ChunkStoreOptions& options,
+                 std::unique_ptr<rocksdb::DB> db)
+      : packs_dir_(dir + "/" + kPacksDirName), options_(options), db_(std::move(db)) {}
+
+  // Checks pack headers, recovers the newest pack and opens it for appending.
+  absl::Status Recover();
+
+  absl::Status PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) override;
+  absl::StatusOr<std::string> Get(const Fingerprint& fp) override;
+  absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) override;
+  absl::StatusOr<std::vector<bool>> Contains(const std::vector<Fingerprint>& fps) override {
+    return LookupMany(fps);
+  }
+  absl::Status ForEach(
+      const std::function<absl::Status(const Fingerprint&, const ChunkLocation&)>& fn) override;
+  absl::StatusOr<ChunkStoreStats> Stats() override;
+
+ private:
+  // For each fingerprint, whether the locator holds a (well-formed) entry for it.
+  absl::StatusOr<std::vector<bool>> LookupMany(const std::vector<Fingerprint>& fps);
+  // Refuses (DATA_LOSS) to cut `pack_id` at scan.valid_end if the locator points at or beyond
+  // that offset: then the bad bytes are damage, not a torn tail, and cutting would destroy
+  // acknowledged chunks. Iterates the whole locator, but only when there is a tail to cut.
+  absl::Status CheckNotIndexed(uint32_t pack_id, const PackScan& scan);
+  // Adds locator entries for the records of `pack_id` that it lacks (one synced batch).
+  absl::Status IndexRecords(uint32_t pack_id, const std::vector<ScannedRecord>& records);
+  // The items of `chunks` neither in the locator nor earlier in `chunks`.
+  absl::StatusOr<std::vector<const ChunkPut*>> SelectNew(const std::vector<ChunkPut>& chunks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends, syncs and indexes `todo`; on a pack error cuts this batch's bytes off again.
+  absl::Status WriteLocked(const std::vector<const ChunkPut*>& todo)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AppendAll(const std::vector<const ChunkPut*>& todo, rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UndoAppend(uint32_t start_pack, uint64_t start_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Syncs the open pack (if any) and starts the next one.
+  absl::Status StartNewPack() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::shared_ptr<const PackReader>> Reader(uint32_t pack_id);
+
+  const std::string packs_dir_;
+  const ChunkStoreOptions options_;
+  const std::unique_ptr<rocksdb::DB> db_;
+  std::atomic<uint64_t> pack_count_{0};
+
+  absl::Mutex mu_;
+  // The newest pack, open for appending. Null after a failed cut-back: the next put starts a
+  // new pack rather than append after bytes of unknown state.
+  std::unique_ptr<PackWriter> writer_ ABSL_GUARDED_BY(mu_);
+  uint32_t newest_pack_id_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex readers_mu_;
+  // Shared so that eviction never closes an fd another thread is reading from.
+  std::map<uint32_t, std::shared_ptr<const PackReader>> readers_ ABSL_GUARDED_BY(readers_mu_);
+};
+
+absl::Status ChunkStoreImpl::Recover() {
+  absl::MutexLock lock(&mu_);
+  WHORL_ASSIGN_OR_RETURN(const std::vector<uint32_t> ids, ListPackIds(packs_dir_));
+  pack_count_ = ids.size();
+  if (ids.empty()) return StartNewPack();
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, ids[i])));
+  }
+  newest_pack_id_ = ids.back();
+  const uint32_t newest = newest_pack_id_;
+  WHORL_ASSIGN_OR_RETURN(
+      const PackScan scan,
+      RecoverNewestPack(PackPath(packs_dir_, newest), options_.max_chunk_bytes,
+                        [this, newest](const PackScan& s) { return CheckNotIndexed(newest, s); }));
+  WHORL_RETURN_IF_ERROR(IndexRecords(newest_pack_id_, scan.records));
+  WHORL_ASSIGN_OR_RETURN(writer_, PackWriter::OpenForAppend(packs_dir_, newest_pack_id_));
+  return absl::OkStatus();
+}
+
+absl::Status ChunkStoreImpl::CheckNotIndexed(uint32_t pack_id, const PackScan& scan) {
+  return ForEach([&](const Fingerprint& fp, const ChunkLocation& loc) -> absl::Status {
+    if (loc.pack_id != pack_id || loc.offset < scan.valid_end) return absl::OkStatus();
+    return absl::DataLossError(absl::StrCat(
+        Where(pack_id, scan.valid_end), ": record fails its checks, but the locator has chunk ",
+        fp.ToHex(), " at offset ", loc.offset, " after it; refusing to cut the pack"));
+  });
+}
+
+absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
+                                          const std::vector<ScannedRecord>& records) {
+  std::vector<Fingerprint> fps;
+  fps.reserve(records.size());
+  for (const ScannedRecord& r : records) fps.push_back(r.header.fingerprint);
+  WHORL_ASSIGN_OR_RETURN(const std::vector<bool> present, LookupMany(fps));
+  rocksdb::WriteBatch batch;
+  std::unordered_set<Fingerprint, FingerprintHash> added;
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (present[i] || !added.insert(fps[i]).second) continue;
+    const RecordHeader& h = records[i].header;
+    batch.Put(KeyOf(fps[i]),
+              EncodeLocatorValue(
+                  ChunkLocation{pack_id, records[i].offset, h.stored_size, h.plain_size, h.codec}));
+  }
+  if (batch.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->Write(wo, &batch), "re-index pack " + PackIdString(pack_id));
+}
+
+absl::StatusOr<std::vector<bool>> ChunkStoreImpl::LookupMany(const std::vector<Fingerprint>& fps) {
+  std::vector<rocksdb::Slice> keys;
+  keys.reserve(fps.size());
+  for (const Fingerprint& fp : fps) keys.push_back(KeyOf(fp));
+  std::vector<std::string> values;
+  const std::vector<rocksdb::Status> statuses =
+      db_->MultiGet(rocksdb::ReadOptions(), keys, &values);
+  std::vector<bool> found(fps.size());
+  for (size_t i = 0; i < fps.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    WHORL_RETURN_IF_ERROR(FromRocks(statuses[i], "lookup"));
+    WHORL_RETURN_IF_ERROR(
+        Annotate(DecodeLocatorValue(values[i]).status(), "locator entry " + fps[i].ToHex()));
+    found[i] = true;
+  }
+  return found;
+}
+
+absl::Status ChunkStoreImpl::PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) {
+  if (newly_stored != nullptr) *newly_stored = 0;
+  // Verification (decode + SHA-256) is the costly part: done before taking the lock.
+  for (const ChunkPut& c : chunks) WHORL_RETURN_IF_ERROR(ValidatePut(c, options_));
+  if (chunks.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  WHORL_ASSIGN_OR_RETURN(const std::vector<const ChunkPut*> todo, SelectNew(chunks));
+  if (todo.empty()) return absl::OkStatus();
+  WHORL_RETURN_IF_ERROR(WriteLocked(todo));
+  if (newly_stored != nullptr) *newly_stored = todo.size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<const ChunkPut*>> ChunkStoreImpl::SelectNew(
+    const std::vector<ChunkPut>& chunks) {
+  std::vector<const ChunkPut*> unique;
+  std::vector<Fingerprint> fps;
+  std::unordered_set<Fingerprint, FingerprintHash> seen;
+  for (const ChunkPut& c : chunks) {
+    if (!seen.insert(c.fingerprint).second) continue;
+    unique.push_back(&c);
+    fps.push_back(c.fingerprint);
+  }
+  WHORL_ASSIGN_OR_RETURN(const std::vector<bool> present, LookupMany(fps));
+  std::vector<const ChunkPut*> todo;
+  for (size_t i = 0; i < unique.size(); ++i) {
+    if (!present[i]) todo.push_back(unique[i]);
+  }
+  return todo;
+}
+
+absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& todo) {
+  if (writer_ == nullptr) WHORL_RETURN_IF_ERROR(StartNewPack());
+  const uint32_t start_pack = writer_->pack_id();
+  const uint64_t start_size = writer_->size();
+  rocksdb::WriteBatch batch;
+  absl::Status s = AppendAll(todo, &batch);
+  if (s.ok()) s = writer_->Sync();
+  if (!s.ok()) {
+    UndoAppend(start_pack, start_size);
+    return s;
+  }
+  // The records are durable: only now may the locator point at them. If this write fails the
+  // records stay (unindexed, as after a crash here): RocksDB may still have logged part of the
+  // batch, and an entry must never point at bytes we cut.
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return FromRocks(db_->Write(wo, &batch), "write");
+}
+
+absl::Status ChunkStoreImpl::AppendAll(const std::vector<const ChunkPut*>& todo,
+                                       rocksdb::WriteBatch* batch) {
+  for (const ChunkPut* c : todo) {
+    if (writer_->size() >= options_.max_pack_bytes) WHORL_RETURN_IF_ERROR(StartNewPack());
+    // ValidatePut capped both sizes at 2^32 - 1.
+    const RecordHeader h{c->codec, static_cast<uint32_t>(c->plain_size),
+                         static_cast<uint32_t>(c->data.size()), c->fingerprint};
+    WHORL_ASSIGN_OR_RETURN(const uint64_t offset, writer_->Append(h, c->data));
+    batch->Put(KeyOf(c->fingerprint),
+               EncodeLocatorValue(ChunkLocation{writer_->pack_id(), offset, h.stored_size,
+                                                h.plain_size, h.codec}));
+  }
+  return absl::OkStatus();
+}
+
+void ChunkStoreImpl::UndoAppend(uint32_t start_pack, uint64_t start_size) {
+  // Records this batch left in packs it already closed stay there, unindexed: closed packs
+  // are never scanned, so they only cost space.
+  const uint64_t keep = writer_->pack_id() == start_pack ? start_size : kPackHeaderSize;
+  if (!writer_->TruncateTo(keep).ok()) writer_.reset();
+}
+
+absl::Status ChunkStoreImpl::StartNewPack() {
+  if (writer_ != nullptr) WHORL_RETURN_IF_ERROR(writer_->Sync());
+  if (newest_pack_id_ >= kMaxPackId) {
+    return absl::ResourceExhaustedError(absl::StrCat("pack ids exhausted (", kMaxPackId, ")"));
+  }
+  WHORL_ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> next,
+                         PackWriter::Create(packs_dir_, newest_pack_id_ + 1));
+  writer_ = std::move(next);
+  newest_pack_id_ = writer_->pack_id();
+  ++pack_count_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const PackReader>> ChunkStoreImpl::Reader(uint32_t pack_id) {
+  absl::MutexLock lock(&readers_mu_);
+  if (auto it = readers_.find(pack_id); it != readers_.end()) return it->second;
+  WHORL_ASSIGN_OR_RETURN(std::shared_ptr<const PackReader> reader,
+                         PackReader::Open(packs_dir_, pack_id));
+  if (readers_.size() >= kMaxCachedReaders) readers_.erase(readers_.begin());
+  readers_.emplace(pack_id, reader);
+  return reader;
+}
+
+absl::StatusOr<ChunkLocation> ChunkStoreImpl::Locate(const Fingerprint& fp) {
+  std::string value;
+  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), KeyOf(fp), &value);
+  if (s.IsNotFound()) return absl::NotFoundError("chunk " + fp.ToHex() + " not found");
+  WHORL_RETURN_IF_ERROR(FromRocks(s, "get"));
+  absl::StatusOr<ChunkLocation> location = DecodeLocatorValue(value);
+  if (!location.ok()) return Annotate(location.status(), "locator entry " + fp.ToHex());
+  return location;
+}
+
+absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
+  WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
+  const std::string where = Where(loc.pack_id, loc.offset);
+  absl::StatusOr<std::shared_ptr<const PackReader>> reader = Reader(loc.pack_id);
+  if (absl::IsNotFound(reader.status())) {
+    // The locator names it, so the store lost it.
+    return absl::DataLossError(
+        absl::StrCat(where, ": pack file missing: ", reader.status().message()));
+  }
+  if (!reader.ok()) return Annotate(reader.status(), where);
+  std::string data;
+  absl::StatusOr<RecordHeader> header = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
+  if (!header.ok()) return Annotate(header.status(), where);
+  WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*header, fp, loc), where));
+  absl::StatusOr<std::string> plain = Decode(loc.codec, data, loc.plain_size);
+  if (!plain.ok()) {
+    return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
+  }
+  return plain;
+}
+
+absl::Status ChunkStoreImpl::ForEach(
+    const std::function<absl::Status(const Fingerprint&, const ChunkLocation&)>& fn) {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(key);
+    if (!fp.ok()) {
+      return absl::DataLossError(absl::StrCat("locator: key of ", key.size(), " bytes, want ",
+                                              Fingerprint::kSize, ": ", HexEncode(key)));
+    }
+    absl::StatusOr<ChunkLocation> loc =
+        DecodeLocatorValue(std::string_view(it->value().data(), it->value().size()));
+    if (!loc.ok()) return Annotate(loc.status(), "locator entry " + fp->ToHex());
+    WHORL_RETURN_IF_ERROR(fn(*fp, *loc));
+  }
+  return FromRocks(it->status(), "scan");
+}
+
+absl::StatusOr<ChunkStoreStats> ChunkStoreImpl::Stats() {
+  ChunkStoreStats stats;
+  WHORL_RETURN_IF_ERROR(ForEach([&stats](const Fingerprint&, const ChunkLocation& loc) {
+    ++stats.chunks;
+    stats.stored_bytes += kRecordHeaderSize + loc.stored_size;
+    stats.plain_bytes += loc.plain_size;
+    return absl::OkStatus();
+  }));
+  stats.packs = pack_count_;
+  return stats;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
+                                                             const ChunkStoreOptions& options) {
+  WHORL_RETURN_IF_ERROR(MakeStoreDirs(dir));
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  rocksdb::DB* db = nullptr;
+  WHORL_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, &db), "open " + dir));
+  auto store = std::make_unique<ChunkStoreImpl>(dir, options, std::unique_ptr<rocksdb::DB>(db));
+  WHORL_RETURN_IF_ERROR(store->Recover());
+  return std::unique_ptr<ChunkStore>(std::move(store));
+}
+
+}  // namespace whorl::chunkstore

@@ -1,0 +1,547 @@
+#include "chunk-store/chunk_store.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "chunk-store/pack.h"
+#include "chunk-store/pack_format.h"
+
+namespace whorl::chunkstore {
+namespace {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents at the end.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl =
+        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/chunk_store_test.XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();  // tests cannot run without it
+    path_ = tmpl;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string Bytes(uint64_t seed, size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    out.push_back(static_cast<char>(seed >> 56));
+  }
+  return out;
+}
+
+// Compressible text that differs per seed.
+std::string Text(uint64_t seed, size_t n) {
+  std::string out;
+  while (out.size() < n)
+    out += "chunk " + std::to_string(seed) + " line " + std::to_string(out.size()) + "\n";
+  out.resize(n);
+  return out;
+}
+
+ChunkPut MakeChunk(std::string_view plain, Codec codec = Codec::kZstd) {
+  ChunkPut c;
+  c.fingerprint = Sha256(plain);
+  c.plain_size = plain.size();
+  c.data = Encode(CompressionSpec{codec, 3}, plain, &c.codec);
+  return c;
+}
+
+std::unique_ptr<ChunkStore> OpenOrDie(const std::string& dir, ChunkStoreOptions options = {}) {
+  absl::StatusOr<std::unique_ptr<ChunkStore>> store = ChunkStore::Open(dir, options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+std::string PackFile(const std::string& dir, uint32_t id) {
+  return PackPath(dir + "/" + kPacksDirName, id);
+}
+
+void AppendToFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good());
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0x20));
+  ASSERT_TRUE(f.good());
+}
+
+void ExpectReadsBack(ChunkStore& store, const std::vector<std::string>& plains) {
+  for (const std::string& p : plains) {
+    absl::StatusOr<std::string> got = store.Get(Sha256(p));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, p);
+  }
+}
+
+TEST(ChunkStoreTest, PutGetRoundTripZstd) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::string plain = Text(1, 10000);
+  const ChunkPut c = MakeChunk(plain);
+  ASSERT_EQ(c.codec, Codec::kZstd);
+  uint64_t added = 99;
+  ASSERT_TRUE(store->PutBatch({c}, &added).ok());
+  EXPECT_EQ(added, 1u);
+  ExpectReadsBack(*store, {plain});
+  absl::StatusOr<ChunkLocation> loc = store->Locate(c.fingerprint);
+  ASSERT_TRUE(loc.ok()) << loc.status();
+  EXPECT_EQ(loc->pack_id, 1u);
+  EXPECT_EQ(loc->offset, kPackHeaderSize);
+  EXPECT_EQ(loc->stored_size, c.data.size());
+  EXPECT_EQ(loc->plain_size, 10000u);
+  EXPECT_EQ(loc->codec, Codec::kZstd);
+}
+
+TEST(ChunkStoreTest, PutGetRoundTripNone) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::vector<std::string> plains = {Bytes(1, 5000), "", "x"};
+  std::vector<ChunkPut> batch;
+  for (const auto& p : plains) batch.push_back(MakeChunk(p, Codec::kNone));
+  ASSERT_TRUE(store->PutBatch(batch).ok());
+  ExpectReadsBack(*store, plains);
+  EXPECT_EQ(store->Locate(Sha256("x"))->codec, Codec::kNone);
+}
+
+TEST(ChunkStoreTest, GetOfAbsentChunkIsNotFound) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(store->Get(Sha256("nope")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->Locate(Sha256("nope")).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ChunkStoreTest, ContainsAnswersInOrder) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store->PutBatch({MakeChunk("a"), MakeChunk("c")}).ok());
+  absl::StatusOr<std::vector<bool>> has =
+      store->Contains({Sha256("a"), Sha256("b"), Sha256("c"), Sha256("a")});
+  ASSERT_TRUE(has.ok()) << has.status();
+  EXPECT_EQ(*has, (std::vector<bool>{true, false, true, true}));
+}
+
+TEST(ChunkStoreTest, PutOfStoredChunkIsNoOp) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const ChunkPut c = MakeChunk(Text(2, 3000));
+  ASSERT_TRUE(store->PutBatch({c}).ok());
+  const ChunkStoreStats before = *store->Stats();
+  const uint64_t pack_size = std::filesystem::file_size(PackFile(dir.path(), 1));
+  uint64_t added = 99;
+  ASSERT_TRUE(store->PutBatch({c}, &added).ok());
+  EXPECT_EQ(added, 0u);
+  const ChunkStoreStats after = *store->Stats();
+  EXPECT_EQ(after.chunks, before.chunks);
+  EXPECT_EQ(after.stored_bytes, before.stored_bytes);
+  EXPECT_EQ(after.plain_bytes, before.plain_bytes);
+  EXPECT_EQ(after.packs, before.packs);
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), pack_size);
+}
+
+TEST(ChunkStoreTest, DuplicateWithinBatchIsStoredOnce) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const ChunkPut c = MakeChunk(Bytes(3, 100), Codec::kNone);
+  uint64_t added = 0;
+  ASSERT_TRUE(store->PutBatch({c, MakeChunk("other"), c}, &added).ok());
+  EXPECT_EQ(added, 2u);
+  const ChunkStoreStats stats = *store->Stats();
+  EXPECT_EQ(stats.chunks, 2u);
+  EXPECT_EQ(stats.stored_bytes, 2 * kRecordHeaderSize + 100 + 5);
+  EXPECT_EQ(stats.plain_bytes, 105u);
+  EXPECT_EQ(stats.packs, 1u);
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)),
+            kPackHeaderSize + stats.stored_bytes);
+}
+
+TEST(ChunkStoreTest, BatchWithLyingItemIsRefusedWhole) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ChunkPut liar = MakeChunk("claimed");
+  liar.data = MakeChunk("actual").data;  // hashes to another fingerprint
+  liar.plain_size = 6;
+  const std::vector<ChunkPut> batch = {MakeChunk("good 1"), liar, MakeChunk("good 2")};
+  const absl::Status s = store->PutBatch(batch);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find(Sha256("claimed").ToHex()), absl::string_view::npos) << s;
+  EXPECT_EQ(*store->Contains({Sha256("good 1"), Sha256("claimed"), Sha256("good 2")}),
+            (std::vector<bool>{false, false, false}));
+  EXPECT_EQ(store->Stats()->chunks, 0u);
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), kPackHeaderSize);
+}
+
+TEST(ChunkStoreTest, OversizedItemIsRefused) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_chunk_bytes = 1000;
+  auto store = OpenOrDie(dir.path(), options);
+  EXPECT_TRUE(store->PutBatch({MakeChunk(Bytes(4, 1000), Codec::kNone)}).ok());
+  const ChunkPut big = MakeChunk(Bytes(5, 1001), Codec::kNone);
+  const absl::Status s = store->PutBatch({MakeChunk("small"), big});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find(big.fingerprint.ToHex()), absl::string_view::npos) << s;
+  // A plain size over the cap is refused even when the stored bytes are small.
+  const ChunkPut compressed = MakeChunk(Text(6, 5000));
+  ASSERT_LT(compressed.data.size(), 1000u);
+  EXPECT_EQ(store->PutBatch({compressed}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Stats()->chunks, 1u);
+}
+
+TEST(ChunkStoreTest, UnknownCodecIsRefused) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ChunkPut c = MakeChunk("abc", Codec::kNone);
+  c.codec = static_cast<Codec>(9);
+  EXPECT_EQ(store->PutBatch({c}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ChunkStoreTest, MissingDataIsRefusedWithoutVerification) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.verify_puts = false;
+  auto store = OpenOrDie(dir.path(), options);
+  ChunkPut c = MakeChunk(Text(7, 500));
+  c.data.clear();
+  EXPECT_EQ(store->PutBatch({c}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(store->PutBatch({MakeChunk(Text(7, 500))}).ok());
+}
+
+TEST(ChunkStoreTest, ReopenKeepsEverything) {
+  TempDir dir;
+  std::vector<std::string> plains;
+  for (int i = 0; i < 20; ++i) plains.push_back(i % 2 ? Text(i, 800 + i) : Bytes(i, 800 + i));
+  ChunkStoreStats before;
+  {
+    auto store = OpenOrDie(dir.path());
+    std::vector<ChunkPut> batch;
+    for (const auto& p : plains) batch.push_back(MakeChunk(p));
+    ASSERT_TRUE(store->PutBatch(batch).ok());
+    before = *store->Stats();
+  }
+  auto store = OpenOrDie(dir.path());
+  ExpectReadsBack(*store, plains);
+  const ChunkStoreStats after = *store->Stats();
+  EXPECT_EQ(after.chunks, 20u);
+  EXPECT_EQ(after.stored_bytes, before.stored_bytes);
+  EXPECT_EQ(after.plain_bytes, before.plain_bytes);
+  EXPECT_EQ(after.packs, 1u);
+}
+
+TEST(ChunkStoreTest, ForEachVisitsInFingerprintOrderAndStopsOnError) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  std::vector<ChunkPut> batch;
+  for (int i = 0; i < 10; ++i) batch.push_back(MakeChunk(Bytes(i, 10)));
+  ASSERT_TRUE(store->PutBatch(batch).ok());
+  std::vector<Fingerprint> seen;
+  ASSERT_TRUE(store
+                  ->ForEach([&seen](const Fingerprint& fp, const ChunkLocation& loc) {
+                    EXPECT_EQ(loc.plain_size, 10u);
+                    seen.push_back(fp);
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  ASSERT_EQ(seen.size(), 10u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  int calls = 0;
+  const absl::Status s = store->ForEach([&calls](const Fingerprint&, const ChunkLocation&) {
+    return ++calls == 3 ? absl::CancelledError("enough") : absl::OkStatus();
+  });
+  EXPECT_EQ(s, absl::CancelledError("enough"));
+  EXPECT_EQ(calls, 3);
+}
+
+class TornTailTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TornTailTest, TornTailIsCutOnOpen) {
+  TempDir dir;
+  const std::vector<std::string> plains = {Text(1, 2000), Bytes(2, 300)};
+  uint64_t valid_end = 0;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk(plains[0]), MakeChunk(plains[1])}).ok());
+    valid_end = std::filesystem::file_size(PackFile(dir.path(), 1));
+  }
+  AppendToFile(PackFile(dir.path(), 1), GetParam());
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), valid_end);
+  ExpectReadsBack(*store, plains);
+  ASSERT_TRUE(store->PutBatch({MakeChunk("after recovery")}).ok());
+  ExpectReadsBack(*store, {"after recovery"});
+  EXPECT_EQ(store->Locate(Sha256("after recovery"))->offset, valid_end);
+}
+
+std::string HalfRecord() {
+  const std::string data = Bytes(42, 400);
+  RecordHeader h{Codec::kNone, 400, 400, Sha256(data)};
+  return EncodeRecord(h, data).substr(0, kRecordHeaderSize + 150);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tails, TornTailTest,
+                         ::testing::Values(Bytes(9, 1000), std::string(4096, '\0'), "WRC1",
+                                           HalfRecord()));
+
+TEST(ChunkStoreTest, WrittenButNotIndexedRecordIsFoundOnOpen) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("first")}).ok());
+  }
+  const std::string plain = Text(3, 700);
+  const ChunkPut c = MakeChunk(plain);
+  uint64_t offset = 0;
+  {
+    auto writer = PackWriter::OpenForAppend(dir.path() + "/" + kPacksDirName, 1);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    RecordHeader h{c.codec, static_cast<uint32_t>(c.plain_size),
+                   static_cast<uint32_t>(c.data.size()), c.fingerprint};
+    absl::StatusOr<uint64_t> off = (*writer)->Append(h, c.data);
+    ASSERT_TRUE(off.ok()) << off.status();
+    offset = *off;
+    ASSERT_TRUE((*writer)->Sync().ok());
+  }
+  auto store = OpenOrDie(dir.path());
+  ExpectReadsBack(*store, {"first", plain});
+  EXPECT_EQ(store->Locate(c.fingerprint)->offset, offset);
+  EXPECT_EQ(store->Stats()->chunks, 2u);
+}
+
+TEST(ChunkStoreTest, DamageBeforeIndexedRecordsIsNotCutAsATornTail) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("one")}).ok());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("two")}).ok());
+  }
+  const std::string pack = PackFile(dir.path(), 1);
+  const uint64_t size = std::filesystem::file_size(pack);
+  FlipByte(pack, kPackHeaderSize + kRecordHeaderSize);  // data of "one"
+  const absl::Status s = ChunkStore::Open(dir.path(), {}).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("refusing to cut"), absl::string_view::npos) << s;
+  EXPECT_EQ(std::filesystem::file_size(pack), size);  // "two" is still there
+}
+
+TEST(ChunkStoreTest, LocatorDisagreeingWithRecordIsDataLoss) {
+  TempDir dir;
+  ChunkLocation loc;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("abc"), MakeChunk("def")}).ok());
+    loc = *store->Locate(Sha256("abc"));
+  }
+  {
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/locator", &db).ok());
+    ChunkLocation wrong = loc;
+    wrong.plain_size = 4;  // same stored size, other plain size
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), Sha256("abc").ToBytes(), EncodeLocatorValue(wrong)).ok());
+    // "def" pointed at "abc"'s record.
+    ASSERT_TRUE(
+        db->Put(rocksdb::WriteOptions(), Sha256("def").ToBytes(), EncodeLocatorValue(loc)).ok());
+    delete db;
+  }
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(store->Get(Sha256("abc")).status().code(), absl::StatusCode::kDataLoss);
+  const absl::Status s = store->Get(Sha256("def")).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("record holds chunk " + Sha256("abc").ToHex()),
+            absl::string_view::npos)
+      << s;
+}
+
+TEST(ChunkStoreTest, FlippedByteInStoredRecordIsDataLoss) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::vector<std::string> plains = {Bytes(1, 100), Bytes(2, 100)};
+  ASSERT_TRUE(store->PutBatch({MakeChunk(plains[0]), MakeChunk(plains[1])}).ok());
+  const ChunkLocation loc = *store->Locate(Sha256(plains[1]));
+  // One byte in the data, then one in the header's fingerprint, then one in the magic.
+  for (uint64_t at : {loc.offset + kRecordHeaderSize + 50, loc.offset + 20, loc.offset}) {
+    FlipByte(PackFile(dir.path(), 1), at);
+    const absl::Status s = store->Get(Sha256(plains[1])).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << "byte " << at;
+    EXPECT_NE(s.message().find("pack 00000001 offset " + std::to_string(loc.offset)),
+              absl::string_view::npos)
+        << s;
+    FlipByte(PackFile(dir.path(), 1), at);  // restore it
+    ExpectReadsBack(*store, plains);
+  }
+}
+
+TEST(ChunkStoreTest, MissingPackFileIsDataLoss) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 100;
+  auto store = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(1, 200)), MakeChunk(Bytes(2, 200))}).ok());
+  ASSERT_EQ(store->Locate(Sha256(Bytes(1, 200)))->pack_id, 1u);
+  std::filesystem::remove(PackFile(dir.path(), 1));
+  EXPECT_EQ(store->Get(Sha256(Bytes(1, 200))).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ChunkStoreTest, PackRotationCreatesSeveralPacks) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 4096;
+  std::vector<std::string> plains;
+  for (int i = 0; i < 30; ++i) plains.push_back(Bytes(i, 1000));
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    for (int i = 0; i < 30; i += 5) {
+      std::vector<ChunkPut> batch;
+      for (int j = i; j < i + 5; ++j) batch.push_back(MakeChunk(plains[j]));
+      ASSERT_TRUE(store->PutBatch(batch).ok());
+    }
+    // 1052-byte records: a pack takes 4 of them (16 + 4 * 1052 >= 4096), so 30 need 8 packs.
+    EXPECT_EQ(store->Stats()->packs, 8u);
+    ExpectReadsBack(*store, plains);
+  }
+  for (uint32_t id = 1; id <= 7; ++id) {
+    EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), id)), 16u + 4 * 1052) << id;
+  }
+  auto store = OpenOrDie(dir.path(), options);
+  EXPECT_EQ(store->Stats()->packs, 8u);
+  ExpectReadsBack(*store, plains);
+}
+
+TEST(ChunkStoreTest, PackWithBadMagicFailsOpen) {
+  for (uint32_t damaged : {1u, 2u}) {  // a closed pack, then the newest
+    TempDir dir;
+    ChunkStoreOptions options;
+    options.max_pack_bytes = 100;
+    {
+      auto store = OpenOrDie(dir.path(), options);
+      ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(1, 200)), MakeChunk(Bytes(2, 200))}).ok());
+    }
+    FlipByte(PackFile(dir.path(), damaged), 0);
+    const absl::Status s = ChunkStore::Open(dir.path(), options).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(s.message().find(PackFileName(damaged)), absl::string_view::npos) << s;
+  }
+}
+
+TEST(ChunkStoreTest, EmptyNewestPackGetsItsHeaderBack) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("a")}).ok());
+  }
+  const std::string pack2 = PackFile(dir.path(), 2);
+  { std::ofstream create(pack2); }  // as if a crash followed the file's creation
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(std::filesystem::file_size(pack2), kPackHeaderSize);
+  ASSERT_TRUE(store->PutBatch({MakeChunk("b")}).ok());
+  EXPECT_EQ(store->Locate(Sha256("b"))->pack_id, 2u);
+  ExpectReadsBack(*store, {"a", "b"});
+  EXPECT_EQ(store->Stats()->packs, 2u);
+}
+
+TEST(ChunkStoreTest, LocatorValueOfWrongLengthIsDataLoss) {
+  TempDir dir;
+  { auto store = OpenOrDie(dir.path()); }
+  {
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), dir.path() + "/locator", &db).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), Sha256("x").ToBytes(), "short").ok());
+    delete db;
+  }
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(store->Get(Sha256("x")).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->Contains({Sha256("x")}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->Stats().status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ChunkStoreTest, WriteErrorCutsTheBatchBack) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store->PutBatch({MakeChunk("before")}).ok());
+  const uint64_t size_before = std::filesystem::file_size(PackFile(dir.path(), 1));
+  // A file size limit makes the pack write fail (EFBIG) in the middle of the second record.
+  std::vector<ChunkPut> batch;
+  for (int i = 0; i < 3; ++i) batch.push_back(MakeChunk(Bytes(i, 10000), Codec::kNone));
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  const auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit limit = old_limit;
+  limit.rlim_cur = size_before + 15000;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limit), 0);
+  const absl::Status s = store->PutBatch(batch);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  ::signal(SIGXFSZ, old_handler);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), size_before);
+  EXPECT_EQ(store->Stats()->chunks, 1u);
+  uint64_t added = 0;
+  ASSERT_TRUE(store->PutBatch(batch, &added).ok());
+  EXPECT_EQ(added, 3u);
+  ExpectReadsBack(*store, {"before", Bytes(0, 10000), Bytes(1, 10000), Bytes(2, 10000)});
+}
+
+TEST(ChunkStoreTest, ConcurrentOverlappingPutsStoreEachChunkOnce) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 64 << 10;
+  auto store = OpenOrDie(dir.path(), options);
+  std::vector<ChunkPut> universe;
+  for (int i = 0; i < 60; ++i) universe.push_back(MakeChunk(Text(i, 3000 + i)));
+  std::atomic<uint64_t> total_added{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        std::vector<ChunkPut> batch;  // thread t puts chunks [10t, 10t + 30): overlapping
+        for (int i = 10 * t + 10 * round; i < 10 * t + 10 * round + 10; ++i) {
+          batch.push_back(universe[i]);
+        }
+        uint64_t added = 0;
+        EXPECT_TRUE(store->PutBatch(batch, &added).ok());
+        total_added += added;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(total_added, 60u);
+  const ChunkStoreStats stats = *store->Stats();
+  EXPECT_EQ(stats.chunks, 60u);
+  uint64_t want_stored = 0, records = 0;
+  for (const auto& c : universe) want_stored += kRecordHeaderSize + c.data.size();
+  EXPECT_EQ(stats.stored_bytes, want_stored);
+  for (uint32_t id = 1; id <= stats.packs; ++id) {
+    const int fd = ::open(PackFile(dir.path(), id).c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    absl::StatusOr<PackScan> scan = ScanPack(fd, PackFile(dir.path(), id), 1 << 20);
+    ::close(fd);
+    ASSERT_TRUE(scan.ok()) << scan.status();
+    records += scan->records.size();
+  }
+  EXPECT_EQ(records, 60u);  // no chunk was appended twice
+  for (const auto& c : universe) EXPECT_TRUE(store->Get(c.fingerprint).ok());
+}
+
+}  // namespace
+}  // namespace whorl::chunkstore

@@ -1,0 +1,375 @@
+#include "chunk-store/pack.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "chunk-store/pack_format.h"
+#include "common/crc32c.h"
+#include "common/file_util.h"
+#include "common/status_macros.h"
+
+namespace whorl::chunkstore {
+namespace {
+
+void EncodeFixed32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+void EncodeFixed64(char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+uint64_t DecodeFixed(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+uint32_t DecodeFixed32(const char* p) { return static_cast<uint32_t>(DecodeFixed(p, 4)); }
+
+bool KnownCodec(uint8_t codec) {
+  return codec == static_cast<uint8_t>(Codec::kNone) || codec == static_cast<uint8_t>(Codec::kZstd);
+}
+
+// Closes a file descriptor when it goes out of scope.
+class FdCloser {
+ public:
+  explicit FdCloser(int fd) : fd_(fd) {}
+  ~FdCloser() { ::close(fd_); }
+  FdCloser(const FdCloser&) = delete;
+  FdCloser& operator=(const FdCloser&) = delete;
+
+ private:
+  const int fd_;
+};
+
+absl::StatusOr<uint64_t> FileSize(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("stat", path, errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// Reads and checks the pack header of a file of `file_size` bytes.
+absl::Status ReadPackHeader(int fd, const std::string& path, uint64_t file_size) {
+  if (file_size < kPackHeaderSize) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": pack header incomplete (", file_size, " bytes)"));
+  }
+  std::string header;
+  WHORL_RETURN_IF_ERROR(PreadExact(fd, 0, kPackHeaderSize, &header, path));
+  return Annotate(CheckPackHeader(header), path);
+}
+
+absl::Status DataSync(int fd, const std::string& path) {
+  if (::fdatasync(fd) != 0) return ErrnoStatus("fdatasync", path, errno);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string PackIdString(uint32_t pack_id) { return absl::StrFormat("%08u", pack_id); }
+std::string PackFileName(uint32_t pack_id) { return PackIdString(pack_id) + ".pack"; }
+std::string PackPath(const std::string& packs_dir, uint32_t pack_id) {
+  return packs_dir + "/" + PackFileName(pack_id);
+}
+
+uint32_t ParsePackFileName(std::string_view name) {
+  constexpr std::string_view kSuffix = ".pack";
+  if (name.size() != 8 + kSuffix.size() || name.substr(8) != kSuffix) return 0;
+  uint32_t id = 0;
+  for (char c : name.substr(0, 8)) {
+    if (c < '0' || c > '9') return 0;
+    id = id * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return id;
+}
+
+absl::StatusOr<std::vector<uint32_t>> ListPackIds(const std::string& packs_dir) {
+  DIR* d = ::opendir(packs_dir.c_str());
+  if (d == nullptr) return ErrnoStatus("opendir", packs_dir, errno);
+  std::vector<uint32_t> ids;
+  errno = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (const uint32_t id = ParsePackFileName(e->d_name); id != 0) ids.push_back(id);
+  }
+  const int err = errno;
+  ::closedir(d);
+  if (err != 0) return ErrnoStatus("readdir", packs_dir, err);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::string EncodePackHeader() {
+  std::string out(kPackMagic, kPackMagicSize);
+  out.resize(kPackHeaderSize, '\0');
+  EncodeFixed32(&out[kPackMagicSize], kPackVersion);
+  return out;  // reserved stays zero
+}
+
+absl::Status CheckPackHeader(std::string_view header) {
+  if (header.size() != kPackHeaderSize) {
+    return absl::DataLossError(
+        absl::StrCat("pack header is ", header.size(), " bytes, want ", kPackHeaderSize));
+  }
+  if (header.substr(0, kPackMagicSize) != std::string_view(kPackMagic, kPackMagicSize)) {
+    return absl::DataLossError("bad pack magic (not a whorl pack file)");
+  }
+  const uint32_t version = DecodeFixed32(&header[kPackMagicSize]);
+  if (version != kPackVersion) {
+    return absl::DataLossError(
+        absl::StrCat("unknown pack version ", version, " (this build reads ", kPackVersion, ")"));
+  }
+  if (DecodeFixed32(&header[kPackMagicSize + 4]) != 0) {
+    return absl::DataLossError("nonzero reserved field in pack header");
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeRecordHeader(const RecordHeader& header, std::string_view data) {
+  assert(header.stored_size == data.size());  // The CRC must cover exactly the stored bytes.
+  std::string out(kRecordHeaderSize, '\0');
+  EncodeFixed32(&out[0], kRecordMagic);
+  out[kRecordCodecOffset] = static_cast<char>(header.codec);
+  // flags and reserved stay zero.
+  EncodeFixed32(&out[kRecordPlainSizeOffset], header.plain_size);
+  EncodeFixed32(&out[kRecordStoredSizeOffset], header.stored_size);
+  std::memcpy(&out[kRecordFingerprintOffset], header.fingerprint.bytes.data(), Fingerprint::kSize);
+  const uint32_t crc =
+      crc32c::Extend(crc32c::Value(std::string_view(out.data(), kRecordCrcOffset)), data);
+  EncodeFixed32(&out[kRecordCrcOffset], crc);
+  return out;
+}
+
+std::string EncodeRecord(const RecordHeader& header, std::string_view data) {
+  std::string out = EncodeRecordHeader(header, data);
+  out.append(data);
+  return out;
+}
+
+absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view header, uint64_t max_chunk_bytes) {
+  if (header.size() != kRecordHeaderSize) {
+    return absl::DataLossError(
+        absl::StrCat("record header is ", header.size(), " bytes, want ", kRecordHeaderSize));
+  }
+  const uint32_t magic = DecodeFixed32(&header[0]);
+  if (magic != kRecordMagic) {
+    return absl::DataLossError(
+        absl::StrCat("bad record magic 0x", absl::Hex(magic, absl::kZeroPad8)));
+  }
+  const uint8_t codec = static_cast<uint8_t>(header[kRecordCodecOffset]);
+  if (!KnownCodec(codec)) return absl::DataLossError(absl::StrCat("unknown codec ", codec));
+  if (header[kRecordFlagsOffset] != 0) {
+    return absl::DataLossError(
+        absl::StrCat("nonzero record flags 0x",
+                     absl::Hex(static_cast<uint8_t>(header[kRecordFlagsOffset]), absl::kZeroPad2)));
+  }
+  if (header[kRecordReservedOffset] != 0 || header[kRecordReservedOffset + 1] != 0) {
+    return absl::DataLossError("nonzero reserved field in record header");
+  }
+  RecordHeader out;
+  out.codec = static_cast<Codec>(codec);
+  out.plain_size = DecodeFixed32(&header[kRecordPlainSizeOffset]);
+  out.stored_size = DecodeFixed32(&header[kRecordStoredSizeOffset]);
+  if (out.plain_size > max_chunk_bytes || out.stored_size > max_chunk_bytes) {
+    return absl::DataLossError(absl::StrCat("record sizes (plain ", out.plain_size, ", stored ",
+                                            out.stored_size, ") over the limit of ",
+                                            max_chunk_bytes));
+  }
+  std::memcpy(out.fingerprint.bytes.data(), &header[kRecordFingerprintOffset], Fingerprint::kSize);
+  return out;
+}
+
+absl::Status CheckRecordCrc(std::string_view header, std::string_view data) {
+  assert(header.size() == kRecordHeaderSize);  // DecodeRecordHeader checked it
+  const uint32_t want = DecodeFixed32(&header[kRecordCrcOffset]);
+  const uint32_t got = crc32c::Extend(crc32c::Value(header.substr(0, kRecordCrcOffset)), data);
+  if (want == got) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("record CRC mismatch (stored 0x",
+                                          absl::Hex(want, absl::kZeroPad8), ", computed 0x",
+                                          absl::Hex(got, absl::kZeroPad8), ")"));
+}
+
+absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes) {
+  PackScan scan;
+  WHORL_ASSIGN_OR_RETURN(scan.file_size, FileSize(fd, path));
+  WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, scan.file_size));
+  uint64_t offset = kPackHeaderSize;
+  std::string header, data;
+  while (scan.file_size - offset >= kRecordHeaderSize) {
+    WHORL_RETURN_IF_ERROR(PreadExact(fd, offset, kRecordHeaderSize, &header, path));
+    absl::StatusOr<RecordHeader> decoded = DecodeRecordHeader(header, max_chunk_bytes);
+    if (!decoded.ok()) break;
+    if (scan.file_size - offset - kRecordHeaderSize < decoded->stored_size) break;
+    WHORL_RETURN_IF_ERROR(
+        PreadExact(fd, offset + kRecordHeaderSize, decoded->stored_size, &data, path));
+    if (!CheckRecordCrc(header, data).ok()) break;
+    scan.records.push_back(ScannedRecord{offset, *decoded});
+    offset += kRecordHeaderSize + decoded->stored_size;
+  }
+  scan.valid_end = offset;
+  return scan;
+}
+
+absl::StatusOr<PackScan> RecoverNewestPack(
+    const std::string& path, uint64_t max_chunk_bytes,
+    const std::function<absl::Status(const PackScan&)>& before_cut) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  FdCloser closer(fd);
+  WHORL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd, path));
+  if (size < kPackHeaderSize) {
+    // Created but its header never made it to disk: nothing in it was acknowledged.
+    if (::ftruncate(fd, 0) != 0) return ErrnoStatus("truncate", path, errno);
+    WHORL_RETURN_IF_ERROR(WriteAll(fd, EncodePackHeader(), path));
+    WHORL_RETURN_IF_ERROR(DataSync(fd, path));
+    PackScan scan;
+    scan.valid_end = kPackHeaderSize;
+    scan.file_size = size;
+    return scan;
+  }
+  WHORL_ASSIGN_OR_RETURN(PackScan scan, ScanPack(fd, path, max_chunk_bytes));
+  if (scan.valid_end < scan.file_size) {
+    if (before_cut != nullptr) WHORL_RETURN_IF_ERROR(before_cut(scan));
+    if (::ftruncate(fd, static_cast<off_t>(scan.valid_end)) != 0) {
+      return ErrnoStatus("truncate", path, errno);
+    }
+    WHORL_RETURN_IF_ERROR(DataSync(fd, path));
+  }
+  return scan;
+}
+
+absl::Status CheckPackFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  FdCloser closer(fd);
+  WHORL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd, path));
+  return ReadPackHeader(fd, path, size);
+}
+
+absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string& packs_dir,
+                                                               uint32_t pack_id) {
+  std::string path = PackPath(packs_dir, pack_id);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("create", path, errno);
+  absl::Status s = WriteAll(fd, EncodePackHeader(), path);
+  if (s.ok()) s = DataSync(fd, path);
+  if (s.ok()) s = SyncDir(packs_dir);
+  if (!s.ok()) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return s;
+  }
+  return std::unique_ptr<PackWriter>(new PackWriter(fd, std::move(path), pack_id, kPackHeaderSize));
+}
+
+absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::OpenForAppend(const std::string& packs_dir,
+                                                                      uint32_t pack_id) {
+  std::string path = PackPath(packs_dir, pack_id);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  absl::StatusOr<uint64_t> size = FileSize(fd, path);
+  if (!size.ok()) {
+    ::close(fd);
+    return size.status();
+  }
+  return std::unique_ptr<PackWriter>(new PackWriter(fd, std::move(path), pack_id, *size));
+}
+
+PackWriter::~PackWriter() { ::close(fd_); }
+
+absl::StatusOr<uint64_t> PackWriter::Append(const RecordHeader& header, std::string_view data) {
+  // Header and data go out in two writes to avoid copying the data; a crash between them leaves
+  // a record without data, which recovery cuts like any torn tail.
+  WHORL_RETURN_IF_ERROR(WriteAll(fd_, EncodeRecordHeader(header, data), path_));
+  WHORL_RETURN_IF_ERROR(WriteAll(fd_, data, path_));
+  const uint64_t offset = size_;
+  size_ += kRecordHeaderSize + data.size();
+  return offset;
+}
+
+absl::Status PackWriter::Sync() { return DataSync(fd_, path_); }
+
+absl::Status PackWriter::TruncateTo(uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return ErrnoStatus("truncate", path_, errno);
+  size_ = size;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PackReader>> PackReader::Open(const std::string& packs_dir,
+                                                             uint32_t pack_id) {
+  std::string path = PackPath(packs_dir, pack_id);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  return std::unique_ptr<PackReader>(new PackReader(fd, std::move(path)));
+}
+
+PackReader::~PackReader() { ::close(fd_); }
+
+absl::StatusOr<RecordHeader> PackReader::ReadRecord(uint64_t offset, uint32_t stored_size,
+                                                    std::string* data) const {
+  std::string header;
+  WHORL_RETURN_IF_ERROR(PreadExact(fd_, offset, kRecordHeaderSize, &header, path_));
+  WHORL_ASSIGN_OR_RETURN(RecordHeader decoded,
+                         DecodeRecordHeader(header, std::numeric_limits<uint32_t>::max()));
+  if (decoded.stored_size != stored_size) {
+    return absl::DataLossError(
+        absl::StrCat("record stored size ", decoded.stored_size, ", locator says ", stored_size));
+  }
+  WHORL_RETURN_IF_ERROR(PreadExact(fd_, offset + kRecordHeaderSize, stored_size, data, path_));
+  WHORL_RETURN_IF_ERROR(CheckRecordCrc(header, *data));
+  return decoded;
+}
+
+absl::Status CheckRecordMatches(const RecordHeader& header, const Fingerprint& fp,
+                                const ChunkLocation& location) {
+  if (header.fingerprint != fp) {
+    return absl::DataLossError("record holds chunk " + header.fingerprint.ToHex() +
+                               ", locator expects " + fp.ToHex());
+  }
+  if (header.stored_size != location.stored_size || header.plain_size != location.plain_size ||
+      header.codec != location.codec) {
+    return absl::DataLossError(absl::StrCat(
+        "record (stored ", header.stored_size, ", plain ", header.plain_size, ", codec ",
+        static_cast<int>(header.codec), ") differs from the locator (stored ", location.stored_size,
+        ", plain ", location.plain_size, ", codec ", static_cast<int>(location.codec), ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeLocatorValue(const ChunkLocation& location) {
+  std::string out(kLocatorValueSize, '\0');
+  EncodeFixed32(&out[0], location.pack_id);
+  EncodeFixed64(&out[4], location.offset);
+  EncodeFixed32(&out[12], location.stored_size);
+  EncodeFixed32(&out[16], location.plain_size);
+  out[20] = static_cast<char>(location.codec);
+  return out;
+}
+
+absl::StatusOr<ChunkLocation> DecodeLocatorValue(std::string_view value) {
+  if (value.size() != kLocatorValueSize) {
+    return absl::DataLossError(
+        absl::StrCat("locator value is ", value.size(), " bytes, want ", kLocatorValueSize));
+  }
+  const uint8_t codec = static_cast<uint8_t>(value[20]);
+  if (!KnownCodec(codec)) {
+    return absl::DataLossError(absl::StrCat("locator value has unknown codec ", codec));
+  }
+  ChunkLocation out;
+  out.pack_id = DecodeFixed32(&value[0]);
+  out.offset = DecodeFixed(&value[4], 8);
+  out.stored_size = DecodeFixed32(&value[12]);
+  out.plain_size = DecodeFixed32(&value[16]);
+  out.codec = static_cast<Codec>(codec);
+  if (out.pack_id == 0) return absl::DataLossError("locator value names pack 0");
+  return out;
+}
+
+}  // namespace whorl::chunkstore

@@ -1,0 +1,158 @@
+// Internal to chunk-store/: encoding, writing, reading and scanning pack files (layout in
+// pack_format.md, constants in pack_format.h), and the locator value encoding. Callers outside
+// this folder use chunk_store.h only.
+//
+// Every check that fails on bytes read from disk returns DATA_LOSS with a message that says
+// what is wrong ("bad record magic 0x00000000"); callers add where ("pack 00000003 offset 16").
+#ifndef WHORL_CHUNK_STORE_PACK_H_
+#define WHORL_CHUNK_STORE_PACK_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "chunk-store/chunk_store.h"
+#include "common/codec.h"
+#include "common/fingerprint.h"
+
+namespace whorl::chunkstore {
+
+// The fields of a record header (pack_format.md, "Record").
+struct RecordHeader {
+  Codec codec = Codec::kNone;
+  uint32_t plain_size = 0;
+  uint32_t stored_size = 0;
+  Fingerprint fingerprint;
+};
+
+// A record found by ScanPack.
+struct ScannedRecord {
+  uint64_t offset = 0;  // of the record header
+  RecordHeader header;
+};
+
+// What ScanPack found: the whole records, in file order, and where the valid prefix ends.
+struct PackScan {
+  std::vector<ScannedRecord> records;
+  uint64_t valid_end = 0;  // end of the last whole record; kPackHeaderSize if there is none
+  uint64_t file_size = 0;  // length of the file before any cut
+};
+
+// "packs/00000003.pack" style names; "00000003" for messages.
+std::string PackFileName(uint32_t pack_id);
+std::string PackIdString(uint32_t pack_id);
+std::string PackPath(const std::string& packs_dir, uint32_t pack_id);
+// The id in a pack file name, or 0 if `name` is not exactly NNNNNNNN.pack with NNNNNNNN >= 1.
+uint32_t ParsePackFileName(std::string_view name);
+// Ids of the pack files in `packs_dir`, ascending; other names are ignored.
+absl::StatusOr<std::vector<uint32_t>> ListPackIds(const std::string& packs_dir);
+
+// The 16-byte header every pack starts with.
+std::string EncodePackHeader();
+// DATA_LOSS unless `header` is a whole pack header of a version we read.
+absl::Status CheckPackHeader(std::string_view header);
+
+// The 52-byte record header for `data`. Asserts that the sizes fit in 32 bits.
+std::string EncodeRecordHeader(const RecordHeader& header, std::string_view data);
+// Header followed by data: a whole record.
+std::string EncodeRecord(const RecordHeader& header, std::string_view data);
+// Parses a 52-byte header, checking magic, codec, flags, reserved and that both sizes are at
+// most `max_chunk_bytes`. Does not check the CRC (that needs the data): see CheckRecordCrc.
+absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view header, uint64_t max_chunk_bytes);
+// DATA_LOSS unless the CRC in `header` (52 bytes) matches header[0, 48) followed by `data`.
+absl::Status CheckRecordCrc(std::string_view header, std::string_view data);
+
+// Reads the records of an open pack from the pack header on, stopping at the first record
+// that is incomplete or fails any check of DecodeRecordHeader or CheckRecordCrc. DATA_LOSS if
+// the pack header itself is short or bad; I/O errors as ErrnoStatus. Does not modify the file.
+absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes);
+
+// Crash recovery of the newest pack at `path`: a file shorter than the pack header is rewritten
+// as an empty pack; otherwise the pack is scanned and cut (ftruncate + fdatasync) at the end of
+// its valid prefix. Before cutting it calls `before_cut` (if set) with the scan; an error from
+// it is returned and the file is left as it was. Returns the scan (file_size is the length
+// before recovery).
+absl::StatusOr<PackScan> RecoverNewestPack(
+    const std::string& path, uint64_t max_chunk_bytes,
+    const std::function<absl::Status(const PackScan&)>& before_cut = nullptr);
+
+// Checks only the pack header of the file at `path` (closed packs are not scanned at open):
+// DATA_LOSS naming the file if it is short, has a bad magic or an unknown version.
+absl::Status CheckPackFile(const std::string& path);
+
+// Appends records to one pack file. Not thread-safe: the store serializes its writers.
+class PackWriter {
+ public:
+  // Creates packs_dir/NNNNNNNN.pack (it must not exist), writes and fdatasyncs its header, then
+  // syncs packs_dir so that the file's existence is durable. On error no file is left.
+  static absl::StatusOr<std::unique_ptr<PackWriter>> Create(const std::string& packs_dir,
+                                                            uint32_t pack_id);
+  // Opens an existing pack to append after its current end (which must be a record boundary).
+  static absl::StatusOr<std::unique_ptr<PackWriter>> OpenForAppend(const std::string& packs_dir,
+                                                                   uint32_t pack_id);
+  ~PackWriter();
+  PackWriter(const PackWriter&) = delete;
+  PackWriter& operator=(const PackWriter&) = delete;
+
+  uint32_t pack_id() const { return pack_id_; }
+  uint64_t size() const { return size_; }
+
+  // Appends one record and returns its offset. On error part of it may have been written:
+  // call TruncateTo(size before the append).
+  absl::StatusOr<uint64_t> Append(const RecordHeader& header, std::string_view data);
+  // fdatasync: every record appended so far is durable when this returns OK.
+  absl::Status Sync();
+  // Cuts the file back to `size` bytes (not synced: recovery handles a tail that reappears).
+  absl::Status TruncateTo(uint64_t size);
+
+ private:
+  PackWriter(int fd, std::string path, uint32_t pack_id, uint64_t size)
+      : fd_(fd), path_(std::move(path)), pack_id_(pack_id), size_(size) {}
+
+  const int fd_;
+  const std::string path_;
+  const uint32_t pack_id_;
+  uint64_t size_;
+};
+
+// Reads records of one pack by offset. Thread-safe (pread only).
+class PackReader {
+ public:
+  // NOT_FOUND (from ErrnoStatus) if the file does not exist.
+  static absl::StatusOr<std::unique_ptr<PackReader>> Open(const std::string& packs_dir,
+                                                          uint32_t pack_id);
+  ~PackReader();
+  PackReader(const PackReader&) = delete;
+  PackReader& operator=(const PackReader&) = delete;
+
+  // Reads the record at `offset` whose data is `stored_size` bytes, checks its header (as
+  // DecodeRecordHeader with no size cap) and CRC, and returns the header; `*data` receives the
+  // stored bytes. DATA_LOSS for a short file or a failed check.
+  absl::StatusOr<RecordHeader> ReadRecord(uint64_t offset, uint32_t stored_size,
+                                          std::string* data) const;
+
+ private:
+  PackReader(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  const int fd_;
+  const std::string path_;
+};
+
+// DATA_LOSS unless the record header read at `location` is the one the locator describes:
+// same fingerprint, sizes and codec.
+absl::Status CheckRecordMatches(const RecordHeader& header, const Fingerprint& fp,
+                                const ChunkLocation& location);
+
+// Locator values (pack_format.md, "Locator"): 21 bytes. Decode refuses a value of another
+// length or with an unknown codec with DATA_LOSS.
+std::string EncodeLocatorValue(const ChunkLocation& location);
+absl::StatusOr<ChunkLocation> DecodeLocatorValue(std::string_view value);
+
+}  // namespace whorl::chunkstore
+
+#endif  // WHORL_CHUNK_STORE_PACK_H_

@@ -1,0 +1,219 @@
+#include "common/chunker.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+namespace whorl {
+namespace {
+
+constexpr int kDegree = 53;     // of the polynomial; hashes fit in 53 bits
+constexpr size_t kWindow = 64;  // bytes hashed per position
+constexpr uint64_t kMaxSizeLimit = 64 << 20;
+constexpr int kMaxDraws = 10000;  // a good source fails this often with probability ~e^-377
+constexpr size_t kStreams = 8;    // independent hash chains interleaved in FindCutFast
+// Bytes per stream per block in FindCutFast. A block (kStreams * kSegment) is hashed whole even
+// if the cut is at its start, and each segment pays a 63-byte warm-up; 512 measured best for the
+// default 64 KiB avg_size (1024 and 2048 were within a few percent).
+constexpr size_t kSegment = 512;
+
+// r = a mod p (p != 0).
+uint64_t PolyMod(uint64_t a, uint64_t p) {
+  const int d = PolyDegree(p);
+  for (int da = PolyDegree(a); da >= d; da = PolyDegree(a)) a ^= p << (da - d);
+  return a;
+}
+
+// a * b mod p, for a and b already reduced mod p. Shift-and-add from the top bit of b, reducing
+// after every shift, so nothing exceeds degree 63 even when p has degree 63.
+uint64_t PolyMulMod(uint64_t a, uint64_t b, uint64_t p) {
+  const uint64_t top = uint64_t{1} << PolyDegree(p);
+  uint64_t r = 0;
+  for (int i = PolyDegree(b); i >= 0; --i) {
+    r <<= 1;
+    if (r & top) r ^= p;
+    if ((b >> i) & 1) r ^= a;
+  }
+  return r;
+}
+
+uint64_t PolyGcd(uint64_t a, uint64_t b) {
+  while (b != 0) {
+    a = PolyMod(a, b);
+    std::swap(a, b);
+  }
+  return a;
+}
+
+std::string Hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+int PolyDegree(uint64_t p) { return p == 0 ? -1 : 63 - std::countl_zero(p); }
+
+// Ben-Or's test: p of degree d is irreducible iff gcd(x^(2^i) - x, p) = 1 for i = 1..d/2, since
+// x^(2^i) - x is the product of all irreducibles whose degree divides i, and a reducible p has a
+// factor of degree <= d/2.
+bool PolyIsIrreducible(uint64_t p) {
+  const int d = PolyDegree(p);
+  if (d < 1) return false;
+  uint64_t u = 2;  // x; only used when d >= 2, where it is already reduced
+  for (int i = 1; i <= d / 2; ++i) {
+    u = PolyMulMod(u, u, p);  // x^(2^i) mod p
+    if (PolyGcd(u ^ 2, p) != 1) return false;
+  }
+  return true;
+}
+
+uint64_t DrawIrreduciblePolynomial(const std::function<uint64_t()>& random) {
+  for (int i = 0; i < kMaxDraws; ++i) {
+    // Random coefficients below x^53, x^53 set for the degree, constant term set because x
+    // divides any polynomial without it (about half the draws would be wasted).
+    const uint64_t p = (random() & ((uint64_t{1} << kDegree) - 1)) | (uint64_t{1} << kDegree) | 1;
+    if (PolyIsIrreducible(p)) return p;
+  }
+  return 0;
+}
+
+std::string ValidateChunkerParams(const ChunkerParams& params) {
+  const ChunkerParams& c = params;
+  if (PolyDegree(c.polynomial) != kDegree) {
+    return "polynomial " + Hex(c.polynomial) + " has degree " +
+           std::to_string(PolyDegree(c.polynomial)) + ", want 53";
+  }
+  if (!PolyIsIrreducible(c.polynomial)) {
+    return "polynomial " + Hex(c.polynomial) + " is reducible";
+  }
+  if (c.min_size < kWindow) {
+    return "min_size " + std::to_string(c.min_size) + " is below 64";
+  }
+  if (c.max_size <= c.min_size) {
+    return "max_size " + std::to_string(c.max_size) + " is not above min_size " +
+           std::to_string(c.min_size);
+  }
+  if (c.max_size > kMaxSizeLimit) {
+    return "max_size " + std::to_string(c.max_size) + " is above 64 MiB";
+  }
+  if (!std::has_single_bit(c.avg_size)) {
+    return "avg_size " + std::to_string(c.avg_size) + " is not a power of two";
+  }
+  // avg_size below min_size would work mechanically, but a mask that loose makes nearly every
+  // chunk min_size long, which is rarely what the caller meant.
+  if (c.avg_size < c.min_size || c.avg_size > c.max_size) {
+    return "avg_size " + std::to_string(c.avg_size) + " is outside [min_size " +
+           std::to_string(c.min_size) + ", max_size " + std::to_string(c.max_size) + "]";
+  }
+  return "";
+}
+
+Chunker::Chunker(const ChunkerParams& params) : params_(params) {
+  // Bad params would silently produce a different chunking, i.e. a different repository
+  // format; that is a programming error, so fail loudly.
+  if (std::string why = ValidateChunkerParams(params); !why.empty()) {
+    std::fprintf(stderr, "whorl::Chunker: bad params: %s\n", why.c_str());
+    std::abort();
+  }
+  const uint64_t p = params.polynomial;
+  mask_ = params.avg_size - 1;
+  uint64_t x512 = 1;  // x^512 mod p, built as (x^8)^64
+  for (size_t i = 0; i < kWindow; ++i) x512 = PolyMulMod(x512, 256, p);
+  for (uint64_t t = 0; t < 256; ++t) {
+    shift_table_[t] = (t << kDegree) ^ PolyMod(t << kDegree, p);
+    out_table_[t] = PolyMulMod(t, x512, p);
+  }
+}
+
+// h < 2^53, so the shift stays below 2^61 and its top 8 bits are exactly h >> 45.
+inline uint64_t Chunker::Append(uint64_t h, uint8_t in) const {
+  return ((h << 8) | in) ^ shift_table_[h >> (kDegree - 8)];
+}
+
+inline uint64_t Chunker::Roll(uint64_t h, uint8_t in, uint8_t out) const {
+  return Append(h, in) ^ out_table_[out];
+}
+
+size_t Chunker::FindCutSlow(const uint8_t* data, size_t first, size_t end) const {
+  if (first >= end) return 0;
+  uint64_t h = 0;  // the hash of a window of zeros
+  for (size_t i = first + 1 - kWindow; i <= first; ++i) h = Append(h, data[i]);
+  for (size_t i = first;;) {
+    if ((h & mask_) == 0) return i + 1;
+    if (++i == end) return 0;
+    h = Roll(h, data[i], data[i - kWindow]);
+  }
+}
+
+// A single hash chain is latency bound (each byte waits for the previous table lookup), so hash
+// kStreams separate segments of a block side by side; each segment's first window is hashed
+// from scratch, which gives the same values as one long chain because a window hash depends
+// only on the window. Matches go to a fixed array (a conditional store the compiler keeps as a
+// rarely taken branch, unlike a flag it would turn into per-byte cmovs); blocks go in order, so
+// the smallest match of the first block with any is the cut.
+size_t Chunker::FindCutFast(const uint8_t* data, size_t first, size_t end) const {
+  constexpr size_t kBlock = kStreams * kSegment;
+  constexpr size_t kMaxMatches = 64;
+  for (; end - first >= kBlock; first += kBlock) {
+    // Stream k hashes the windows ending at data[first + k * kSegment + j], j < kSegment;
+    // w[k * kSegment + j] is the first byte of that window.
+    const uint8_t* w = data + first + 1 - kWindow;
+    uint64_t h[kStreams] = {};
+    for (size_t j = 0; j + 1 < kWindow; ++j) {
+#pragma GCC unroll 8
+      for (size_t k = 0; k < kStreams; ++k) h[k] = Append(h[k], w[k * kSegment + j]);
+    }
+    uint32_t matches[kMaxMatches];  // block offsets of matching windows
+    size_t n = 0;
+#pragma GCC unroll 8
+    for (size_t k = 0; k < kStreams; ++k) {
+      const size_t o = k * kSegment;  // first window: nothing to remove yet
+      h[k] = Append(h[k], w[o + kWindow - 1]);
+      if ((h[k] & mask_) == 0) matches[n++ % kMaxMatches] = static_cast<uint32_t>(o);
+    }
+    for (size_t j = 1; j < kSegment; ++j) {
+#pragma GCC unroll 8
+      for (size_t k = 0; k < kStreams; ++k) {
+        const size_t o = k * kSegment + j;
+        h[k] = Roll(h[k], w[o + kWindow - 1], w[o - 1]);
+        if ((h[k] & mask_) == 0) [[unlikely]] {
+          matches[n++ % kMaxMatches] = static_cast<uint32_t>(o);
+        }
+      }
+    }
+    // Overflow (low-entropy data such as zeros) dropped some: find the first one the slow way.
+    if (n > kMaxMatches) return FindCutSlow(data, first, first + kBlock);
+    if (n > 0) return first + *std::min_element(matches, matches + n) + 1;
+  }
+  return FindCutSlow(data, first, end);
+}
+
+template <typename FindFn>
+size_t Chunker::Decide(size_t n, bool at_eof, FindFn find) const {
+  const size_t min = params_.min_size, max = params_.max_size;
+  // Candidate lengths are [min, min(n, max)], i.e. windows ending at bytes [min - 1, limit).
+  const size_t limit = std::min(n, max);
+  if (limit >= min) {
+    if (const size_t cut = find(min - 1, limit); cut != 0) return cut;
+  }
+  if (n >= max) return max;
+  return at_eof ? n : 0;
+}
+
+size_t Chunker::NextChunk(const uint8_t* data, size_t n, bool at_eof) const {
+  return Decide(n, at_eof, [&](size_t first, size_t end) { return FindCutFast(data, first, end); });
+}
+
+namespace internal {
+
+size_t NextChunkSlow(const Chunker& chunker, const uint8_t* data, size_t n, bool at_eof) {
+  return chunker.Decide(
+      n, at_eof, [&](size_t first, size_t end) { return chunker.FindCutSlow(data, first, end); });
+}
+
+}  // namespace internal
+}  // namespace whorl

@@ -1,0 +1,103 @@
+// Content-defined chunking with a Rabin rolling hash.
+//
+// Purpose: split a byte stream into chunks whose boundaries depend on the content, so that an
+// insertion or deletion in a file only changes the chunks around the edit and the rest still
+// deduplicate against earlier backups.
+//
+// Contract:
+//  - The fingerprint of a position is the Rabin fingerprint (remainder of the polynomial over
+//    GF(2) whose coefficients are the bits of the window, first byte most significant, modulo
+//    `polynomial`) of the 64 bytes ending at that position. It depends on those 64 bytes only:
+//    not on earlier bytes, not on where the chunk began.
+//  - A chunk starting at offset 0 ends after byte i (length i + 1) at the smallest i with
+//    i + 1 >= min_size and (fingerprint(i) & (avg_size - 1)) == 0; if there is none with
+//    i + 1 <= max_size the chunk is max_size long; the end of the file ends the last chunk.
+//    Because min_size >= 64 the window never reaches before the chunk start.
+//  - Identical windows have identical fingerprints. In particular an all-zero window
+//    fingerprints to 0, which always matches, so zero-filled regions cut into chunks of
+//    exactly min_size (they dedup among themselves; that is intended, not a bug).
+//  - Cut points are part of the repository format: for a fixed ChunkerParams they must never
+//    change between versions, or new backups stop deduplicating against old ones.
+//
+// Depends on the C++ standard library only.
+#ifndef WHORL_COMMON_CHUNKER_H_
+#define WHORL_COMMON_CHUNKER_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace whorl {
+
+class Chunker;
+namespace internal {
+// The plain byte-at-a-time loop that Chunker::NextChunk must agree with exactly; exposed for
+// tests and benchmarks only.
+size_t NextChunkSlow(const Chunker& chunker, const uint8_t* data, size_t n, bool at_eof);
+}  // namespace internal
+
+struct ChunkerParams {
+  // Degree-53 irreducible polynomial over GF(2), bit i = coefficient of x^i.
+  uint64_t polynomial = 0;
+  uint32_t min_size = 0;  // >= 64
+  // Power of two; mask = avg_size - 1 (expected distance past min_size to a cut).
+  uint32_t avg_size = 0;
+  uint32_t max_size = 0;  // > min_size, <= 64 MiB
+};
+
+// Empty string when params are usable, else a human-readable reason ("min_size 10 is below 64").
+// Checks: polynomial has degree exactly 53 and is irreducible; 64 <= min_size < max_size <= 64 MiB;
+// avg_size is a power of two with min_size <= avg_size <= max_size.
+std::string ValidateChunkerParams(const ChunkerParams& params);
+
+int PolyDegree(uint64_t p);          // -1 for 0
+bool PolyIsIrreducible(uint64_t p);  // over GF(2), any degree 1..63; false for 0 and 1
+
+// Draws uniformly random degree-53 polynomials from `random` (a source of random 64-bit words)
+// until one is irreducible; returns it. The constant term is forced to 1 (every irreducible of
+// degree > 1 has it), which keeps the result uniform over irreducibles. Returns 0 (which fails
+// ValidateChunkerParams) if a broken source yields none in 10000 draws, instead of looping.
+uint64_t DrawIrreduciblePolynomial(const std::function<uint64_t()>& random);
+
+// Thread-safe after construction (all methods const). Construction builds the tables (< 1 ms).
+class Chunker {
+ public:
+  // params must pass ValidateChunkerParams (else aborts).
+  explicit Chunker(const ChunkerParams& params);
+  // data[0, n) begins at the start of a chunk. Returns the length of that chunk: the first cut
+  // point at or after min_size, else max_size if n >= max_size; if neither lies in the buffer,
+  // returns n when at_eof (the file's last chunk; 0 only if n == 0), else 0 meaning "give me more
+  // bytes" (callers keep at least max_size bytes buffered unless at eof).
+  size_t NextChunk(const uint8_t* data, size_t n, bool at_eof) const;
+  const ChunkerParams& params() const { return params_; }
+
+ private:
+  friend size_t internal::NextChunkSlow(const Chunker&, const uint8_t*, size_t, bool);
+
+  // h * x^8 + in mod P: appends a byte to a window hash.
+  uint64_t Append(uint64_t h, uint8_t in) const;
+  // Slides the window by one byte: appends `in` and removes `out`, the byte 64 positions earlier.
+  uint64_t Roll(uint64_t h, uint8_t in, uint8_t out) const;
+  // Shared min/max/eof rule around a search for the first cut candidate.
+  template <typename FindFn>
+  size_t Decide(size_t n, bool at_eof, FindFn find) const;
+  // Smallest i in [first, end) whose window (data[i-63, i]) matches the mask, as i + 1; else 0.
+  // Requires first >= 63. Slow: one window at a time (the reference). Fast: interleaved streams.
+  size_t FindCutSlow(const uint8_t* data, size_t first, size_t end) const;
+  size_t FindCutFast(const uint8_t* data, size_t first, size_t end) const;
+
+  ChunkerParams params_;
+  uint64_t mask_;
+  // shift_table_[t] = t * x^53 + (t * x^53 mod P): XOR-ing it clears bits 53..60 of a value
+  // shifted left by 8 and adds their remainder back in.
+  std::array<uint64_t, 256> shift_table_;
+  // out_table_[b] = b * x^512 mod P: the contribution, after the shift, of the byte leaving the
+  // window. XOR-ed in after the shift, which keeps it off the hash's dependency chain.
+  std::array<uint64_t, 256> out_table_;
+};
+
+}  // namespace whorl
+
+#endif  // WHORL_COMMON_CHUNKER_H_

@@ -1,0 +1,288 @@
+"""restore: full fidelity (bytes, modes, ns mtimes, symlinks, hard links, owners, odd names),
+targets, --include, snapshot selection, and never writing outside the target."""
+
+import os
+
+import whorl_e2e as w
+
+IS_ROOT = os.geteuid() == 0
+
+
+class RestoreFidelityTest(w.WhorlTestCase):
+
+    def build_tree(self, src):
+        """A tree with every kind of node restore must give back."""
+        src = w.makedirs(src)
+        j = lambda *p: os.path.join(src, *[w.fsb(x) for x in p])  # noqa: E731
+        w.write_file(j("plain.txt"), os.urandom(10_000), 0o644)
+        w.write_file(j("exec.sh"), b"#!/bin/sh\necho hi\n", 0o755)
+        w.write_file(j("private"), b"secret", 0o600)
+        w.write_file(j("readonly"), b"ro", 0o444)
+        w.write_file(j("odd-mode"), b"odd", 0o571)
+        w.write_file(j("empty"), b"", 0o640)
+        w.write_file(j("big.bin"), os.urandom(700_000), 0o644)
+        w.makedirs(j("dir_750"), 0o750)
+        w.write_file(j("dir_750", "inner"), b"inner")
+        w.makedirs(j("empty_dir"), 0o700)
+        w.makedirs(j("deep", "a", "b", "c"))
+        w.write_file(j("deep", "a", "b", "c", "leaf"), b"leaf\n")
+        w.makedirs(j("links"))
+        w.symlink(b"../plain.txt", j("links", "rel"))
+        w.symlink(b"/etc/hostname", j("links", "abs"))
+        w.symlink(b"does/not/exist", j("links", "dangling"))
+        w.symlink(b"\xff\xfe odd target//..//x ", j("links", "weird"))
+        w.symlink(b"../deep", j("links", "todir"))
+        w.makedirs(j("hard"))
+        w.write_file(j("hard", "h1"), os.urandom(3000))
+        os.link(j("hard", "h1"), j("hard", "h2"))
+        os.link(j("hard", "h1"), j("deep", "h3"))
+        # A group with one link outside the backed-up tree.
+        w.write_file(j("hard", "p1"), b"partly linked")
+        os.link(j("hard", "p1"), j("hard", "p2"))
+        w.makedirs(self.path("outside"))
+        os.link(j("hard", "p1"), self.bpath("outside", "p3"))
+        w.makedirs(j(b"names"))
+        for name in (b"sp ace", b"new\nline", b"\xff\xfe", b"tab\there", b"\xe2\x98\x83",
+                     b"-dash", b"*?[glob]", b"back\\slash", b"\x01ctl", b"..."):
+            w.write_file(j(b"names", name), b"name:" + name)
+        w.makedirs(j(b"names", b"d\xff ir"))
+        w.write_file(j(b"names", b"d\xff ir", b"x y"), b"in odd dir")
+        w.symlink(b"\xff\xfe", j(b"names", b"link \xfe"))
+        w.stamp_times(src)
+        return src
+
+    def test_restore_gives_back_bytes_modes_mtimes_symlinks_and_hard_links(self):
+        repo = self.init_repo()
+        src = self.build_tree(self.bpath("src"))
+        self.assertEqual(os.stat(os.path.join(src, b"hard", b"h1")).st_nlink, 3)
+        self.assertEqual(os.stat(os.path.join(src, b"hard", b"p1")).st_nlink, 3)
+        self.backup(repo, src)
+        target = self.path("t")
+        r = self.restore(repo, "latest", target)
+        self.assertEqual(r.err, b"", r.describe())
+        restored = w.restored_path(target, src)
+        self.assert_trees_equal(src, restored)
+        # Spelled out for the cases most likely to go wrong.
+        st = os.lstat(os.path.join(restored, b"links", b"weird"))
+        self.assertEqual(os.readlink(os.path.join(restored, b"links", b"weird")),
+                         b"\xff\xfe odd target//..//x ")
+        self.assertEqual(st.st_mtime_ns, os.lstat(os.path.join(src, b"links", b"weird")).st_mtime_ns)
+        h1 = os.stat(os.path.join(restored, b"hard", b"h1"))
+        self.assertEqual(h1.st_nlink, 3)
+        self.assertEqual(h1.st_ino, os.stat(os.path.join(restored, b"deep", b"h3")).st_ino)
+        p1 = os.stat(os.path.join(restored, b"hard", b"p1"))
+        self.assertEqual(p1.st_ino, os.stat(os.path.join(restored, b"hard", b"p2")).st_ino)
+        self.assertEqual(p1.st_nlink, 2)
+        self.assertEqual(os.stat(os.path.join(restored, b"empty_dir")).st_mtime_ns,
+                         os.stat(os.path.join(src, b"empty_dir")).st_mtime_ns)
+        self.assertEqual(os.listdir(os.path.join(restored, b"empty_dir")), [])
+        self.assertTrue(os.path.islink(os.path.join(restored, b"links", b"todir")))
+
+    def test_restore_of_names_with_any_bytes(self):
+        repo = self.init_repo()
+        src = w.makedirs(self.bpath("src"))
+        names = [b"sp ace", b"new\nline", b"\xff\xfe", b"\xfe", b"tab\t", b"\xe2\x98\x83",
+                 b"\x7f", b"a" * 255, b"-", b" lead", b"trail ", b"%s%n"]
+        for i, name in enumerate(names):
+            w.write_file(os.path.join(src, name), b"%d" % i)
+        w.stamp_times(src)
+        self.backup(repo, src)
+        target = self.path("t")
+        self.restore(repo, "latest", target)
+        restored = w.restored_path(target, src)
+        self.assertEqual(sorted(os.listdir(restored)), sorted(names))
+        for i, name in enumerate(names):
+            self.assertEqual(w.read_bytes(os.path.join(restored, name)), b"%d" % i, name)
+        self.assert_trees_equal(src, restored)
+
+    def test_restore_as_root_gives_back_owner_and_group(self):
+        if not IS_ROOT:
+            self.skipTest("only root can chown files to other owners")
+        repo = self.init_repo()
+        src = w.makedirs(self.bpath("src"))
+        f = w.write_file(os.path.join(src, b"f"), b"owned")
+        d = w.makedirs(os.path.join(src, b"d"), 0o750)
+        g = w.write_file(os.path.join(d, b"g"), b"group", 0o640)
+        ln = w.symlink(b"f", os.path.join(src, b"ln"))
+        os.chown(f, 1234, 5678)
+        os.chown(d, 4321, 8765)
+        os.chown(g, 0, 5678)
+        os.lchown(ln, 2222, 3333)
+        os.chown(src, 1111, 2222)
+        w.stamp_times(src)
+        self.backup(repo, src)
+        target = self.path("t")
+        self.restore(repo, "latest", target)
+        restored = w.restored_path(target, src)
+        self.assert_trees_equal(src, restored)
+        st = os.lstat(os.path.join(restored, b"f"))
+        self.assertEqual((st.st_uid, st.st_gid), (1234, 5678))
+        st = os.lstat(os.path.join(restored, b"ln"))
+        self.assertEqual((st.st_uid, st.st_gid), (2222, 3333))
+        st = os.lstat(restored)
+        self.assertEqual((st.st_uid, st.st_gid), (1111, 2222))
+
+    def test_restore_of_two_paths_places_each_at_its_absolute_path(self):
+        repo = self.init_repo()
+        one = w.makedirs(self.bpath("one"))
+        two = w.makedirs(self.bpath("nested", "two"))
+        w.write_file(os.path.join(one, b"a"), b"A")
+        w.write_file(os.path.join(two, b"b"), b"B")
+        single = w.write_file(self.bpath("single-file"), b"S", 0o604)
+        w.stamp_times(one)
+        w.stamp_times(two)
+        w.set_mtime(single, w.distinct_mtime_ns())
+        self.backup(repo, one, two, single)
+        target = self.path("t")
+        self.restore(repo, "latest", target)
+        self.assert_trees_equal(one, w.restored_path(target, one))
+        self.assert_trees_equal(two, w.restored_path(target, two))
+        self.assert_trees_equal(single, w.restored_path(target, single))
+        # Nothing else appears under the temp dir's copy.
+        self.assertEqual(sorted(os.listdir(w.restored_path(target, self.tmp))),
+                         [b"nested", b"one", b"single-file"])
+
+
+class RestoreTargetTest(w.WhorlTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.repo = self.init_repo()
+        self.src = w.makedirs(self.bpath("src"))
+        w.makedirs(os.path.join(self.src, b"a", b"x"))
+        w.makedirs(os.path.join(self.src, b"b"))
+        w.makedirs(os.path.join(self.src, b"c", b"d"))
+        w.write_file(os.path.join(self.src, b"top"), b"top")
+        w.write_file(os.path.join(self.src, b"a", b"x", b"f1"), os.urandom(2000))
+        w.write_file(os.path.join(self.src, b"a", b"f2"), b"f2")
+        w.write_file(os.path.join(self.src, b"b", b"f3"), b"f3")
+        w.write_file(os.path.join(self.src, b"c", b"d", b"f4"), b"f4")
+        w.write_file(os.path.join(self.src, b"c", b"f5"), b"f5")
+        w.stamp_times(self.src)
+        _, self.summary = self.backup(self.repo, self.src)
+        self.snap = self.summary["snapshot_id"]
+
+    def test_restore_creates_an_absent_target(self):
+        target = self.path("fresh")
+        self.assertFalse(os.path.exists(target))
+        self.restore(self.repo, self.snap, target)
+        self.assertTrue(os.path.isdir(target))
+        self.assert_trees_equal(self.src, w.restored_path(target, self.src))
+
+    def test_restore_into_a_target_that_is_a_regular_file_fails(self):
+        target = w.write_file(self.path("afile"), b"keep me")
+        r = self.restore(self.repo, self.snap, target, expect=None)
+        self.assert_fails(r, 1, "")
+        self.assertEqual(w.read_bytes(target), b"keep me")
+
+    def test_include_restores_only_the_chosen_subtrees(self):
+        target = self.path("t")
+        inc1 = os.path.join(self.src, b"a")
+        inc2 = os.path.join(self.src, b"c", b"d")
+        self.restore(self.repo, "latest", target, "--include", inc1, "--include", inc2)
+        restored = w.restored_path(target, self.src)
+        self.assertEqual(w.all_files(restored), [b"a/f2", b"a/x/f1", b"c/d/f4"])
+        self.assertEqual(sorted(os.listdir(restored)), [b"a", b"c"])
+        self.assertEqual(os.listdir(os.path.join(restored, b"c")), [b"d"])
+        self.assert_trees_equal(inc1, w.restored_path(target, inc1))
+        self.assert_trees_equal(inc2, w.restored_path(target, inc2))
+
+    def test_include_of_a_single_file(self):
+        target = self.path("t")
+        inc = os.path.join(self.src, b"c", b"f5")
+        self.restore(self.repo, "latest", target, "--include", inc)
+        restored = w.restored_path(target, self.src)
+        self.assertEqual(w.all_files(restored), [b"c/f5"])
+        self.assert_trees_equal(inc, w.restored_path(target, inc))
+
+    def test_snapshot_by_full_id_prefix_and_latest(self):
+        w.write_file(os.path.join(self.src, b"top"), b"changed")
+        _, s2 = self.backup(self.repo, self.src)
+        for snap, want in ((self.snap, b"top"), (self.snap[:8], b"top"),
+                           (self.snap[:13], b"top"), (s2["snapshot_id"], b"changed"),
+                           (s2["snapshot_id"][:8], b"changed"), ("latest", b"changed")):
+            target = self.path("t-" + snap)
+            self.restore(self.repo, snap, target)
+            self.assertEqual(w.read_bytes(w.restored_path(target, os.path.join(self.src, b"top"))),
+                             want, f"restore of {snap}")
+
+    def test_unknown_snapshot_id_fails_with_no_snapshot(self):
+        wrong = "0" * 64 if not self.snap.startswith("0") else "f" * 64
+        for snap in (wrong, wrong[:8]):
+            target = self.path("t")
+            r = self.restore(self.repo, snap, target, expect=None)
+            self.assert_fails(r, 1, "no snapshot")
+            self.assertEqual(w.all_files(target) if os.path.isdir(target) else [], [])
+
+    def test_snapshot_prefix_shorter_than_8_fails(self):
+        for n in (7, 4, 1):
+            target = self.path(f"t{n}")
+            r = self.restore(self.repo, self.snap[:n], target, expect=None)
+            self.assertEqual(r.code, 1, r.describe())
+            self.assertEqual(w.all_files(target) if os.path.isdir(target) else [], [])
+
+
+class RestoreEscapeTest(w.WhorlTestCase):
+    """A symlink already in the target must never be followed."""
+
+    def setUp(self):
+        super().setUp()
+        self.repo = self.init_repo()
+        self.src = w.makedirs(self.bpath("src"))
+        w.makedirs(os.path.join(self.src, b"sub"))
+        w.write_file(os.path.join(self.src, b"f"), b"payload")
+        w.write_file(os.path.join(self.src, b"sub", b"g"), b"payload2")
+        self.backup(self.repo, self.src)
+        self.outside = w.makedirs(self.bpath("outside"))
+
+    def outside_meta(self):
+        st = os.lstat(self.outside)
+        return (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+
+    def assert_outside_untouched(self, r, expected, meta):
+        self.assertEqual(sorted(w.scan_tree(self.outside)), expected,
+                         f"restore wrote outside its target{r.describe()}")
+        self.assertEqual(self.outside_meta(), meta,
+                         f"restore changed the outside directory's metadata{r.describe()}")
+        if r.code != 0:
+            self.assertTrue(r.stderr.startswith("whorl: "), f"no explanation{r.describe()}")
+
+    def test_restore_does_not_follow_a_symlink_where_a_directory_goes(self):
+        os.chmod(self.outside, 0o711)
+        w.set_mtime(self.outside, w.distinct_mtime_ns())
+        meta = self.outside_meta()
+        parts = self.src.strip(b"/").split(b"/")
+        # A symlink at every level of the path: target/<first>, ..., target/.../src, src/sub.
+        levels = [parts[:i] for i in range(1, len(parts) + 1)] + [parts + [b"sub"]]
+        for n, level in enumerate(levels):
+            target = self.bpath(f"t{n}")
+            link = os.path.join(target, *level)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(self.outside, link)
+            r = self.restore(self.repo, "latest", target, expect=None)
+            self.assert_outside_untouched(r, [b"."], meta)
+
+    def test_restore_does_not_write_through_a_symlink_where_a_file_goes(self):
+        victim = w.write_file(os.path.join(self.outside, b"victim"), b"untouched", 0o644)
+        w.set_mtime(victim, w.distinct_mtime_ns())
+        victim_st = os.lstat(victim)
+        meta = self.outside_meta()
+        target = self.bpath("t")
+        dst = w.restored_path(target, self.src)
+        os.makedirs(dst)
+        os.symlink(victim, os.path.join(dst, b"f"))
+        r = self.restore(self.repo, "latest", target, expect=None)
+        self.assert_outside_untouched(r, [b".", b"victim"], meta)
+        self.assertEqual(w.read_bytes(victim), b"untouched")
+        st = os.lstat(victim)
+        self.assertEqual((st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns),
+                         (victim_st.st_mode, victim_st.st_uid, victim_st.st_gid,
+                          victim_st.st_mtime_ns), r.describe())
+        if r.code == 0:
+            f = os.path.join(dst, b"f")
+            self.assertFalse(os.path.islink(f), r.describe())
+            self.assertEqual(w.read_bytes(f), b"payload")
+
+
+if __name__ == "__main__":
+    w.main()
