@@ -41,6 +41,18 @@ absl::Status FromRocks(const rocksdb::Status& s, const std::string& context) {
   return absl::InternalError(msg);
 }
 
+std::string PackEndKey(uint32_t pack_id) {
+  std::string key(4, '\0');
+  for (int i = 0; i < 4; ++i) key[i] = static_cast<char>(pack_id >> (24 - 8 * i));
+  return key;
+}
+
+std::string PackEndValue(uint64_t end) {
+  std::string value(kPackEndValueSize, '\0');
+  for (size_t i = 0; i < kPackEndValueSize; ++i) value[i] = static_cast<char>(end >> (8 * i));
+  return value;
+}
+
 rocksdb::Slice KeyOf(const Fingerprint& fp) {
   return rocksdb::Slice(reinterpret_cast<const char*>(fp.bytes.data()), Fingerprint::kSize);
 }
@@ -105,8 +117,12 @@ absl::Status MakeStoreDirs(const std::string& dir) {
 class ChunkStoreImpl final : public ChunkStore {
  public:
   ChunkStoreImpl(const std::string& dir, const ChunkStoreOptions& options,
-                 std::unique_ptr<rocksdb::DB> db)
-      : packs_dir_(dir + "/" + kPacksDirName), options_(options), db_(std::move(db)) {}
+                 std::unique_ptr<rocksdb::DB> db, rocksdb::ColumnFamilyHandle* pack_ends)
+      : packs_dir_(dir + "/" + kPacksDirName),
+        options_(options),
+        db_(std::move(db)),
+        pack_ends_(pack_ends) {}
+  ~ChunkStoreImpl() override { db_->DestroyColumnFamilyHandle(pack_ends_).PermitUncheckedError(); }
 
   // Checks pack headers, recovers the newest pack and opens it for appending.
   absl::Status Recover();
@@ -124,20 +140,20 @@ class ChunkStoreImpl final : public ChunkStore {
  private:
   // For each fingerprint, whether the locator holds a (well-formed) entry for it.
   absl::StatusOr<std::vector<bool>> LookupMany(const std::vector<Fingerprint>& fps);
-  // Refuses (DATA_LOSS) to cut `pack_id` at scan.valid_end if the locator points at or beyond
-  // that offset: then the bad bytes are damage, not a torn tail, and cutting would destroy
-  // acknowledged chunks. Iterates the whole locator, but only when there is a tail to cut.
-  absl::Status CheckNotIndexed(uint32_t pack_id, const PackScan& scan);
-  // Adds locator entries for the records of `pack_id` that it lacks (one synced batch).
-  absl::Status IndexRecords(uint32_t pack_id, const std::vector<ScannedRecord>& records);
+  // Where the indexed records of `pack_id` end (kPackHeaderSize if none are).
+  absl::StatusOr<uint64_t> IndexedEnd(uint32_t pack_id);
+  // Adds locator entries for the records of `pack_id` that it lacks and moves its indexed end
+  // to `end` (one synced batch).
+  absl::Status IndexRecords(uint32_t pack_id, const std::vector<ScannedRecord>& records,
+                            uint64_t end);
   // The items of `chunks` neither in the locator nor earlier in `chunks`.
   absl::StatusOr<std::vector<const ChunkPut*>> SelectNew(const std::vector<ChunkPut>& chunks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Appends, syncs and indexes `todo`; on a pack error cuts this batch's bytes off again.
   absl::Status WriteLocked(const std::vector<const ChunkPut*>& todo)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AppendAll(const std::vector<const ChunkPut*>& todo, rocksdb::WriteBatch* batch)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AppendAll(const std::vector<const ChunkPut*>& todo, rocksdb::WriteBatch* batch,
+                         std::map<uint32_t, uint64_t>* ends) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UndoAppend(uint32_t start_pack, uint64_t start_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Syncs the open pack (if any) and starts the next one.
   absl::Status StartNewPack() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -146,6 +162,7 @@ class ChunkStoreImpl final : public ChunkStore {
   const std::string packs_dir_;
   const ChunkStoreOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* const pack_ends_;  // owned; destroyed before db_
   std::atomic<uint64_t> pack_count_{0};
 
   absl::Mutex mu_;
@@ -168,27 +185,43 @@ absl::Status ChunkStoreImpl::Recover() {
     WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, ids[i])));
   }
   newest_pack_id_ = ids.back();
-  const uint32_t newest = newest_pack_id_;
-  WHORL_ASSIGN_OR_RETURN(
-      const PackScan scan,
-      RecoverNewestPack(PackPath(packs_dir_, newest), options_.max_chunk_bytes,
-                        [this, newest](const PackScan& s) { return CheckNotIndexed(newest, s); }));
-  WHORL_RETURN_IF_ERROR(IndexRecords(newest_pack_id_, scan.records));
+  WHORL_ASSIGN_OR_RETURN(const uint64_t indexed_end, IndexedEnd(newest_pack_id_));
+  absl::StatusOr<PackScan> scan = RecoverNewestPack(PackPath(packs_dir_, newest_pack_id_),
+                                                    options_.max_chunk_bytes, indexed_end);
+  if (absl::IsDataLoss(scan.status()) && indexed_end > kPackHeaderSize) {
+    // Acknowledged bytes of the newest pack are gone (the file was cut or replaced): leave it
+    // as it is for `check` to report, and start the next put in a new pack so that no new
+    // record lands at an offset the locator gives to an old one.
+    return absl::OkStatus();
+  }
+  if (!scan.ok()) return scan.status();
+  WHORL_RETURN_IF_ERROR(IndexRecords(newest_pack_id_, scan->records, scan->valid_end));
   WHORL_ASSIGN_OR_RETURN(writer_, PackWriter::OpenForAppend(packs_dir_, newest_pack_id_));
   return absl::OkStatus();
 }
 
-absl::Status ChunkStoreImpl::CheckNotIndexed(uint32_t pack_id, const PackScan& scan) {
-  return ForEach([&](const Fingerprint& fp, const ChunkLocation& loc) -> absl::Status {
-    if (loc.pack_id != pack_id || loc.offset < scan.valid_end) return absl::OkStatus();
-    return absl::DataLossError(absl::StrCat(
-        Where(pack_id, scan.valid_end), ": record fails its checks, but the locator has chunk ",
-        fp.ToHex(), " at offset ", loc.offset, " after it; refusing to cut the pack"));
-  });
+absl::StatusOr<uint64_t> ChunkStoreImpl::IndexedEnd(uint32_t pack_id) {
+  std::string value;
+  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pack_ends_, PackEndKey(pack_id),
+                                     &value);
+  if (s.IsNotFound()) return kPackHeaderSize;
+  WHORL_RETURN_IF_ERROR(FromRocks(s, "pack end of " + PackIdString(pack_id)));
+  if (value.size() != kPackEndValueSize) {
+    return absl::DataLossError(absl::StrCat("locator: pack end of ", PackIdString(pack_id),
+                                            ": value of ", value.size(), " bytes, want ",
+                                            kPackEndValueSize));
+  }
+  uint64_t end = 0;
+  for (size_t i = 0; i < kPackEndValueSize; ++i) {
+    end |= static_cast<uint64_t>(static_cast<unsigned char>(value[i])) << (8 * i);
+  }
+  return end;
 }
 
 absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
-                                          const std::vector<ScannedRecord>& records) {
+                                          const std::vector<ScannedRecord>& records,
+                                          uint64_t end) {
+  if (records.empty()) return absl::OkStatus();
   std::vector<Fingerprint> fps;
   fps.reserve(records.size());
   for (const ScannedRecord& r : records) fps.push_back(r.header.fingerprint);
@@ -202,7 +235,7 @@ absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
               EncodeLocatorValue(
                   ChunkLocation{pack_id, records[i].offset, h.stored_size, h.plain_size, h.codec}));
   }
-  if (batch.Count() == 0) return absl::OkStatus();
+  batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(db_->Write(wo, &batch), "re-index pack " + PackIdString(pack_id));
@@ -262,7 +295,8 @@ absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& tod
   const uint32_t start_pack = writer_->pack_id();
   const uint64_t start_size = writer_->size();
   rocksdb::WriteBatch batch;
-  absl::Status s = AppendAll(todo, &batch);
+  std::map<uint32_t, uint64_t> ends;
+  absl::Status s = AppendAll(todo, &batch, &ends);
   if (s.ok()) s = writer_->Sync();
   if (!s.ok()) {
     UndoAppend(start_pack, start_size);
@@ -271,13 +305,17 @@ absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& tod
   // The records are durable: only now may the locator point at them. If this write fails the
   // records stay (unindexed, as after a crash here): RocksDB may still have logged part of the
   // batch, and an entry must never point at bytes we cut.
+  for (const auto& [pack_id, end] : ends) {
+    batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
+  }
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(db_->Write(wo, &batch), "write");
 }
 
 absl::Status ChunkStoreImpl::AppendAll(const std::vector<const ChunkPut*>& todo,
-                                       rocksdb::WriteBatch* batch) {
+                                       rocksdb::WriteBatch* batch,
+                                       std::map<uint32_t, uint64_t>* ends) {
   for (const ChunkPut* c : todo) {
     if (writer_->size() >= options_.max_pack_bytes) WHORL_RETURN_IF_ERROR(StartNewPack());
     // ValidatePut capped both sizes at 2^32 - 1.
@@ -287,6 +325,7 @@ absl::Status ChunkStoreImpl::AppendAll(const std::vector<const ChunkPut*>& todo,
     batch->Put(KeyOf(c->fingerprint),
                EncodeLocatorValue(ChunkLocation{writer_->pack_id(), offset, h.stored_size,
                                                 h.plain_size, h.codec}));
+    (*ends)[writer_->pack_id()] = writer_->size();
   }
   return absl::OkStatus();
 }
@@ -387,12 +426,21 @@ absl::StatusOr<ChunkStoreStats> ChunkStoreImpl::Stats() {
 absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
                                                              const ChunkStoreOptions& options) {
   WHORL_RETURN_IF_ERROR(MakeStoreDirs(dir));
-  rocksdb::Options db_options;
+  rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {kPackEndsColumnFamily, rocksdb::ColumnFamilyOptions()}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  WHORL_RETURN_IF_ERROR(
-      FromRocks(rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, &db), "open " + dir));
-  auto store = std::make_unique<ChunkStoreImpl>(dir, options, std::unique_ptr<rocksdb::DB>(db));
+  WHORL_RETURN_IF_ERROR(FromRocks(
+      rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, families, &handles, &db),
+      "open " + dir));
+  // The default family's handle is owned by the DB; only ours needs destroying.
+  db->DestroyColumnFamilyHandle(handles[0]).PermitUncheckedError();
+  auto store = std::make_unique<ChunkStoreImpl>(dir, options, std::unique_ptr<rocksdb::DB>(db),
+                                                handles[1]);
   WHORL_RETURN_IF_ERROR(store->Recover());
   return std::unique_ptr<ChunkStore>(std::move(store));
 }

@@ -196,11 +196,17 @@ absl::Status CheckRecordCrc(std::string_view header, std::string_view data) {
                                           absl::Hex(got, absl::kZeroPad8), ")"));
 }
 
-absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes) {
+absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes,
+                                  uint64_t start) {
   PackScan scan;
   WHORL_ASSIGN_OR_RETURN(scan.file_size, FileSize(fd, path));
   WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, scan.file_size));
-  uint64_t offset = kPackHeaderSize;
+  start = std::max<uint64_t>(start, kPackHeaderSize);
+  if (scan.file_size < start) {
+    return absl::DataLossError(absl::StrCat(path, ": ", scan.file_size,
+                                            " bytes, but its indexed records end at ", start));
+  }
+  uint64_t offset = start;
   std::string header, data;
   while (scan.file_size - offset >= kRecordHeaderSize) {
     WHORL_RETURN_IF_ERROR(PreadExact(fd, offset, kRecordHeaderSize, &header, path));
@@ -217,14 +223,13 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
   return scan;
 }
 
-absl::StatusOr<PackScan> RecoverNewestPack(
-    const std::string& path, uint64_t max_chunk_bytes,
-    const std::function<absl::Status(const PackScan&)>& before_cut) {
+absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max_chunk_bytes,
+                                           uint64_t indexed_end) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
   FdCloser closer(fd);
   WHORL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd, path));
-  if (size < kPackHeaderSize) {
+  if (size < kPackHeaderSize && indexed_end <= kPackHeaderSize) {
     // Created but its header never made it to disk: nothing in it was acknowledged.
     if (::ftruncate(fd, 0) != 0) return ErrnoStatus("truncate", path, errno);
     WHORL_RETURN_IF_ERROR(WriteAll(fd, EncodePackHeader(), path));
@@ -234,9 +239,8 @@ absl::StatusOr<PackScan> RecoverNewestPack(
     scan.file_size = size;
     return scan;
   }
-  WHORL_ASSIGN_OR_RETURN(PackScan scan, ScanPack(fd, path, max_chunk_bytes));
+  WHORL_ASSIGN_OR_RETURN(PackScan scan, ScanPack(fd, path, max_chunk_bytes, indexed_end));
   if (scan.valid_end < scan.file_size) {
-    if (before_cut != nullptr) WHORL_RETURN_IF_ERROR(before_cut(scan));
     if (::ftruncate(fd, static_cast<off_t>(scan.valid_end)) != 0) {
       return ErrnoStatus("truncate", path, errno);
     }

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "chunk-store/chunk_store.h"
+#include "chunk-store/pack_format.h"
 #include "common/codec.h"
 #include "common/fingerprint.h"
 
@@ -68,19 +69,23 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view header, uint64_
 // DATA_LOSS unless the CRC in `header` (52 bytes) matches header[0, 48) followed by `data`.
 absl::Status CheckRecordCrc(std::string_view header, std::string_view data);
 
-// Reads the records of an open pack from the pack header on, stopping at the first record
-// that is incomplete or fails any check of DecodeRecordHeader or CheckRecordCrc. DATA_LOSS if
-// the pack header itself is short or bad; I/O errors as ErrnoStatus. Does not modify the file.
-absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes);
+// Reads the records of an open pack from offset `start` (a record boundary; by default the end
+// of the pack header) on, stopping at the first record that is incomplete or fails any check of
+// DecodeRecordHeader or CheckRecordCrc. DATA_LOSS if the pack header itself is short or bad, or
+// if the file is shorter than `start`; I/O errors as ErrnoStatus. Does not modify the file.
+absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes,
+                                  uint64_t start = kPackHeaderSize);
 
-// Crash recovery of the newest pack at `path`: a file shorter than the pack header is rewritten
-// as an empty pack; otherwise the pack is scanned and cut (ftruncate + fdatasync) at the end of
-// its valid prefix. Before cutting it calls `before_cut` (if set) with the scan; an error from
-// it is returned and the file is left as it was. Returns the scan (file_size is the length
+// Crash recovery of the newest pack at `path`. `indexed_end` is where the records the locator
+// indexes end (the store keeps it per pack): bytes before it were acknowledged and are never
+// cut or rescanned here (damage there is for Get and `check` to report). From `indexed_end`
+// on, whole records are returned for re-indexing and the first bad or torn one, with all after
+// it, is cut (ftruncate + fdatasync). A file shorter than the pack header with nothing indexed
+// is rewritten as an empty pack. DATA_LOSS, leaving the file alone, if the file is shorter than
+// `indexed_end` (acknowledged bytes are gone). Returns the scan (file_size is the length
 // before recovery).
-absl::StatusOr<PackScan> RecoverNewestPack(
-    const std::string& path, uint64_t max_chunk_bytes,
-    const std::function<absl::Status(const PackScan&)>& before_cut = nullptr);
+absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max_chunk_bytes,
+                                           uint64_t indexed_end = kPackHeaderSize);
 
 // Checks only the pack header of the file at `path` (closed packs are not scanned at open):
 // DATA_LOSS naming the file if it is short, has a bad magic or an unknown version.

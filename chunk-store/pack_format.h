@@ -33,6 +33,10 @@ inline constexpr uint32_t kFirstPackId = 1;
 inline constexpr uint32_t kMaxPackId = 99999999;
 inline constexpr char kPacksDirName[] = "packs";
 inline constexpr char kLocatorDirName[] = "locator";
+// The locator's column family holding, per pack, where its indexed records end: key pack_id
+// (4 bytes, big-endian), value end offset (8 bytes, little-endian).
+inline constexpr char kPackEndsColumnFamily[] = "pack_ends";
+inline constexpr size_t kPackEndValueSize = 8;
 
 }  // namespace whorl::chunkstore
 
