@@ -186,6 +186,11 @@ absl::Status ChunkStoreImpl::Recover() {
   }
   newest_pack_id_ = ids.back();
   WHORL_ASSIGN_OR_RETURN(const uint64_t indexed_end, IndexedEnd(newest_pack_id_));
+  // With records indexed its header must be whole and good (with none, a short header is an
+  // interrupted creation, which recovery repairs).
+  if (indexed_end > kPackHeaderSize) {
+    WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, newest_pack_id_)));
+  }
   absl::StatusOr<PackScan> scan = RecoverNewestPack(PackPath(packs_dir_, newest_pack_id_),
                                                     options_.max_chunk_bytes, indexed_end);
   if (absl::IsDataLoss(scan.status()) && indexed_end > kPackHeaderSize) {
