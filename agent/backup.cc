@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cstring>
 #include <optional>
 #include <cerrno>
@@ -37,6 +39,43 @@ struct PathTrie {
 };
 
 // Scans, chunks and saves; one per backup run. Thread-compatible.
+// Totals counted by the progress scan (ScanTotals) while the backup runs.
+struct ScanCounts {
+  std::atomic<uint64_t> files{0};
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<bool> done{false};
+  std::atomic<bool> stop{false};
+};
+
+// Counts the regular files below `paths` and their bytes (lstat only, no symlinks followed,
+// unreadable directories skipped): the denominator of the progress line, as restic shows it.
+void ScanTotals(const std::vector<std::string>& paths, ScanCounts* counts) {
+  namespace fs = std::filesystem;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    const fs::file_status top = fs::symlink_status(p, ec);
+    if (ec) continue;
+    if (fs::is_regular_file(top)) {
+      counts->files.fetch_add(1, std::memory_order_relaxed);
+      counts->bytes.fetch_add(fs::file_size(p, ec), std::memory_order_relaxed);
+      continue;
+    }
+    if (!fs::is_directory(top)) continue;
+    fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec);
+    for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (counts->stop.load(std::memory_order_relaxed)) return;
+      std::error_code ec2;
+      if (it->is_symlink(ec2)) continue;
+      if (it->is_regular_file(ec2)) {
+        counts->files.fetch_add(1, std::memory_order_relaxed);
+        const uintmax_t size = it->file_size(ec2);
+        if (!ec2) counts->bytes.fetch_add(size, std::memory_order_relaxed);
+      }
+    }
+  }
+  counts->done.store(true, std::memory_order_release);
+}
+
 class Archiver {
  public:
   Archiver(Repository* repo, const BackupOptions& options,
@@ -321,11 +360,17 @@ class Archiver {
     if (now - last_progress_ < std::chrono::milliseconds(250)) return;
     last_progress_ = now;
     progress_.files = counts_.total_files_processed;
+    if (totals_ != nullptr) {
+      progress_.total_files = totals_->files.load(std::memory_order_relaxed);
+      progress_.total_bytes = totals_->bytes.load(std::memory_order_relaxed);
+      progress_.totals_done = totals_->done.load(std::memory_order_acquire);
+    }
     on_progress_(progress_);
   }
 
  public:
   dev_t root_dev_ = 0;
+  const ScanCounts* totals_ = nullptr;
 
  private:
   Repository* repo_;
@@ -427,6 +472,22 @@ absl::StatusOr<BackupResult> RunBackup(
   }
 
   Archiver archiver(repo, options, on_error, on_progress);
+  // Totals for the progress line come from a scan running alongside (only when someone shows
+  // progress: it costs a second stat of every file).
+  ScanCounts totals;
+  std::thread scanner;
+  if (on_progress) {
+    archiver.totals_ = &totals;
+    scanner = std::thread([&paths, &totals] { ScanTotals(paths, &totals); });
+  }
+  struct JoinScanner {
+    ScanCounts* totals;
+    std::thread* thread;
+    ~JoinScanner() {
+      totals->stop.store(true);
+      if (thread->joinable()) thread->join();
+    }
+  } join_scanner{&totals, &scanner};
   for (const std::string& m : missing) {
     if (on_error) on_error(m);
     archiver.errors().push_back(m);

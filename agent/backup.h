@@ -24,8 +24,13 @@ struct BackupOptions {
 };
 
 struct BackupProgress {
-  uint64_t files = 0;
-  uint64_t bytes = 0;
+  uint64_t files = 0;  // files processed so far (read, or unchanged and skipped)
+  uint64_t bytes = 0;  // their bytes
+  // What a concurrent scan of the paths has counted so far (for percentages and the ETA);
+  // final once `totals_done`.
+  uint64_t total_files = 0;
+  uint64_t total_bytes = 0;
+  bool totals_done = false;
 };
 
 struct BackupResult {

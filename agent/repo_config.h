@@ -28,9 +28,9 @@ struct RepoConfig {
 };
 
 // Defaults chosen by measurement: see README "Why these chunk sizes".
-inline constexpr uint32_t kDefaultChunkMin = 16 << 10;
-inline constexpr uint32_t kDefaultChunkAvg = 64 << 10;
-inline constexpr uint32_t kDefaultChunkMax = 256 << 10;
+inline constexpr uint32_t kDefaultChunkMin = 8 << 10;
+inline constexpr uint32_t kDefaultChunkAvg = 32 << 10;
+inline constexpr uint32_t kDefaultChunkMax = 128 << 10;
 
 // A new config: random id and random irreducible polynomial (from the OS's CSPRNG).
 absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t max,

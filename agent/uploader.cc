@@ -1,29 +1,94 @@
 #include "agent/uploader.h"
 
 #include <algorithm>
-#include <thread>
 
 #include "common/status_macros.h"
 
 namespace whorl::agent {
 
+ChunkUploader::~ChunkUploader() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
 absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain) {
-  if (!known_.insert(fp).second) return absl::OkStatus();
+  if (known_.contains(fp)) return absl::OkStatus();
+  // Bounded memory whatever the backup's size: forgetting only costs a question to the index
+  // for a chunk seen again (present chunks are never uploaded twice: the index answers).
+  // Only entries already submitted may be forgotten, so a batch stays deduplicated.
+  if (known_.size() >= kMaxKnown && pending_.empty()) known_.clear();
+  known_.insert(fp);
   pending_.emplace_back(fp, std::string(plain));
   pending_bytes_ += plain.size();
-  if (pending_bytes_ >= kBatchBytes || pending_.size() >= kBatchChunks) return Flush();
+  if (pending_bytes_ >= kBatchBytes || pending_.size() >= kBatchChunks) return Submit();
+  return absl::OkStatus();
+}
+
+absl::Status ChunkUploader::Submit() {
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  Batch batch;
+  batch.swap(pending_);
+  pending_bytes_ = 0;
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+        return u->queue_.size() < kMaxQueued || !u->error_.ok();
+      },
+      this));
+  if (!error_.ok()) return error_;
+  queue_.push_back(std::move(batch));
   return absl::OkStatus();
 }
 
 absl::Status ChunkUploader::Flush() {
-  if (pending_.empty()) return absl::OkStatus();
+  if (!pending_.empty()) WHORL_RETURN_IF_ERROR(Submit());
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+        return (u->queue_.empty() && !u->busy_) || !u->error_.ok();
+      },
+      this));
+  return error_;
+}
+
+void ChunkUploader::Run() {
+  for (;;) {
+    Batch batch;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+            return !u->queue_.empty() || u->stop_;
+          },
+          this));
+      if (queue_.empty()) return;  // stopping, nothing left
+      batch = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    bool failed;
+    {
+      absl::MutexLock lock(&mu_);
+      failed = !error_.ok();
+    }
+    absl::Status s = failed ? absl::OkStatus() : Process(std::move(batch));
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+    if (!s.ok() && error_.ok()) error_ = s;
+  }
+}
+
+absl::Status ChunkUploader::Process(Batch batch) {
   std::vector<Fingerprint> fps;
-  fps.reserve(pending_.size());
-  for (const auto& p : pending_) fps.push_back(p.first);
+  fps.reserve(batch.size());
+  for (const auto& p : batch) fps.push_back(p.first);
   WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, repo_->FindMissing(fps));
 
   std::vector<size_t> todo;
-  for (size_t i = 0; i < pending_.size(); ++i) {
+  for (size_t i = 0; i < batch.size(); ++i) {
     if (missing[i]) todo.push_back(i);
   }
   // Compression is the costly step: spread it over the cores.
@@ -32,7 +97,7 @@ absl::Status ChunkUploader::Flush() {
   const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
   auto encode_range = [&](size_t w) {
     for (size_t k = w; k < todo.size(); k += workers) {
-      const auto& [fp, plain] = pending_[todo[k]];
+      const auto& [fp, plain] = batch[todo[k]];
       chunks[k].fingerprint = fp;
       chunks[k].plain_size = plain.size();
       chunks[k].data = Encode(spec, plain, &chunks[k].codec);
@@ -42,12 +107,14 @@ absl::Status ChunkUploader::Flush() {
   for (size_t w = 1; w < workers && w < todo.size(); ++w) threads.emplace_back(encode_range, w);
   encode_range(0);
   for (auto& t : threads) t.join();
+  batch.clear();
 
-  for (const auto& c : chunks) data_added_ += c.data.size();
-  pending_.clear();
-  pending_bytes_ = 0;
   if (chunks.empty()) return absl::OkStatus();
-  return repo_->PutChunks(std::move(chunks));
+  uint64_t added = 0;
+  for (const auto& c : chunks) added += c.data.size();
+  WHORL_RETURN_IF_ERROR(repo_->PutChunks(std::move(chunks)));
+  data_added_ += added;
+  return absl::OkStatus();
 }
 
 }  // namespace whorl::agent
