@@ -12,17 +12,26 @@
 #include "agent/check.h"
 #include "agent/cli_output.h"
 #include "agent/objects.h"
+#include "agent/remote_repository.h"
 #include "agent/repository.h"
 #include "agent/restore.h"
 #include "agent/snapshot_select.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "absl/strings/str_format.h"
 
 namespace whorl::agent {
 namespace {
 
 constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitPartial = 3;
 constexpr size_t kMaxManifestFileBytes = 64 << 20;
+
+// "m:ss", or "h:mm:ss" from an hour on.
+std::string FormatDuration(double secs) {
+  const long long t = static_cast<long long>(std::max(secs, 0.0));
+  if (t >= 3600) return absl::StrFormat("%lld:%02lld:%02lld", t / 3600, t / 60 % 60, t % 60);
+  return absl::StrFormat("%lld:%02lld", t / 60, t % 60);
+}
 
 int Fail(const absl::Status& status) {
   std::cerr << "whorl: " << status.message() << "\n";
@@ -50,12 +59,23 @@ struct Flags {
   bool read_data = false;
 };
 
+// The repository `repo` names: a cluster for whorl://HOST:PORT, else a directory.
+absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(const std::string& repo) {
+  if (!IsRemoteUrl(repo)) return OpenEmbeddedRepository(repo);
+  WHORL_ASSIGN_OR_RETURN(std::unique_ptr<RemoteRepository> remote,
+                         OpenRemoteRepository(repo, RemoteOptions{}));
+  return std::unique_ptr<Repository>(std::move(remote));
+}
+
 int CmdInit(const Flags& f) {
   absl::StatusOr<CompressionSpec> comp = CompressionSpec::Parse(f.compression);
   if (!comp.ok()) return Fail(comp.status());
   absl::StatusOr<RepoConfig> config = NewRepoConfig(f.chunk_min, f.chunk_avg, f.chunk_max, *comp);
   if (!config.ok()) return Fail(config.status());
-  if (absl::Status s = InitEmbeddedRepository(f.repo, *config); !s.ok()) return Fail(s);
+  const absl::Status s = IsRemoteUrl(f.repo)
+                             ? InitRemoteRepository(f.repo, *config, RemoteOptions{})
+                             : InitEmbeddedRepository(f.repo, *config);
+  if (!s.ok()) return Fail(s);
   std::cout << "created whorl repository " << config->id << " at " << f.repo << "\n";
   return kExitOk;
 }
@@ -77,7 +97,7 @@ int CmdBackup(Flags& f) {
   if (!f.exclude_file.empty()) {
     if (absl::Status s = ReadExcludeFile(f.exclude_file, &options.excludes); !s.ok()) return Fail(s);
   }
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
   const bool tty = ::isatty(STDOUT_FILENO) && !f.json;
   const auto start = std::chrono::steady_clock::now();
@@ -92,10 +112,26 @@ int CmdBackup(Flags& f) {
   auto on_progress = [&](const BackupProgress& p) {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("\r\033[K[%d:%02d] %llu files, %s, %s/s", static_cast<int>(secs) / 60,
-                static_cast<int>(secs) % 60, static_cast<unsigned long long>(p.files),
-                FormatBytes(p.bytes).c_str(),
-                FormatBytes(static_cast<uint64_t>(p.bytes / std::max(secs, 0.001))).c_str());
+    const double rate = static_cast<double>(p.bytes) / std::max(secs, 0.001);
+    std::string line = absl::StrFormat("[%s] ", FormatDuration(secs));
+    if (p.total_bytes > 0) {
+      line += absl::StrFormat("%.1f%% ", 100.0 * static_cast<double>(std::min(p.bytes, p.total_bytes)) /
+                                             static_cast<double>(p.total_bytes));
+    }
+    line += absl::StrFormat("%llu", static_cast<unsigned long long>(p.files));
+    if (p.total_files > 0) {
+      line += absl::StrFormat(" / %llu%s", static_cast<unsigned long long>(p.total_files),
+                              p.totals_done ? "" : "+");
+    }
+    line += absl::StrFormat(" files, %s", FormatBytes(p.bytes));
+    if (p.total_bytes > 0) {
+      line += absl::StrFormat(" / %s%s", FormatBytes(p.total_bytes), p.totals_done ? "" : "+");
+    }
+    line += absl::StrFormat(", %s/s", FormatBytes(static_cast<uint64_t>(rate)));
+    if (p.totals_done && rate > 0 && p.total_bytes > p.bytes) {
+      line += ", ETA " + FormatDuration(static_cast<double>(p.total_bytes - p.bytes) / rate);
+    }
+    std::printf("\r\033[K%s", line.c_str());
     std::fflush(stdout);
   };
   absl::StatusOr<BackupResult> result =
@@ -129,7 +165,7 @@ int CmdBackup(Flags& f) {
 }
 
 int CmdSnapshots(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<std::vector<metadata::SnapshotRecord>> snaps = (*repo)->ListSnapshots();
   if (!snaps.ok()) return Fail(snaps.status());
@@ -152,7 +188,7 @@ int CmdSnapshots(const Flags& f) {
 }
 
 int CmdLs(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<metadata::SnapshotRecord> snap = SelectSnapshot(repo->get(), f.snap, f.host);
   if (!snap.ok()) return Fail(snap.status());
@@ -188,7 +224,7 @@ int CmdRestore(const Flags& f) {
     std::cerr << "whorl: restore needs exactly one of SNAP or --manifest FILE\n";
     return kExitUsage;
   }
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
   v1::Snapshot snapshot;
   if (!f.manifest.empty()) {
@@ -216,7 +252,7 @@ int CmdRestore(const Flags& f) {
 }
 
 int CmdCheck(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<std::vector<std::string>> problems =
       RunCheck(repo->get(), CheckOptions{f.read_data});
@@ -231,7 +267,7 @@ int CmdCheck(const Flags& f) {
 }
 
 int CmdStats(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenEmbeddedRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<RepoStats> s = (*repo)->Stats();
   if (!s.ok()) return Fail(s.status());
@@ -255,12 +291,91 @@ int CmdStats(const Flags& f) {
   return kExitOk;
 }
 
+int CmdAdminStats(const Flags& f) {
+  if (!IsRemoteUrl(f.repo)) {
+    std::cerr << "whorl: admin stats needs a cluster (--repo whorl://HOST:PORT); "
+                 "use whorl stats for a repository directory\n";
+    return kExitUsage;
+  }
+  absl::StatusOr<std::unique_ptr<RemoteRepository>> repo =
+      OpenRemoteRepository(f.repo, RemoteOptions{});
+  if (!repo.ok()) return Fail(repo.status());
+  absl::StatusOr<ClusterStats> s = (*repo)->AdminStats();
+  if (!s.ok()) return Fail(s.status());
+  auto ratio = [](uint64_t logical, uint64_t stored) {
+    return stored == 0 ? 0.0 : static_cast<double>(logical) / static_cast<double>(stored);
+  };
+  const RepoStats& t = s->total;
+  if (f.json) {
+    nlohmann::ordered_json j{{"snapshots", t.snapshots},
+                             {"logical_bytes", t.logical_bytes},
+                             {"stored_bytes", t.stored_bytes},
+                             {"unique_chunks", t.unique_chunks},
+                             {"dedup_ratio", ratio(t.logical_bytes, t.stored_bytes)},
+                             {"epoch", s->epoch}};
+    nlohmann::ordered_json shards = nlohmann::ordered_json::array();
+    for (const ShardStatsRow& r : s->shards) {
+      shards.push_back({{"id", r.id},
+                        {"address", r.address},
+                        {"unique_chunks", r.unique_chunks},
+                        {"stored_bytes", r.stored_bytes},
+                        {"plain_bytes", r.plain_bytes},
+                        {"snapshots", r.snapshots},
+                        {"logical_bytes", r.logical_bytes}});
+    }
+    j["shards"] = shards;
+    nlohmann::ordered_json nodes = nlohmann::ordered_json::array();
+    for (const ChunkNodeStatsRow& r : s->chunk_nodes) {
+      nodes.push_back({{"id", r.id},
+                       {"address", r.address},
+                       {"chunks", r.chunks},
+                       {"stored_bytes", r.stored_bytes},
+                       {"plain_bytes", r.plain_bytes},
+                       {"packs", r.packs}});
+    }
+    j["chunk_stores"] = nodes;
+    nlohmann::ordered_json tenants = nlohmann::ordered_json::array();
+    for (const TenantStatsRow& r : s->tenants) {
+      tenants.push_back(
+          {{"tenant", r.tenant}, {"snapshots", r.snapshots}, {"logical_bytes", r.logical_bytes}});
+    }
+    j["tenants"] = tenants;
+    std::cout << j.dump() << "\n";
+    return kExitOk;
+  }
+  std::printf("cluster epoch %llu\n", static_cast<unsigned long long>(s->epoch));
+  std::printf("snapshots:      %llu\nlogical bytes:  %s\nstored bytes:   %s\n"
+              "unique chunks:  %llu\ndedup ratio:    %.2fx\n\n",
+              static_cast<unsigned long long>(t.snapshots), FormatBytes(t.logical_bytes).c_str(),
+              FormatBytes(t.stored_bytes).c_str(), static_cast<unsigned long long>(t.unique_chunks),
+              ratio(t.logical_bytes, t.stored_bytes));
+  std::printf("%-16s %-22s %12s %12s %10s %12s\n", "SHARD", "ADDRESS", "CHUNKS", "STORED",
+              "SNAPSHOTS", "LOGICAL");
+  for (const ShardStatsRow& r : s->shards) {
+    std::printf("%-16s %-22s %12llu %12s %10llu %12s\n", r.id.c_str(), r.address.c_str(),
+                static_cast<unsigned long long>(r.unique_chunks), FormatBytes(r.stored_bytes).c_str(),
+                static_cast<unsigned long long>(r.snapshots), FormatBytes(r.logical_bytes).c_str());
+  }
+  std::printf("\n%-16s %-22s %12s %12s %8s\n", "CHUNK STORE", "ADDRESS", "CHUNKS", "STORED", "PACKS");
+  for (const ChunkNodeStatsRow& r : s->chunk_nodes) {
+    std::printf("%-16s %-22s %12llu %12s %8llu\n", r.id.c_str(), r.address.c_str(),
+                static_cast<unsigned long long>(r.chunks), FormatBytes(r.stored_bytes).c_str(),
+                static_cast<unsigned long long>(r.packs));
+  }
+  std::printf("\n%-24s %10s %12s\n", "TENANT", "SNAPSHOTS", "LOGICAL");
+  for (const TenantStatsRow& r : s->tenants) {
+    std::printf("%-24s %10llu %12s\n", r.tenant.c_str(), static_cast<unsigned long long>(r.snapshots),
+                FormatBytes(r.logical_bytes).c_str());
+  }
+  return kExitOk;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app{"whorl: deduplicating backups"};
   app.require_subcommand(1);
   Flags f;
   auto repo_option = [&f](CLI::App* cmd) {
-    cmd->add_option("--repo", f.repo, "repository directory")->envname("WHORL_REPO")->required();
+    cmd->add_option("--repo", f.repo, "repository directory, or whorl://HOST:PORT for a cluster")->envname("WHORL_REPO")->required();
   };
 
   CLI::App* init = app.add_subcommand("init", "create a repository");
@@ -308,6 +423,12 @@ int Main(int argc, char** argv) {
   repo_option(stats);
   stats->add_flag("--json", f.json, "JSON output");
 
+  CLI::App* admin = app.add_subcommand("admin", "cluster administration");
+  admin->require_subcommand(1);
+  CLI::App* admin_stats = admin->add_subcommand("stats", "cluster, shard and tenant statistics");
+  repo_option(admin_stats);
+  admin_stats->add_flag("--json", f.json, "JSON output");
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -329,6 +450,7 @@ int Main(int argc, char** argv) {
   if (*restore) return CmdRestore(f);
   if (*check) return CmdCheck(f);
   if (*stats) return CmdStats(f);
+  if (*admin_stats) return CmdAdminStats(f);
   return kExitUsage;
 }
 

@@ -1,0 +1,680 @@
+#include "agent/remote_repository.h"
+
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/bloom_filter.h"
+#include "common/cluster_map.h"
+#include "common/hash_ring.h"
+#include "common/status_macros.h"
+#include "whorl/v1/service.grpc.pb.h"
+
+namespace whorl::agent {
+namespace {
+
+// Per-call limits agreed with the daemons (proto/service_format.md).
+constexpr size_t kMaxFindMissing = 16384;
+constexpr size_t kMaxPutChunks = 4096;
+constexpr size_t kMaxPutBytes = 32 << 20;
+constexpr int kMaxMessageBytes = 80 << 20;
+constexpr int kMaxEpochRetries = 3;
+constexpr char kStaleEpochPayload[] = "whorl.dev/stale-epoch";
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& where) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(where, ": ", s.error_message()));
+}
+
+bool IsStaleEpoch(const absl::Status& s) { return s.GetPayload(kStaleEpochPayload).has_value(); }
+
+std::string RandomHex(size_t bytes) {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < bytes; ++i) {
+    const unsigned v = static_cast<unsigned>(rng() & 0xff);
+    out.push_back(kHex[v >> 4]);
+    out.push_back(kHex[v & 15]);
+  }
+  return out;
+}
+
+std::string DefaultTenant() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+// One node of the map with its channel and stubs.
+struct Node {
+  std::string id;
+  std::string address;
+  std::string describe;  // "metadata shard meta-1 at 127.0.0.1:7001"
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Index::Stub> index;
+  std::unique_ptr<v1::Catalog::Stub> catalog;
+  std::unique_ptr<v1::Admin::Stub> admin;
+  std::unique_ptr<v1::ChunkStore::Stub> chunks;
+};
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+std::unique_ptr<Node> MakeNode(const std::string& kind, const std::string& id,
+                               const std::string& address) {
+  auto node = std::make_unique<Node>();
+  node->id = id;
+  node->address = address;
+  node->describe = absl::StrCat(kind, " ", id, " at ", address);
+  node->channel = MakeChannel(address);
+  node->index = v1::Index::NewStub(node->channel);
+  node->catalog = v1::Catalog::NewStub(node->channel);
+  node->admin = v1::Admin::NewStub(node->channel);
+  node->chunks = v1::ChunkStore::NewStub(node->channel);
+  return node;
+}
+
+// The routing state of one cluster-map epoch: immutable once built.
+struct Routing {
+  ClusterMap map;
+  std::unique_ptr<HashRing> meta_ring;
+  std::unique_ptr<HashRing> chunk_ring;
+  std::vector<std::unique_ptr<Node>> meta;    // in map order (ring indexes)
+  std::vector<std::unique_ptr<Node>> chunks;  // in map order (ring indexes)
+};
+
+absl::StatusOr<std::shared_ptr<const Routing>> BuildRouting(ClusterMap map) {
+  auto r = std::make_shared<Routing>();
+  for (const ClusterNode& n : map.metadata) {
+    r->meta.push_back(MakeNode("metadata shard", n.id, n.address));
+  }
+  for (const ClusterNode& n : map.chunkstores) {
+    r->chunks.push_back(MakeNode("chunk-store node", n.id, n.address));
+  }
+  // Ring index i is the map's node i (the rings keep input order).
+  WHORL_ASSIGN_OR_RETURN(HashRing meta_ring, map.MetadataRing());
+  WHORL_ASSIGN_OR_RETURN(HashRing chunk_ring, map.ChunkStoreRing());
+  r->meta_ring = std::make_unique<HashRing>(std::move(meta_ring));
+  r->chunk_ring = std::make_unique<HashRing>(std::move(chunk_ring));
+  r->map = std::move(map);
+  return std::shared_ptr<const Routing>(std::move(r));
+}
+
+// Runs fn(i) for i in [0, n) on up to n threads; returns the first error by index.
+absl::Status ParallelFor(size_t n, const std::function<absl::Status(size_t)>& fn) {
+  if (n == 0) return absl::OkStatus();
+  if (n == 1) return fn(0);
+  std::vector<absl::Status> results(n);
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (size_t i = 0; i < n; ++i) threads.emplace_back([&, i] { results[i] = fn(i); });
+  for (std::thread& t : threads) t.join();
+  for (absl::Status& s : results) {
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// A gRPC client of the whole cluster: channels, routing, retries, request headers.
+class ClusterClient {
+ public:
+  ClusterClient(std::string url, RemoteOptions options)
+      : url_(std::move(url)), options_(std::move(options)), command_id_(RandomHex(8)) {
+    if (options_.tenant.empty()) options_.tenant = DefaultTenant();
+    bootstrap_ = MakeNode("metadata shard", "(bootstrap)", url_.substr(kRemoteScheme.size()));
+  }
+
+  const std::string& url() const { return url_; }
+  const std::string& tenant() const { return options_.tenant; }
+
+  // Fetches the map from the bootstrap node and every metadata shard of the current map, and
+  // keeps the newest (highest epoch): during a rolling map change nodes may disagree for a
+  // while, and the newest map is the one that stops the refusals.
+  absl::Status Refresh() {
+    std::vector<const Node*> sources;
+    std::shared_ptr<const Routing> old = routing();
+    if (old != nullptr) {
+      for (const auto& n : old->meta) sources.push_back(n.get());
+    }
+    sources.push_back(bootstrap_.get());
+    std::vector<std::optional<ClusterMap>> maps(sources.size());
+    std::vector<absl::Status> errors(sources.size());
+    (void)ParallelFor(sources.size(), [&](size_t i) -> absl::Status {
+      const Node* node = sources[i];
+      v1::GetClusterMapRequest req;
+      v1::GetClusterMapResponse resp;
+      FillHeader(req.mutable_header(), 0);
+      errors[i] = Call(*node, [&](grpc::ClientContext* ctx) {
+        return node->admin->GetClusterMap(ctx, req, &resp);
+      });
+      if (!errors[i].ok()) return absl::OkStatus();
+      absl::StatusOr<ClusterMap> map = ParseClusterMap(resp.cluster_map());
+      if (!map.ok()) {
+        errors[i] = Annotate(map.status(), "cluster map from " + node->describe);
+        return absl::OkStatus();
+      }
+      maps[i] = *std::move(map);
+      return absl::OkStatus();
+    });
+    std::optional<ClusterMap> best;
+    for (auto& m : maps) {
+      if (m.has_value() && (!best.has_value() || m->epoch > best->epoch)) best = std::move(m);
+    }
+    if (!best.has_value()) {
+      // The bootstrap node's error says most: it is the one the user named.
+      return errors.back();
+    }
+    if (old != nullptr && best->epoch == old->map.epoch) return absl::OkStatus();
+    WHORL_ASSIGN_OR_RETURN(std::shared_ptr<const Routing> next, BuildRouting(*std::move(best)));
+    absl::MutexLock lock(&mu_);
+    routing_ = std::move(next);
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<const Routing> routing() const {
+    absl::MutexLock lock(&mu_);
+    return routing_;
+  }
+
+  const Node& bootstrap() const { return *bootstrap_; }
+
+  void FillHeader(v1::RequestHeader* header, uint64_t epoch) {
+    header->set_request_id(absl::StrCat(command_id_, "-", ++sequence_));
+    header->set_epoch(epoch);
+    header->set_tenant(options_.tenant);
+  }
+
+  // One RPC with a deadline, retried on UNAVAILABLE with exponential backoff and jitter. A
+  // stale-epoch refusal comes back marked (IsStaleEpoch) for the caller to refresh and redo.
+  absl::Status Call(const Node& node, const std::function<grpc::Status(grpc::ClientContext*)>& rpc) {
+    static thread_local std::mt19937_64 rng(std::random_device{}());
+    absl::Status status;
+    for (int attempt = 0; attempt < std::max(1, options_.max_attempts); ++attempt) {
+      if (attempt > 0) {
+        const double base = 0.1 * static_cast<double>(1 << std::min(attempt - 1, 6));
+        std::uniform_real_distribution<double> jitter(0.5, 1.5);
+        std::this_thread::sleep_for(std::chrono::duration<double>(base * jitter(rng)));
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(
+                           static_cast<int64_t>(options_.call_timeout_s * 1000)));
+      const grpc::Status s = rpc(&ctx);
+      status = FromGrpc(s, node.describe);
+      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        const auto& trailers = ctx.GetServerTrailingMetadata();
+        if (trailers.find("whorl-epoch") != trailers.end()) {
+          status.SetPayload(kStaleEpochPayload, absl::Cord("1"));
+        }
+      }
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    }
+    return status;
+  }
+
+  // Runs `op` with the current routing; on a stale-epoch refusal refreshes the map and runs it
+  // again (a few times at most).
+  absl::Status Routed(const std::function<absl::Status(const Routing&)>& op) {
+    absl::Status s;
+    for (int i = 0; i <= kMaxEpochRetries; ++i) {
+      std::shared_ptr<const Routing> r = routing();
+      if (r == nullptr) {
+        WHORL_RETURN_IF_ERROR(Refresh());
+        r = routing();
+      }
+      s = op(*r);
+      if (!IsStaleEpoch(s)) return s;
+      WHORL_RETURN_IF_ERROR(Refresh());
+    }
+    return s;
+  }
+
+ private:
+  const std::string url_;
+  RemoteOptions options_;
+  const std::string command_id_;
+  std::atomic<uint64_t> sequence_{0};
+  std::unique_ptr<Node> bootstrap_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Routing> routing_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::Status ParseUrl(const std::string& url) {
+  if (!IsRemoteUrl(url) || url.size() == kRemoteScheme.size() ||
+      url.find(':', kRemoteScheme.size()) == std::string::npos) {
+    return absl::InvalidArgumentError("bad repository URL \"" + url +
+                                      "\": want whorl://HOST:PORT");
+  }
+  return absl::OkStatus();
+}
+
+class RemoteRepositoryImpl final : public RemoteRepository {
+ public:
+  RemoteRepositoryImpl(std::unique_ptr<ClusterClient> client, RepoConfig config)
+      : client_(std::move(client)), config_(std::move(config)) {}
+
+  const RepoConfig& config() const override { return config_; }
+
+  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
+    std::vector<bool> missing(fps.size(), false);
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      WHORL_RETURN_IF_ERROR(EnsureFilters(r));
+      // Group the fingerprints the filters cannot rule out by owning shard.
+      std::vector<std::vector<size_t>> groups(r.meta.size());
+      uint64_t filtered = 0;
+      {
+        absl::MutexLock lock(&filters_mu_);
+        for (size_t i = 0; i < fps.size(); ++i) {
+          const size_t owner = r.meta_ring->OwnerIndex(fps[i].Prefix64());
+          auto it = filters_.find(r.meta[owner]->id);
+          if (it != filters_.end() && !it->second.filter.MayContain(fps[i])) {
+            missing[i] = true;  // certainly absent: no question needed
+            ++filtered;
+            continue;
+          }
+          groups[owner].push_back(i);
+        }
+      }
+      filtered_ += filtered;
+      // Split into calls of at most kMaxFindMissing; all calls in parallel.
+      struct Part {
+        size_t shard;
+        size_t begin, end;  // into groups[shard]
+      };
+      std::vector<Part> parts;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        for (size_t b = 0; b < groups[g].size(); b += kMaxFindMissing) {
+          parts.push_back(Part{g, b, std::min(groups[g].size(), b + kMaxFindMissing)});
+        }
+      }
+      return ParallelFor(parts.size(), [&](size_t p) -> absl::Status {
+        const Part& part = parts[p];
+        const Node& node = *r.meta[part.shard];
+        const std::vector<size_t>& idx = groups[part.shard];
+        v1::FindMissingRequest req;
+        client_->FillHeader(req.mutable_header(), r.map.epoch);
+        std::string* buf = req.mutable_fingerprints();
+        buf->reserve((part.end - part.begin) * Fingerprint::kSize);
+        for (size_t k = part.begin; k < part.end; ++k) buf->append(fps[idx[k]].ToBytes());
+        asked_ += part.end - part.begin;
+        v1::FindMissingResponse resp;
+        WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+          return node.index->FindMissing(ctx, req, &resp);
+        }));
+        for (uint32_t m : resp.missing()) {
+          if (m >= part.end - part.begin) {
+            return absl::InternalError(absl::StrCat(node.describe, ": answer index ", m,
+                                                    " out of range"));
+          }
+          missing[idx[part.begin + m]] = true;
+        }
+        return absl::OkStatus();
+      });
+    }));
+    return missing;
+  }
+
+  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
+    return client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<std::vector<size_t>> groups(r.chunks.size());
+      for (size_t i = 0; i < chunks.size(); ++i) {
+        groups[r.chunk_ring->OwnerIndex(chunks[i].fingerprint.Prefix64())].push_back(i);
+      }
+      struct Part {
+        size_t node;
+        std::vector<size_t> items;
+      };
+      std::vector<Part> parts;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        Part cur{g, {}};
+        size_t bytes = 0;
+        for (size_t i : groups[g]) {
+          if (!cur.items.empty() &&
+              (cur.items.size() >= kMaxPutChunks || bytes + chunks[i].data.size() > kMaxPutBytes)) {
+            parts.push_back(std::move(cur));
+            cur = Part{g, {}};
+            bytes = 0;
+          }
+          cur.items.push_back(i);
+          bytes += chunks[i].data.size();
+        }
+        if (!cur.items.empty()) parts.push_back(std::move(cur));
+      }
+      return ParallelFor(parts.size(), [&](size_t p) -> absl::Status {
+        const Node& node = *r.chunks[parts[p].node];
+        v1::PutChunksRequest req;
+        client_->FillHeader(req.mutable_header(), r.map.epoch);
+        for (size_t i : parts[p].items) {
+          const EncodedChunk& c = chunks[i];
+          v1::Chunk* out = req.add_chunks();
+          out->set_fingerprint(c.fingerprint.ToBytes());
+          out->set_codec(static_cast<uint32_t>(c.codec));
+          out->set_plain_size(static_cast<uint32_t>(c.plain_size));
+          out->set_data(c.data);
+        }
+        v1::PutChunksResponse resp;
+        return client_->Call(node, [&](grpc::ClientContext* ctx) {
+          return node.chunks->PutChunks(ctx, req, &resp);
+        });
+      });
+    });
+  }
+
+  absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
+    std::string plain;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      const Node& node = *r.chunks[r.chunk_ring->OwnerIndex(fp.Prefix64())];
+      v1::GetChunksRequest req;
+      client_->FillHeader(req.mutable_header(), r.map.epoch);
+      req.add_fingerprints(fp.ToBytes());
+      std::optional<v1::GetChunksResponse> got;
+      WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+        got.reset();
+        std::unique_ptr<grpc::ClientReader<v1::GetChunksResponse>> reader =
+            node.chunks->GetChunks(ctx, req);
+        v1::GetChunksResponse resp;
+        while (reader->Read(&resp)) {
+          if (!got.has_value()) got = std::move(resp);
+        }
+        return reader->Finish();
+      }));
+      if (!got.has_value()) {
+        return absl::InternalError(node.describe + ": no answer for chunk " + fp.ToHex());
+      }
+      if (got->error_code() != 0) {
+        return absl::Status(static_cast<absl::StatusCode>(got->error_code()),
+                            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ",
+                                         got->error_message()));
+      }
+      const v1::Chunk& c = got->chunk();
+      if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
+        return absl::DataLossError(absl::StrCat(node.describe, ": chunk ", fp.ToHex(),
+                                                ": unknown codec ", c.codec()));
+      }
+      absl::StatusOr<std::string> decoded =
+          Decode(static_cast<Codec>(c.codec()), c.data(), c.plain_size());
+      if (!decoded.ok()) {
+        return absl::DataLossError(absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ",
+                                                decoded.status().message()));
+      }
+      plain = *std::move(decoded);
+      return absl::OkStatus();
+    }));
+    if (Sha256(plain) != fp) {
+      return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
+    }
+    return plain;
+  }
+
+  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
+    const Fingerprint id = metadata::SnapshotId(snapshot);
+    Fingerprint committed;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      const Node& node = *r.meta[r.meta_ring->OwnerIndex(id.Prefix64())];
+      v1::CommitSnapshotRequest req;
+      client_->FillHeader(req.mutable_header(), r.map.epoch);
+      *req.mutable_snapshot() = snapshot;
+      v1::CommitSnapshotResponse resp;
+      WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+        return node.catalog->CommitSnapshot(ctx, req, &resp);
+      }));
+      absl::StatusOr<Fingerprint> got = Fingerprint::FromBytes(resp.id());
+      if (!got.ok()) return Annotate(got.status(), node.describe + ": snapshot id");
+      committed = *got;
+      return absl::OkStatus();
+    }));
+    return committed;
+  }
+
+  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
+    std::vector<metadata::SnapshotRecord> all;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<std::vector<metadata::SnapshotRecord>> per(r.meta.size());
+      WHORL_RETURN_IF_ERROR(ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.meta[i];
+        v1::ListSnapshotsRequest req;
+        client_->FillHeader(req.mutable_header(), r.map.epoch);
+        v1::ListSnapshotsResponse resp;
+        WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+          return node.catalog->ListSnapshots(ctx, req, &resp);
+        }));
+        for (v1::SnapshotEntry& e : *resp.mutable_snapshots()) {
+          absl::StatusOr<Fingerprint> id = Fingerprint::FromBytes(e.id());
+          if (!id.ok()) return Annotate(id.status(), node.describe + ": snapshot id");
+          per[i].push_back(metadata::SnapshotRecord{*id, std::move(*e.mutable_snapshot())});
+        }
+        return absl::OkStatus();
+      }));
+      all.clear();
+      for (auto& v : per) {
+        for (auto& rec : v) all.push_back(std::move(rec));
+      }
+      return absl::OkStatus();
+    }));
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+      if (a.snapshot.time_ns() != b.snapshot.time_ns()) {
+        return a.snapshot.time_ns() < b.snapshot.time_ns();
+      }
+      return a.id.bytes < b.id.bytes;
+    });
+    return all;
+  }
+
+  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override {
+    std::vector<Fingerprint> all;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<std::vector<Fingerprint>> per(r.chunks.size());
+      WHORL_RETURN_IF_ERROR(ParallelFor(r.chunks.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.chunks[i];
+        v1::ListChunksRequest req;
+        client_->FillHeader(req.mutable_header(), r.map.epoch);
+        return client_->Call(node, [&](grpc::ClientContext* ctx) {
+          per[i].clear();
+          std::unique_ptr<grpc::ClientReader<v1::ListChunksResponse>> reader =
+              node.chunks->ListChunks(ctx, req);
+          v1::ListChunksResponse resp;
+          bool bad = false;
+          while (reader->Read(&resp)) {
+            const std::string& b = resp.fingerprints();
+            if (b.size() % Fingerprint::kSize != 0) bad = true;
+            for (size_t o = 0; o + Fingerprint::kSize <= b.size(); o += Fingerprint::kSize) {
+              per[i].push_back(*Fingerprint::FromBytes(
+                  std::string_view(b.data() + o, Fingerprint::kSize)));
+            }
+          }
+          grpc::Status s = reader->Finish();
+          if (s.ok() && bad) {
+            return grpc::Status(grpc::StatusCode::INTERNAL, "fingerprint list of a bad length");
+          }
+          return s;
+        });
+      }));
+      all.clear();
+      for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
+      return absl::OkStatus();
+    }));
+    return all;
+  }
+
+  absl::StatusOr<RepoStats> Stats() override {
+    WHORL_ASSIGN_OR_RETURN(ClusterStats stats, AdminStats());
+    return stats.total;
+  }
+
+  absl::StatusOr<ClusterStats> AdminStats() override {
+    ClusterStats out;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      out = ClusterStats{};
+      out.epoch = r.map.epoch;
+      out.shards.resize(r.meta.size());
+      out.chunk_nodes.resize(r.chunks.size());
+      std::vector<std::vector<TenantStatsRow>> tenants(r.meta.size());
+      WHORL_RETURN_IF_ERROR(ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.meta[i];
+        v1::ShardStatsRequest req;
+        client_->FillHeader(req.mutable_header(), 0);
+        v1::ShardStatsResponse resp;
+        WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+          return node.admin->GetStats(ctx, req, &resp);
+        }));
+        out.shards[i] = ShardStatsRow{node.id,           node.address,      resp.unique_chunks(),
+                                      resp.stored_bytes(), resp.plain_bytes(), resp.snapshots(),
+                                      resp.logical_bytes()};
+        for (const v1::TenantStats& t : resp.tenants()) {
+          tenants[i].push_back(TenantStatsRow{t.tenant(), t.snapshots(), t.logical_bytes()});
+        }
+        return absl::OkStatus();
+      }));
+      WHORL_RETURN_IF_ERROR(ParallelFor(r.chunks.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.chunks[i];
+        v1::ChunkStoreStatsRequest req;
+        client_->FillHeader(req.mutable_header(), 0);
+        v1::ChunkStoreStatsResponse resp;
+        WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+          return node.chunks->GetStats(ctx, req, &resp);
+        }));
+        out.chunk_nodes[i] = ChunkNodeStatsRow{node.id,           node.address,
+                                               resp.chunks(),     resp.stored_bytes(),
+                                               resp.plain_bytes(), resp.packs()};
+        return absl::OkStatus();
+      }));
+      std::map<std::string, TenantStatsRow> by_tenant;
+      for (const auto& v : tenants) {
+        for (const TenantStatsRow& t : v) {
+          TenantStatsRow& row = by_tenant[t.tenant];
+          row.tenant = t.tenant;
+          row.snapshots += t.snapshots;
+          row.logical_bytes += t.logical_bytes;
+        }
+      }
+      for (auto& [name, row] : by_tenant) out.tenants.push_back(row);
+      for (const ShardStatsRow& s : out.shards) {
+        out.total.snapshots += s.snapshots;
+        out.total.logical_bytes += s.logical_bytes;
+      }
+      // Each chunk is stored on exactly one node (no replication yet): the nodes' sums are the
+      // cluster's.
+      for (const ChunkNodeStatsRow& c : out.chunk_nodes) {
+        out.total.stored_bytes += c.stored_bytes;
+        out.total.unique_chunks += c.chunks;
+      }
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  uint64_t fingerprints_asked() const override { return asked_; }
+  uint64_t fingerprints_filtered() const override { return filtered_; }
+
+ private:
+  struct CachedFilter {
+    uint64_t version = 0;
+    BloomFilter filter;
+  };
+
+  // Fetches each shard's Bloom filter once per process (in parallel). A shard that cannot give
+  // one is simply asked about everything.
+  absl::Status EnsureFilters(const Routing& r) {
+    {
+      absl::MutexLock lock(&filters_mu_);
+      if (filters_epoch_ == r.map.epoch) return absl::OkStatus();
+      filters_.clear();
+      filters_epoch_ = r.map.epoch;
+    }
+    return ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+      const Node& node = *r.meta[i];
+      v1::GetFilterRequest req;
+      client_->FillHeader(req.mutable_header(), r.map.epoch);
+      v1::GetFilterResponse resp;
+      absl::Status s = client_->Call(node, [&](grpc::ClientContext* ctx) {
+        return node.index->GetFilter(ctx, req, &resp);
+      });
+      if (IsStaleEpoch(s)) return s;
+      if (!s.ok() || resp.unchanged()) return absl::OkStatus();
+      absl::StatusOr<BloomFilter> filter = BloomFilter::Parse(resp.filter());
+      if (!filter.ok()) return absl::OkStatus();
+      absl::MutexLock lock(&filters_mu_);
+      filters_.insert_or_assign(node.id, CachedFilter{resp.version(), *std::move(filter)});
+      return absl::OkStatus();
+    });
+  }
+
+  std::unique_ptr<ClusterClient> client_;
+  const RepoConfig config_;
+  absl::Mutex filters_mu_;
+  uint64_t filters_epoch_ ABSL_GUARDED_BY(filters_mu_) = 0;
+  std::map<std::string, CachedFilter> filters_ ABSL_GUARDED_BY(filters_mu_);
+  std::atomic<uint64_t> asked_{0};
+  std::atomic<uint64_t> filtered_{0};
+};
+
+}  // namespace
+
+bool IsRemoteUrl(std::string_view repo) {
+  return repo.substr(0, kRemoteScheme.size()) == kRemoteScheme;
+}
+
+absl::Status InitRemoteRepository(const std::string& url, const RepoConfig& config,
+                                  const RemoteOptions& options) {
+  WHORL_RETURN_IF_ERROR(ParseUrl(url));
+  ClusterClient client(url, options);
+  WHORL_RETURN_IF_ERROR(client.Refresh());
+  return client.Routed([&](const Routing& r) -> absl::Status {
+    return ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+      const Node& node = *r.meta[i];
+      v1::InitRepositoryRequest req;
+      client.FillHeader(req.mutable_header(), 0);
+      req.set_config(config.ToJson());
+      v1::InitRepositoryResponse resp;
+      absl::Status s = client.Call(node, [&](grpc::ClientContext* ctx) {
+        return node.admin->InitRepository(ctx, req, &resp);
+      });
+      if (absl::IsAlreadyExists(s)) {
+        return absl::FailedPreconditionError("repository already exists at " + url + " (" +
+                                             std::string(s.message()) + ")");
+      }
+      return s;
+    });
+  });
+}
+
+absl::StatusOr<std::unique_ptr<RemoteRepository>> OpenRemoteRepository(
+    const std::string& url, const RemoteOptions& options) {
+  WHORL_RETURN_IF_ERROR(ParseUrl(url));
+  auto client = std::make_unique<ClusterClient>(url, options);
+  WHORL_RETURN_IF_ERROR(client->Refresh());
+  const Node& node = client->bootstrap();
+  v1::GetRepositoryConfigRequest req;
+  client->FillHeader(req.mutable_header(), 0);
+  v1::GetRepositoryConfigResponse resp;
+  absl::Status s = client->Call(node, [&](grpc::ClientContext* ctx) {
+    return node.admin->GetRepositoryConfig(ctx, req, &resp);
+  });
+  if (absl::IsNotFound(s)) {
+    return absl::FailedPreconditionError(url + " is not a whorl repository (run whorl init)");
+  }
+  WHORL_RETURN_IF_ERROR(s);
+  absl::StatusOr<RepoConfig> config = RepoConfig::FromJson(resp.config());
+  if (!config.ok()) return Annotate(config.status(), "repository config from " + node.describe);
+  return std::unique_ptr<RemoteRepository>(
+      new RemoteRepositoryImpl(std::move(client), *std::move(config)));
+}
+
+}  // namespace whorl::agent
