@@ -19,6 +19,7 @@ namespace {
 
 constexpr char kChunkPrefix = 'c';
 constexpr char kSnapshotPrefix = 's';
+constexpr char kConfigKey[] = "k:config";
 constexpr size_t kEntryFixedSize = 16;  // stored u32, plain u32, first_seen i64
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
@@ -139,6 +140,11 @@ class MetadataStoreImpl : public MetadataStore {
                                            " is not in the index");
     }
     WHORL_RETURN_IF_ERROR(present);
+    return CommitSnapshotUnchecked(snapshot);
+  }
+
+  absl::StatusOr<Fingerprint> CommitSnapshotUnchecked(const v1::Snapshot& snapshot) override {
+    WHORL_RETURN_IF_ERROR(Fingerprint::FromBytes(snapshot.root()).status());
     const Fingerprint id = SnapshotId(snapshot);
     std::string key(1, kSnapshotPrefix);
     key += id.ToBytes();
@@ -147,6 +153,38 @@ class MetadataStoreImpl : public MetadataStore {
     WHORL_RETURN_IF_ERROR(
         FromRocks(db_->Put(wo, key, SerializeDeterministic(snapshot)), "catalog commit"));
     return id;
+  }
+
+  absl::StatusOr<std::string> GetConfig() override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kConfigKey, &value);
+    if (s.IsNotFound()) return absl::NotFoundError("no repository: run whorl init");
+    WHORL_RETURN_IF_ERROR(FromRocks(s, "config"));
+    return value;
+  }
+
+  absl::Status PutConfig(const std::string& config) override {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<std::string> have = GetConfig();
+    if (have.ok()) {
+      if (*have == config) return absl::OkStatus();
+      return absl::AlreadyExistsError("repository already exists");
+    }
+    if (!absl::IsNotFound(have.status())) return have.status();
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return FromRocks(db_->Put(wo, kConfigKey, config), "config");
+  }
+
+  absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    const std::string prefix(1, kChunkPrefix);
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp,
+                             Fingerprint::FromBytes(it->key().ToStringView().substr(1)));
+      fn(fp);
+    }
+    return FromRocks(it->status(), "index scan");
   }
 
   absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots() override {

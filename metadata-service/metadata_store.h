@@ -10,6 +10,7 @@
 #define WHORL_METADATA_SERVICE_METADATA_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,18 @@ class MetadataStore {
   // Stores `snapshot` under its id (returned). FAILED_PRECONDITION if its root tree is not in
   // the index; INVALID_ARGUMENT if the root is not a fingerprint. Idempotent. Synced.
   virtual absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) = 0;
+
+  // Stores `snapshot` without the local root check: for a shard whose catalog holds snapshots
+  // whose root tree another shard indexes (the caller checked it there). Idempotent. Synced.
+  virtual absl::StatusOr<Fingerprint> CommitSnapshotUnchecked(const v1::Snapshot& snapshot) = 0;
+
+  // The repository config (JSON) stored on this shard: NOT_FOUND if none. PutConfig stores it
+  // if absent (synced); ALREADY_EXISTS if a different one is there; OK if the same.
+  virtual absl::StatusOr<std::string> GetConfig() = 0;
+  virtual absl::Status PutConfig(const std::string& config) = 0;
+
+  // Calls `fn` for every fingerprint in the index (for building the shard's Bloom filter).
+  virtual absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) = 0;
 
   // All snapshots, oldest first (by time, then id).
   virtual absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots() = 0;

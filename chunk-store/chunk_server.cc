@@ -1,0 +1,213 @@
+#include "chunk-store/chunk_server.h"
+
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace whorl::chunkstore {
+namespace {
+
+using daemon::RpcScope;
+using daemon::ToGrpc;
+
+grpc::Status Invalid(const std::string& msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
+}
+
+class ChunkStoreService final : public v1::ChunkStore::Service {
+ public:
+  ChunkStoreService(ChunkStore* store, daemon::ClusterState* cluster, daemon::Metrics* metrics)
+      : store_(store), cluster_(cluster), metrics_(metrics) {}
+
+  grpc::Status PutChunks(grpc::ServerContext* ctx, const v1::PutChunksRequest* req,
+                         v1::PutChunksResponse* resp) override {
+    RpcScope scope(metrics_, "PutChunks", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = cluster_->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    if (static_cast<size_t>(req->chunks_size()) > kMaxPutChunks) {
+      return scope.Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("batch of ", req->chunks_size(), " chunks exceeds ", kMaxPutChunks)));
+    }
+    const auto view = cluster_->view();
+    std::vector<ChunkPut> puts;
+    puts.reserve(req->chunks_size());
+    for (int i = 0; i < req->chunks_size(); ++i) {
+      const v1::Chunk& c = req->chunks(i);
+      absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(c.fingerprint());
+      if (!fp.ok()) {
+        return scope.Finish(Invalid(absl::StrCat("chunk ", i, ": fingerprint of ",
+                                                 c.fingerprint().size(), " bytes, want 32")));
+      }
+      if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
+        return scope.Finish(
+            Invalid(absl::StrCat("chunk ", fp->ToHex(), ": unknown codec ", c.codec())));
+      }
+      const std::string& owner = view->chunk_ring->Owner(*fp);
+      if (owner != cluster_->self()) {
+        return scope.Finish(grpc::Status(
+            grpc::StatusCode::FAILED_PRECONDITION,
+            absl::StrCat("fingerprint ", fp->ToHex(), " belongs to ", owner, ", not ",
+                         cluster_->self())));
+      }
+      puts.push_back(ChunkPut{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data()});
+    }
+    // Verifies every item first (bytes must hash to the fingerprint): all or nothing.
+    uint64_t added = 0;
+    if (absl::Status s = store_->PutBatch(puts, &added); !s.ok()) return scope.Finish(ToGrpc(s));
+    // Register all of them, not only the new ones: an earlier try may have stored a chunk and
+    // died before registering it. Only then acknowledge (invariant 1).
+    if (absl::Status s = Register(*view, puts, scope.request_id()); !s.ok()) {
+      return scope.Finish(ToGrpc(s));
+    }
+    resp->set_newly_stored(added);
+    uint64_t new_bytes = 0;
+    for (const ChunkPut& p : puts) new_bytes += p.data.size();
+    metrics_->Add("whorl_chunks_put_total", "chunks received in puts",
+                  static_cast<double>(puts.size()));
+    metrics_->Add("whorl_chunks_stored_total", "chunks newly stored", static_cast<double>(added));
+    metrics_->Add("whorl_chunk_bytes_received_total", "encoded bytes received in puts",
+                  static_cast<double>(new_bytes));
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  grpc::Status GetChunks(grpc::ServerContext* ctx, const v1::GetChunksRequest* req,
+                         grpc::ServerWriter<v1::GetChunksResponse>* writer) override {
+    RpcScope scope(metrics_, "GetChunks", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = cluster_->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    if (static_cast<size_t>(req->fingerprints_size()) > kMaxGetChunks) {
+      return scope.Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                       absl::StrCat("batch of ", req->fingerprints_size(),
+                                                    " fingerprints exceeds ", kMaxGetChunks)));
+    }
+    size_t out_bytes = 0;
+    for (const std::string& raw : req->fingerprints()) {
+      v1::GetChunksResponse resp;
+      absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(raw);
+      if (!fp.ok()) {
+        resp.set_error_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+        resp.set_error_message(absl::StrCat("fingerprint of ", raw.size(), " bytes, want 32"));
+      } else {
+        absl::StatusOr<std::string> plain = store_->Get(*fp);
+        if (!plain.ok()) {
+          resp.set_error_code(static_cast<int>(plain.status().code()));
+          resp.set_error_message(std::string(plain.status().message()));
+        } else {
+          v1::Chunk* c = resp.mutable_chunk();
+          c->set_fingerprint(raw);
+          c->set_codec(static_cast<uint32_t>(Codec::kNone));
+          c->set_plain_size(static_cast<uint32_t>(plain->size()));
+          c->set_data(*std::move(plain));
+        }
+      }
+      out_bytes += resp.ByteSizeLong();
+      if (!writer->Write(resp)) break;
+    }
+    return scope.Finish(grpc::Status::OK, out_bytes);
+  }
+
+  grpc::Status ListChunks(grpc::ServerContext* ctx, const v1::ListChunksRequest* req,
+                          grpc::ServerWriter<v1::ListChunksResponse>* writer) override {
+    RpcScope scope(metrics_, "ListChunks", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = cluster_->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    v1::ListChunksResponse page;
+    size_t out_bytes = 0;
+    absl::Status s = store_->ForEach([&](const Fingerprint& fp, const ChunkLocation&) {
+      page.mutable_fingerprints()->append(fp.ToBytes());
+      if (page.fingerprints().size() >= kListPage * Fingerprint::kSize) {
+        out_bytes += page.ByteSizeLong();
+        if (!writer->Write(page)) return absl::CancelledError("client went away");
+        page.Clear();
+      }
+      return absl::OkStatus();
+    });
+    if (s.ok() && !page.fingerprints().empty()) {
+      out_bytes += page.ByteSizeLong();
+      writer->Write(page);
+    }
+    return scope.Finish(ToGrpc(s), out_bytes);
+  }
+
+  grpc::Status GetStats(grpc::ServerContext* ctx, const v1::ChunkStoreStatsRequest* req,
+                        v1::ChunkStoreStatsResponse* resp) override {
+    RpcScope scope(metrics_, "GetStats", ctx, req->header(), req->ByteSizeLong());
+    absl::StatusOr<ChunkStoreStats> st = store_->Stats();
+    if (!st.ok()) return scope.Finish(ToGrpc(st.status()));
+    resp->set_node(cluster_->self());
+    resp->set_chunks(st->chunks);
+    resp->set_stored_bytes(st->stored_bytes);
+    resp->set_plain_bytes(st->plain_bytes);
+    resp->set_packs(st->packs);
+    metrics_->Set("whorl_store_chunks", "unique chunks stored", static_cast<double>(st->chunks));
+    metrics_->Set("whorl_store_bytes", "bytes the chunks take in packs",
+                  static_cast<double>(st->stored_bytes));
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+ private:
+  // Registers `puts` with their owning metadata shards, all shards in parallel.
+  absl::Status Register(const daemon::ClusterView& view, const std::vector<ChunkPut>& puts,
+                        const std::string& request_id) {
+    std::map<size_t, v1::RegisterRequest> by_shard;
+    for (const ChunkPut& p : puts) {
+      const size_t shard = view.meta_ring->OwnerIndex(p.fingerprint.Prefix64());
+      v1::RegisterRequest& req = by_shard[shard];
+      v1::IndexEntry* e = req.add_entries();
+      e->set_fingerprint(p.fingerprint.ToBytes());
+      e->set_stored_size(static_cast<uint32_t>(p.data.size()));
+      e->set_plain_size(static_cast<uint32_t>(p.plain_size));
+      e->set_node(cluster_->self());
+    }
+    std::vector<std::pair<size_t, v1::RegisterRequest*>> calls;
+    for (auto& [shard, req] : by_shard) {
+      req.mutable_header()->set_request_id(request_id);
+      req.mutable_header()->set_epoch(view.map.epoch);
+      calls.push_back({shard, &req});
+    }
+    std::vector<absl::Status> results(calls.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < calls.size(); ++i) {
+      threads.emplace_back([&, i] {
+        const ClusterNode& node = view.map.metadata[calls[i].first];
+        auto stub = v1::Index::NewStub(peers_.Channel(node.address));
+        v1::RegisterResponse resp;
+        results[i] = peers_.Call(
+            absl::StrCat("metadata shard ", node.id, " at ", node.address),
+            std::chrono::seconds(30), 5,
+            [&](grpc::ClientContext* c) { return stub->Register(c, *calls[i].second, &resp); });
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (const absl::Status& s : results) {
+      if (!s.ok()) {
+        // Stored but not indexed: the agent's retry registers them; nothing is acknowledged.
+        return absl::Status(absl::IsFailedPrecondition(s) ? absl::StatusCode::kUnavailable
+                                                          : s.code(),
+                            absl::StrCat("registering chunks: ", s.message()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  ChunkStore* store_;
+  daemon::ClusterState* cluster_;
+  daemon::Metrics* metrics_;
+  daemon::PeerClients peers_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> NewChunkStoreService(ChunkStore* store,
+                                                    daemon::ClusterState* cluster,
+                                                    daemon::Metrics* metrics) {
+  return std::make_unique<ChunkStoreService>(store, cluster, metrics);
+}
+
+}  // namespace whorl::chunkstore

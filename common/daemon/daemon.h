@@ -1,0 +1,165 @@
+// What whorl-metad and whorl-chunkd share: flags, structured logging, the cluster map as this
+// node sees it (reloaded on SIGHUP) with the epoch and ownership checks, Prometheus metrics,
+// one log event per RPC, clients of peer nodes with deadlines and retries, and signal handling.
+//
+// Thread-safety: ClusterState, Metrics and PeerClients are safe for concurrent use.
+#ifndef WHORL_COMMON_DAEMON_DAEMON_H_
+#define WHORL_COMMON_DAEMON_DAEMON_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/cluster_map.h"
+#include "common/hash_ring.h"
+#include "whorl/v1/service.grpc.pb.h"
+
+namespace prometheus {
+class Registry;
+class Exposer;
+}  // namespace prometheus
+
+namespace whorl::daemon {
+
+// Largest gRPC message a daemon accepts or sends: a PutChunks batch (32 MiB of encoded data,
+// agent side) or one 64 MiB chunk, with room for framing.
+inline constexpr int kMaxMessageBytes = 80 << 20;
+
+struct DaemonFlags {
+  std::string node_id;
+  std::string listen;
+  std::string data;
+  std::string cluster;
+  std::string metrics_listen;
+  std::string log_format = "text";  // or "json"
+  std::string log_level = "info";
+};
+
+// Parses argv into `flags` (CLI11). Returns -1 to go on, else the exit code (help: 0, error: 2).
+int ParseFlags(const std::string& name, int argc, char** argv, DaemonFlags* flags);
+
+// stderr logger; "json" gives one JSON object per line.
+void SetUpLogging(const std::string& format, const std::string& level);
+
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+// One structured event: `msg` plus fields (values printed as JSON), e.g.
+//   Log(LogLevel::kInfo, "rpc", {{"method", "FindMissing"}, {"code", "OK"}});
+void Log(LogLevel level, const std::string& msg,
+         const std::vector<std::pair<std::string, std::string>>& fields = {});
+
+absl::Status FromGrpc(const grpc::Status& s, const std::string& where);
+grpc::Status ToGrpc(const absl::Status& s);
+
+// One epoch's map and rings.
+struct ClusterView {
+  ClusterMap map;
+  std::unique_ptr<HashRing> meta_ring;   // ring index i = map.metadata[i]
+  std::unique_ptr<HashRing> chunk_ring;  // ring index i = map.chunkstores[i]
+};
+
+enum class Role { kMetadata, kChunkStore };
+
+class ClusterState {
+ public:
+  // Loads the map at `path`; INVALID_ARGUMENT if `node_id` is not in the list for `role`.
+  static absl::StatusOr<std::unique_ptr<ClusterState>> Load(const std::string& path,
+                                                            const std::string& node_id, Role role);
+
+  std::shared_ptr<const ClusterView> view() const;
+  const std::string& self() const { return self_; }
+
+  // Re-reads the file; on any error keeps the current map and returns the error.
+  absl::Status Reload();
+
+  // OK unless `epoch` is nonzero and older than this node's: then FAILED_PRECONDITION "stale
+  // cluster map epoch N, current is M" with trailing metadata whorl-epoch: M. A request with a
+  // newer epoch makes this node re-read its map file first (its own map is the stale one).
+  grpc::Status CheckEpoch(grpc::ServerContext* ctx, uint64_t epoch);
+
+ private:
+  ClusterState(std::string path, std::string self, Role role)
+      : path_(std::move(path)), self_(std::move(self)), role_(role) {}
+  absl::StatusOr<std::shared_ptr<const ClusterView>> Read() const;
+
+  const std::string path_;
+  const std::string self_;
+  const Role role_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const ClusterView> view_ ABSL_GUARDED_BY(mu_);
+};
+
+// Prometheus metrics, served on --metrics-listen when given.
+class Metrics {
+ public:
+  // Empty `listen`: metrics are kept but not served.
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
+  ~Metrics();
+
+  prometheus::Registry& registry() { return *registry_; }
+  void ObserveRpc(const std::string& method, grpc::StatusCode code, double seconds,
+                  size_t bytes_in, size_t bytes_out);
+  // A counter or gauge by name (created on first use), for the daemons' own figures.
+  void Add(const std::string& name, const std::string& help, double value);
+  void Set(const std::string& name, const std::string& help, double value);
+
+ private:
+  Metrics();
+  struct Impl;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Logs one event and records metrics for an RPC when finished.
+class RpcScope {
+ public:
+  RpcScope(Metrics* metrics, const char* method, grpc::ServerContext* ctx,
+           const v1::RequestHeader& header, size_t bytes_in);
+  // Returns `status` after logging it.
+  grpc::Status Finish(const grpc::Status& status, size_t bytes_out = 0);
+  const std::string& request_id() const { return request_id_; }
+
+ private:
+  Metrics* metrics_;
+  const char* method_;
+  std::string peer_, request_id_, tenant_;
+  size_t bytes_in_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Stubs of peer nodes by address, with a deadline and retries (exponential backoff with jitter)
+// on UNAVAILABLE.
+class PeerClients {
+ public:
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address);
+  // Runs `rpc` up to `attempts` times; each try gets a fresh context with `timeout`.
+  absl::Status Call(const std::string& describe, std::chrono::milliseconds timeout, int attempts,
+                    const std::function<grpc::Status(grpc::ClientContext*)>& rpc);
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
+};
+
+// Blocks SIGTERM, SIGINT and SIGHUP in this thread and all threads it starts later. Call first.
+void BlockSignals();
+// Waits for SIGTERM or SIGINT, calling `on_hup` for every SIGHUP meanwhile.
+void WaitForShutdown(const std::function<void()>& on_hup);
+
+// Adds the health service, reflection and message caps, binds `listen` and starts the server.
+// `*port` receives the bound port (useful with port 0).
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
+    const std::string& listen, const std::vector<grpc::Service*>& services, int* port);
+
+}  // namespace whorl::daemon
+
+#endif  // WHORL_COMMON_DAEMON_DAEMON_H_

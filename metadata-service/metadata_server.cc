@@ -1,0 +1,364 @@
+#include "metadata-service/metadata_server.h"
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/bloom_filter.h"
+#include "common/status_macros.h"
+
+namespace whorl::metadata {
+
+using daemon::RpcScope;
+using daemon::ToGrpc;
+
+namespace {
+
+constexpr double kFilterFpp = 0.01;
+constexpr uint64_t kMinFilterCapacity = 1 << 20;
+
+grpc::Status Invalid(const std::string& msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
+}
+
+// The fingerprints of a FindMissing request, or an error status.
+grpc::Status ParseFingerprints(const std::string& bytes, std::vector<Fingerprint>* out) {
+  if (bytes.size() % Fingerprint::kSize != 0) {
+    return Invalid(absl::StrCat("fingerprints field of ", bytes.size(),
+                                " bytes is not a multiple of 32"));
+  }
+  const size_t n = bytes.size() / Fingerprint::kSize;
+  if (n > kMaxFindMissing) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("batch of ", n, " fingerprints exceeds ", kMaxFindMissing));
+  }
+  out->reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out->push_back(
+        *Fingerprint::FromBytes(std::string_view(bytes.data() + i * Fingerprint::kSize,
+                                                 Fingerprint::kSize)));
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+struct MetadataServer::State {
+  MetadataStore* store = nullptr;
+  daemon::ClusterState* cluster = nullptr;
+  daemon::Metrics* metrics = nullptr;
+  daemon::PeerClients peers;
+
+  absl::Mutex filter_mu;
+  std::unique_ptr<BloomFilter> filter ABSL_GUARDED_BY(filter_mu);
+  uint64_t filter_capacity ABSL_GUARDED_BY(filter_mu) = 0;
+  uint64_t filter_version ABSL_GUARDED_BY(filter_mu) = 0;
+
+  absl::Status RebuildFilter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(filter_mu) {
+    uint64_t count = 0;
+    WHORL_RETURN_IF_ERROR(store->ForEachFingerprint([&](const Fingerprint&) { ++count; }));
+    filter_capacity = std::max<uint64_t>(kMinFilterCapacity, 2 * count);
+    auto f = std::make_unique<BloomFilter>(filter_capacity, kFilterFpp);
+    WHORL_RETURN_IF_ERROR(store->ForEachFingerprint([&](const Fingerprint& fp) { f->Add(fp); }));
+    filter = std::move(f);
+    filter_version = std::random_device{}() * 0x100000000ull + std::random_device{}();
+    return absl::OkStatus();
+  }
+
+  // FAILED_PRECONDITION unless this shard owns `fp` on the metadata ring.
+  grpc::Status CheckOwner(const daemon::ClusterView& view, const Fingerprint& fp) {
+    const std::string& owner = view.meta_ring->Owner(fp);
+    if (owner == cluster->self()) return grpc::Status::OK;
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        absl::StrCat("fingerprint ", fp.ToHex(), " belongs to ", owner, ", not ",
+                                     cluster->self()));
+  }
+};
+
+namespace {
+
+class IndexService final : public v1::Index::Service {
+ public:
+  explicit IndexService(MetadataServer::State* s) : s_(s) {}
+
+  grpc::Status FindMissing(grpc::ServerContext* ctx, const v1::FindMissingRequest* req,
+                           v1::FindMissingResponse* resp) override {
+    RpcScope scope(s_->metrics, "FindMissing", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = s_->cluster->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    std::vector<Fingerprint> fps;
+    if (grpc::Status e = ParseFingerprints(req->fingerprints(), &fps); !e.ok()) {
+      return scope.Finish(e);
+    }
+    const auto view = s_->cluster->view();
+    for (const Fingerprint& fp : fps) {
+      if (grpc::Status e = s_->CheckOwner(*view, fp); !e.ok()) return scope.Finish(e);
+    }
+    absl::StatusOr<std::vector<bool>> missing = s_->store->FindMissing(fps);
+    if (!missing.ok()) return scope.Finish(ToGrpc(missing.status()));
+    uint64_t misses = 0;
+    for (size_t i = 0; i < missing->size(); ++i) {
+      if ((*missing)[i]) {
+        resp->add_missing(static_cast<uint32_t>(i));
+        ++misses;
+      }
+    }
+    s_->metrics->Add("whorl_findmissing_fingerprints_total", "fingerprints asked about",
+                     static_cast<double>(fps.size()));
+    s_->metrics->Add("whorl_findmissing_misses_total", "fingerprints answered missing",
+                     static_cast<double>(misses));
+    s_->metrics->Add("whorl_findmissing_hits_total", "fingerprints answered present",
+                     static_cast<double>(fps.size() - misses));
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  grpc::Status Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
+                        v1::RegisterResponse*) override {
+    RpcScope scope(s_->metrics, "Register", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = s_->cluster->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    if (static_cast<size_t>(req->entries_size()) > kMaxRegister) {
+      return scope.Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("batch of ", req->entries_size(), " entries exceeds ", kMaxRegister)));
+    }
+    const auto view = s_->cluster->view();
+    std::vector<std::pair<Fingerprint, IndexEntry>> entries;
+    entries.reserve(req->entries_size());
+    for (int i = 0; i < req->entries_size(); ++i) {
+      const v1::IndexEntry& e = req->entries(i);
+      absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(e.fingerprint());
+      if (!fp.ok()) {
+        return scope.Finish(Invalid(absl::StrCat("entry ", i, ": fingerprint of ",
+                                                 e.fingerprint().size(), " bytes, want 32")));
+      }
+      if (e.node().empty() || view->map.FindNode(e.node()) == nullptr) {
+        return scope.Finish(Invalid(absl::StrCat("entry ", i, ": unknown chunk-store node \"",
+                                                 e.node(), "\"")));
+      }
+      if (grpc::Status o = s_->CheckOwner(*view, *fp); !o.ok()) return scope.Finish(o);
+      entries.push_back({*fp, IndexEntry{e.stored_size(), e.plain_size(), 0, e.node()}});
+    }
+    if (absl::Status st = s_->store->Register(entries); !st.ok()) {
+      return scope.Finish(ToGrpc(st));
+    }
+    {
+      absl::MutexLock lock(&s_->filter_mu);
+      for (const auto& [fp, _] : entries) {
+        if (!s_->filter->MayContain(fp)) {
+          s_->filter->Add(fp);
+          ++s_->filter_version;
+        }
+      }
+      if (s_->filter->added() > s_->filter_capacity) {
+        if (absl::Status st = s_->RebuildFilter(); !st.ok()) return scope.Finish(ToGrpc(st));
+      }
+    }
+    s_->metrics->Add("whorl_index_registered_total", "index entries registered",
+                     static_cast<double>(entries.size()));
+    return scope.Finish(grpc::Status::OK);
+  }
+
+  grpc::Status GetFilter(grpc::ServerContext* ctx, const v1::GetFilterRequest* req,
+                         v1::GetFilterResponse* resp) override {
+    RpcScope scope(s_->metrics, "GetFilter", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = s_->cluster->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    absl::MutexLock lock(&s_->filter_mu);
+    resp->set_version(s_->filter_version);
+    if (req->have_version() == s_->filter_version) {
+      resp->set_unchanged(true);
+    } else {
+      resp->set_filter(s_->filter->Serialize(s_->filter_version));
+    }
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+ private:
+  MetadataServer::State* s_;
+};
+
+class CatalogService final : public v1::Catalog::Service {
+ public:
+  explicit CatalogService(MetadataServer::State* s) : s_(s) {}
+
+  grpc::Status CommitSnapshot(grpc::ServerContext* ctx, const v1::CommitSnapshotRequest* req,
+                              v1::CommitSnapshotResponse* resp) override {
+    RpcScope scope(s_->metrics, "CommitSnapshot", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = s_->cluster->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    const v1::Snapshot& snap = req->snapshot();
+    absl::StatusOr<Fingerprint> root = Fingerprint::FromBytes(snap.root());
+    if (!root.ok()) {
+      return scope.Finish(Invalid(absl::StrCat("snapshot root of ", snap.root().size(),
+                                               " bytes, want 32")));
+    }
+    absl::StatusOr<std::string> config = s_->store->GetConfig();
+    if (!config.ok()) return scope.Finish(ToGrpc(config.status()));
+    const nlohmann::json j = nlohmann::json::parse(*config, nullptr, false);
+    const std::string repo_id = j.is_object() && j.contains("id") && j["id"].is_string()
+                                    ? j["id"].get<std::string>()
+                                    : "";
+    if (snap.repository_id() != repo_id) {
+      return scope.Finish(grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrCat("snapshot of repository \"", snap.repository_id(), "\", this is \"",
+                       repo_id, "\"")));
+    }
+    const Fingerprint id = SnapshotId(snap);
+    const auto view = s_->cluster->view();
+    if (grpc::Status o = s_->CheckOwner(*view, id); !o.ok()) return scope.Finish(o);
+    // Invariant 2: the root tree must be indexed, by the shard that owns it.
+    const size_t owner = view->meta_ring->OwnerIndex(root->Prefix64());
+    const ClusterNode& node = view->map.metadata[owner];
+    bool present = false;
+    if (node.id == s_->cluster->self()) {
+      absl::StatusOr<std::vector<bool>> missing = s_->store->FindMissing({*root});
+      if (!missing.ok()) return scope.Finish(ToGrpc(missing.status()));
+      present = !(*missing)[0];
+    } else {
+      auto stub = v1::Index::NewStub(s_->peers.Channel(node.address));
+      v1::FindMissingRequest fm;
+      fm.mutable_header()->set_request_id(scope.request_id());
+      fm.mutable_header()->set_epoch(view->map.epoch);
+      fm.set_fingerprints(root->ToBytes());
+      v1::FindMissingResponse fr;
+      absl::Status st = s_->peers.Call(
+          absl::StrCat("metadata shard ", node.id, " at ", node.address),
+          std::chrono::seconds(30), 5,
+          [&](grpc::ClientContext* c) { return stub->FindMissing(c, fm, &fr); });
+      if (!st.ok()) return scope.Finish(ToGrpc(st));
+      present = fr.missing_size() == 0;
+    }
+    if (!present) {
+      return scope.Finish(grpc::Status(
+          grpc::StatusCode::FAILED_PRECONDITION,
+          absl::StrCat("snapshot root tree ", root->ToHex(), " is not in the index")));
+    }
+    absl::StatusOr<Fingerprint> stored = s_->store->CommitSnapshotUnchecked(snap);
+    if (!stored.ok()) return scope.Finish(ToGrpc(stored.status()));
+    resp->set_id(stored->ToBytes());
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  grpc::Status ListSnapshots(grpc::ServerContext* ctx, const v1::ListSnapshotsRequest* req,
+                             v1::ListSnapshotsResponse* resp) override {
+    RpcScope scope(s_->metrics, "ListSnapshots", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = s_->cluster->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    absl::StatusOr<std::vector<SnapshotRecord>> snaps = s_->store->ListSnapshots();
+    if (!snaps.ok()) return scope.Finish(ToGrpc(snaps.status()));
+    for (const SnapshotRecord& r : *snaps) {
+      v1::SnapshotEntry* e = resp->add_snapshots();
+      e->set_id(r.id.ToBytes());
+      *e->mutable_snapshot() = r.snapshot;
+    }
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+ private:
+  MetadataServer::State* s_;
+};
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  explicit AdminService(MetadataServer::State* s) : s_(s) {}
+
+  grpc::Status GetClusterMap(grpc::ServerContext* ctx, const v1::GetClusterMapRequest* req,
+                             v1::GetClusterMapResponse* resp) override {
+    RpcScope scope(s_->metrics, "GetClusterMap", ctx, req->header(), req->ByteSizeLong());
+    const auto view = s_->cluster->view();
+    resp->set_epoch(view->map.epoch);
+    resp->set_cluster_map(SerializeClusterMap(view->map));
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  grpc::Status InitRepository(grpc::ServerContext* ctx, const v1::InitRepositoryRequest* req,
+                              v1::InitRepositoryResponse*) override {
+    RpcScope scope(s_->metrics, "InitRepository", ctx, req->header(), req->ByteSizeLong());
+    const nlohmann::json j = nlohmann::json::parse(req->config(), nullptr, false);
+    if (!j.is_object() || !j.contains("id") || !j["id"].is_string() ||
+        req->config().size() > (1 << 20)) {
+      return scope.Finish(Invalid("repository config is not a JSON object with an id"));
+    }
+    return scope.Finish(ToGrpc(s_->store->PutConfig(req->config())));
+  }
+
+  grpc::Status GetRepositoryConfig(grpc::ServerContext* ctx,
+                                   const v1::GetRepositoryConfigRequest* req,
+                                   v1::GetRepositoryConfigResponse* resp) override {
+    RpcScope scope(s_->metrics, "GetRepositoryConfig", ctx, req->header(), req->ByteSizeLong());
+    absl::StatusOr<std::string> config = s_->store->GetConfig();
+    if (!config.ok()) return scope.Finish(ToGrpc(config.status()));
+    resp->set_config(*config);
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  grpc::Status GetStats(grpc::ServerContext* ctx, const v1::ShardStatsRequest* req,
+                        v1::ShardStatsResponse* resp) override {
+    RpcScope scope(s_->metrics, "GetStats", ctx, req->header(), req->ByteSizeLong());
+    absl::StatusOr<IndexStats> index = s_->store->Stats();
+    if (!index.ok()) return scope.Finish(ToGrpc(index.status()));
+    absl::StatusOr<std::vector<SnapshotRecord>> snaps = s_->store->ListSnapshots();
+    if (!snaps.ok()) return scope.Finish(ToGrpc(snaps.status()));
+    resp->set_shard(s_->cluster->self());
+    resp->set_unique_chunks(index->unique_chunks);
+    resp->set_stored_bytes(index->stored_bytes);
+    resp->set_plain_bytes(index->plain_bytes);
+    resp->set_snapshots(snaps->size());
+    std::map<std::string, v1::TenantStats> tenants;
+    uint64_t logical = 0;
+    for (const SnapshotRecord& r : *snaps) {
+      const uint64_t bytes = r.snapshot.summary().total_bytes_processed();
+      logical += bytes;
+      v1::TenantStats& t = tenants[r.snapshot.host()];
+      t.set_tenant(r.snapshot.host());
+      t.set_snapshots(t.snapshots() + 1);
+      t.set_logical_bytes(t.logical_bytes() + bytes);
+    }
+    resp->set_logical_bytes(logical);
+    for (auto& [name, t] : tenants) *resp->add_tenants() = t;
+    s_->metrics->Set("whorl_index_chunks", "unique chunks in this shard's index",
+                     static_cast<double>(index->unique_chunks));
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+ private:
+  MetadataServer::State* s_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<MetadataServer>> MetadataServer::Create(
+    MetadataStore* store, daemon::ClusterState* cluster, daemon::Metrics* metrics) {
+  std::unique_ptr<MetadataServer> server(new MetadataServer());
+  server->state_ = std::make_unique<State>();
+  State* s = server->state_.get();
+  s->store = store;
+  s->cluster = cluster;
+  s->metrics = metrics;
+  {
+    absl::MutexLock lock(&s->filter_mu);
+    WHORL_RETURN_IF_ERROR(s->RebuildFilter());
+  }
+  server->services_.push_back(std::make_unique<IndexService>(s));
+  server->services_.push_back(std::make_unique<CatalogService>(s));
+  server->services_.push_back(std::make_unique<AdminService>(s));
+  return server;
+}
+
+MetadataServer::~MetadataServer() = default;
+
+std::vector<grpc::Service*> MetadataServer::services() {
+  std::vector<grpc::Service*> out;
+  for (auto& s : services_) out.push_back(s.get());
+  return out;
+}
+
+}  // namespace whorl::metadata
