@@ -135,10 +135,11 @@ class ClusterBackupTest(ClusterTestCase):
         for k in ("snapshots", "logical_bytes", "stored_bytes", "unique_chunks"):
             self.assertEqual(plain[k], st[k], (plain, st))
 
-        # A second backup of unchanged data adds nothing but reads nothing either.
+        # A second backup of unchanged files reads none of them and adds no file data (only
+        # the trees above, whose directories' mtimes the restores above changed).
         _, again = self.backup(self.url, a, args=("--host", "alpha"))
         self.assertEqual(again["files_unmodified"], 50, again)
-        self.assertEqual(again["data_added"], 0, again)
+        self.assertLess(again["data_added"], 2048, again)
 
         r = self.whorl("check", "--repo", self.url, "--read-data", expect=0)
         self.assertIn("no errors were found", r.stdout)
