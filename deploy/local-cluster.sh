@@ -99,7 +99,7 @@ PY
         sleep 0.1
       done
     done < <(nodes)
-    first="$(nodes | head -1 | cut -d' ' -f2)"
+    first="$(nodes | awk 'NR == 1 { print $2 }')"
     echo "whorl://$first" >"$dir/repo-url"
     echo "whorl://$first"
     ;;
