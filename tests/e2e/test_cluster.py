@@ -160,6 +160,32 @@ class ClusterBackupTest(ClusterTestCase):
         self.assertEqual(w.read_bytes(w.restored_path(target, os.path.join(src, "big"))), data)
 
 
+class ClusterRaceTest(ClusterTestCase):
+
+    def test_agents_racing_on_the_same_new_chunks_all_succeed_with_one_copy(self):
+        self.whorl("init", "--repo", self.url, "--chunk-min", str(1 * w.MIB), "--chunk-avg",
+                   str(2 * w.MIB), "--chunk-max", str(4 * w.MIB), expect=0)
+        src = mkdir(self.path("same"))
+        for i in range(60):
+            w.write_file(os.path.join(src, f"f{i}"), os.urandom(3000 + i))
+        procs = [w.start(["backup", "--repo", self.url, "--json", "--host", f"racer{k}", src])
+                 for k in range(4)]
+        for argv, proc in procs:
+            r = w.finish(argv, proc)
+            self.assertEqual(r.code, 0, r.describe())
+        st = self.admin_stats()
+        self.assertEqual(st["snapshots"], 4, st)
+        depth = len([p for p in src.split("/") if p])
+        # 60 file chunks, each stored once, plus the trees (root and one per directory level):
+        # the same in all four snapshots unless another process touched a directory above
+        # `src` meanwhile (then up to one set per snapshot).
+        self.assertGreaterEqual(st["unique_chunks"], 60 + depth + 1, st)
+        self.assertLessEqual(st["unique_chunks"], 60 + 4 * (depth + 1), st)
+        # One copy each: the stores hold exactly what the shards index.
+        self.assertEqual(sum(c["chunks"] for c in st["chunk_stores"]), st["unique_chunks"], st)
+        self.assertEqual(sum(s["unique_chunks"] for s in st["shards"]), st["unique_chunks"], st)
+
+
 class ClusterFailureTest(ClusterTestCase):
 
     def test_uninitialized_cluster_is_not_a_repository(self):
