@@ -8,6 +8,8 @@
 # start picks free ports, writes DIR/cluster.json (the map, epoch 1), starts N whorl-metad and
 # M whorl-chunkd with data in DIR/data/ID, logs in DIR/logs/ID.log and pids in DIR/pids/ID.pid,
 # waits until each answers its gRPC health check, writes DIR/repo-url and prints the URL.
+# Logs are JSON lines (one event per RPC); each node serves Prometheus metrics on a free port
+# listed in DIR/metrics (ID URL per line).
 # stop sends SIGTERM to exactly the processes start recorded (checked against
 # /proc/PID/cmdline) and waits for them. Binaries: $WHORL_BIN_DIR, default <repo>/build/bin.
 set -euo pipefail
@@ -70,7 +72,7 @@ case "$cmd" in
     fi
     mkdir -p "$dir/data" "$dir/logs" "$dir/pids"
     dir="$(cd "$dir" && pwd)"
-    read -r -a ports <<<"$(free_ports $((meta + chunk)))"
+    read -r -a ports <<<"$(free_ports $((2 * (meta + chunk))))"
     python3 - "$dir/cluster.json" "$meta" "$chunk" "${ports[@]}" <<'PY'
 import json, os, sys
 path, meta, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -85,10 +87,15 @@ with open(tmp, "w") as f:
     json.dump(m, f, indent=2)
 os.replace(tmp, path)
 PY
+    : >"$dir/metrics"
+    i=$((meta + chunk))
     while read -r id addr kind; do
+      mport="${ports[$i]}"; i=$((i + 1))
       "$BIN_DIR/whorl-$kind" --node-id "$id" --listen "$addr" --data "$dir/data/$id" \
-        --cluster "$dir/cluster.json" >>"$dir/logs/$id.log" 2>&1 </dev/null &
+        --cluster "$dir/cluster.json" --metrics-listen "127.0.0.1:$mport" --log-format json \
+        >>"$dir/logs/$id.log" 2>&1 </dev/null &
       echo $! >"$dir/pids/$id.pid"
+      echo "$id http://127.0.0.1:$mport/metrics" >>"$dir/metrics"
     done < <(nodes)
     deadline=$((SECONDS + 30))
     while read -r id addr kind; do

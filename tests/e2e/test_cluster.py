@@ -144,6 +144,37 @@ class ClusterBackupTest(ClusterTestCase):
         r = self.whorl("check", "--repo", self.url, "--read-data", expect=0)
         self.assertIn("no errors were found", r.stdout)
 
+    def test_every_rpc_is_logged_with_the_agents_request_id_and_metrics_are_served(self):
+        self.whorl("init", "--repo", self.url, expect=0)
+        src = mkdir(self.path("src"))
+        for i in range(10):
+            w.write_file(os.path.join(src, f"f{i}"), os.urandom(5000))
+        self.backup(self.url, src)
+        # The second run's trees are in the shards' filters: those questions are asked.
+        self.backup(self.url, src)
+        events = {}
+        for n in self.cluster.map["metadata"] + self.cluster.map["chunkstores"]:
+            with open(os.path.join(self.cluster.dir, "logs", n["id"] + ".log")) as f:
+                events[n["id"]] = [json.loads(line) for line in f if line.startswith("{")]
+        puts = [e for n in self.cluster.map["chunkstores"] for e in events[n["id"]]
+                if e.get("msg") == "rpc" and e.get("method") == "PutChunks"]
+        self.assertTrue(puts, events)
+        for e in puts:
+            self.assertEqual(e["code"], "0", e)
+            self.assertEqual(e["tenant"], os.uname().nodename, e)
+        # The chunk store passed each put's request id on to the shards it registered with.
+        registers = {e["request_id"] for n in self.cluster.map["metadata"]
+                     for e in events[n["id"]] if e.get("method") == "Register"}
+        for e in puts:
+            self.assertIn(e["request_id"], registers, e)
+        with open(os.path.join(self.cluster.dir, "metrics")) as f:
+            urls = dict(line.split() for line in f if line.strip())
+        import urllib.request
+        body = urllib.request.urlopen(urls["meta-1"], timeout=10).read().decode()
+        self.assertIn('whorl_rpc_requests_total{code="0",method="FindMissing"}', body)
+        self.assertIn("whorl_rpc_duration_seconds_bucket", body)
+        self.assertIn("whorl_findmissing_fingerprints_total", body)
+
     def test_manifest_restore_and_ls_work_remotely(self):
         self.whorl("init", "--repo", self.url, expect=0)
         src = mkdir(self.path("src"))
