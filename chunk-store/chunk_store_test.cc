@@ -15,35 +15,13 @@
 
 #include "chunk-store/pack.h"
 #include "chunk-store/pack_format.h"
+#include "chunk-store/test_util.h"
 
 namespace whorl::chunkstore {
 namespace {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents at the end.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl =
-        std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/chunk_store_test.XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();  // tests cannot run without it
-    path_ = tmpl;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::string Bytes(uint64_t seed, size_t n) {
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    out.push_back(static_cast<char>(seed >> 56));
-  }
-  return out;
-}
+using testing::Bytes;
+using testing::TempDir;
 
 // Compressible text that differs per seed.
 std::string Text(uint64_t seed, size_t n) {

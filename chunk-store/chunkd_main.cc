@@ -39,27 +39,8 @@ int main(int argc, char** argv) {
   }
   auto service =
       whorl::chunkstore::NewChunkStoreService(store->get(), cluster->get(), metrics->get());
-  int port = 0;
-  auto grpc_server = wd::StartServer(flags.listen, {service.get()}, &port);
-  if (!grpc_server.ok()) {
-    std::cerr << "whorl-chunkd: " << grpc_server.status().message() << "\n";
-    return 1;
-  }
-  wd::Log(wd::LogLevel::kInfo, "serving",
-          {{"node", flags.node_id},
-           {"listen", flags.listen},
-           {"port", std::to_string(port)},
-           {"epoch", std::to_string((*cluster)->view()->map.epoch)}});
-  wd::WaitForShutdown([&] {
-    absl::Status s = (*cluster)->Reload();
-    wd::Log(s.ok() ? wd::LogLevel::kInfo : wd::LogLevel::kError, "cluster map reloaded",
-            {{"epoch", std::to_string((*cluster)->view()->map.epoch)},
-             {"error", std::string(s.message())}});
-  });
-  (*grpc_server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  (*grpc_server)->Wait();
+  const int rc = wd::Serve("whorl-chunkd", flags, cluster->get(), {service.get()});
   service.reset();
   store->reset();
-  wd::Log(wd::LogLevel::kInfo, "stopped", {{"node", flags.node_id}});
-  return 0;
+  return rc;
 }

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -340,6 +341,31 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
     return absl::UnavailableError("cannot listen on " + listen);
   }
   return server;
+}
+
+int Serve(const std::string& name, const DaemonFlags& flags, ClusterState* cluster,
+          const std::vector<grpc::Service*>& services) {
+  int port = 0;
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server = StartServer(flags.listen, services, &port);
+  if (!server.ok()) {
+    std::cerr << name << ": " << server.status().message() << "\n";
+    return 1;
+  }
+  Log(LogLevel::kInfo, "serving",
+      {{"node", flags.node_id},
+       {"listen", flags.listen},
+       {"port", std::to_string(port)},
+       {"epoch", std::to_string(cluster->view()->map.epoch)}});
+  WaitForShutdown([cluster] {
+    absl::Status s = cluster->Reload();
+    Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "cluster map reloaded",
+        {{"epoch", std::to_string(cluster->view()->map.epoch)},
+         {"error", std::string(s.message())}});
+  });
+  (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  (*server)->Wait();
+  Log(LogLevel::kInfo, "stopped", {{"node", flags.node_id}});
+  return 0;
 }
 
 }  // namespace whorl::daemon

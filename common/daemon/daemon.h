@@ -160,6 +160,13 @@ void WaitForShutdown(const std::function<void()>& on_hup);
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
     const std::string& listen, const std::vector<grpc::Service*>& services, int* port);
 
+// The tail of a daemon's main: starts the server with `services` on flags.listen, logs
+// "serving", re-reads the cluster map on SIGHUP, and on SIGTERM/SIGINT shuts the server down
+// (in-flight calls finish, within 10 s). Returns the exit code (0, or 1 if it cannot listen).
+// The caller closes its stores after it returns.
+int Serve(const std::string& name, const DaemonFlags& flags, ClusterState* cluster,
+          const std::vector<grpc::Service*>& services);
+
 }  // namespace whorl::daemon
 
 #endif  // WHORL_COMMON_DAEMON_DAEMON_H_
