@@ -8,13 +8,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
-#include <cstring>
-#include <optional>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <thread>
 
 #include "agent/objects.h"
 #include "agent/uploader.h"
@@ -133,8 +133,9 @@ class Archiver {
 
   static const v1::Node* FindChild(const v1::Tree* tree, const std::string& name) {
     if (tree == nullptr) return nullptr;
-    auto it = std::lower_bound(tree->nodes().begin(), tree->nodes().end(), name,
-                               [](const v1::Node& n, const std::string& k) { return n.name() < k; });
+    auto it =
+        std::lower_bound(tree->nodes().begin(), tree->nodes().end(), name,
+                         [](const v1::Node& n, const std::string& k) { return n.name() < k; });
     return (it != tree->nodes().end() && it->name() == name) ? &*it : nullptr;
   }
 
@@ -192,21 +193,27 @@ class Archiver {
     node.set_inode(st.st_ino);
     node.set_device(st.st_dev);
     node.set_links(static_cast<uint32_t>(st.st_nlink));
-    if (S_ISDIR(st.st_mode)) node.set_type(v1::Node::DIR);
-    else if (S_ISREG(st.st_mode)) node.set_type(v1::Node::FILE);
-    else if (S_ISLNK(st.st_mode)) node.set_type(v1::Node::SYMLINK);
-    else if (S_ISFIFO(st.st_mode)) node.set_type(v1::Node::FIFO);
-    else if (S_ISCHR(st.st_mode)) node.set_type(v1::Node::CHAR_DEVICE);
-    else if (S_ISBLK(st.st_mode)) node.set_type(v1::Node::BLOCK_DEVICE);
-    else node.set_type(v1::Node::SOCKET);
+    if (S_ISDIR(st.st_mode))
+      node.set_type(v1::Node::DIR);
+    else if (S_ISREG(st.st_mode))
+      node.set_type(v1::Node::FILE);
+    else if (S_ISLNK(st.st_mode))
+      node.set_type(v1::Node::SYMLINK);
+    else if (S_ISFIFO(st.st_mode))
+      node.set_type(v1::Node::FIFO);
+    else if (S_ISCHR(st.st_mode))
+      node.set_type(v1::Node::CHAR_DEVICE);
+    else if (S_ISBLK(st.st_mode))
+      node.set_type(v1::Node::BLOCK_DEVICE);
+    else
+      node.set_type(v1::Node::SOCKET);
     if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) node.set_rdev(st.st_rdev);
     return node;
   }
 
   // Saves one filesystem entry. nullopt: skipped (error recorded). Non-OK: fatal.
   absl::StatusOr<std::optional<v1::Node>> SaveEntry(const std::string& path,
-                                                    const std::string& name,
-                                                    const struct stat& st,
+                                                    const std::string& name, const struct stat& st,
                                                     const v1::Node* parent_node) {
     v1::Node node = MetadataNode(name, st);
     switch (node.type()) {
@@ -279,8 +286,8 @@ class Archiver {
     return tree;
   }
 
-  absl::Status SaveFile(const std::string& path, const struct stat& st,
-                        const v1::Node* parent_node, v1::Node* node) {
+  absl::Status SaveFile(const std::string& path, const struct stat& st, const v1::Node* parent_node,
+                        v1::Node* node) {
     node->set_size(static_cast<uint64_t>(st.st_size));
     ++counts_.total_files_processed;
     counts_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
@@ -293,8 +300,10 @@ class Archiver {
       return absl::OkStatus();
     }
     WHORL_RETURN_IF_ERROR(ReadAndChunk(path, st, node));
-    if (parent_node != nullptr) ++counts_.files_changed;
-    else ++counts_.files_new;
+    if (parent_node != nullptr)
+      ++counts_.files_changed;
+    else
+      ++counts_.files_new;
     return absl::OkStatus();
   }
 
@@ -402,8 +411,8 @@ absl::StatusOr<std::optional<metadata::SnapshotRecord>> FindParent(
   WHORL_ASSIGN_OR_RETURN(std::vector<metadata::SnapshotRecord> snaps, repo->ListSnapshots());
   for (auto it = snaps.rbegin(); it != snaps.rend(); ++it) {
     const v1::Snapshot& s = it->snapshot;
-    if (s.host() == host && std::equal(s.paths().begin(), s.paths().end(), paths.begin(),
-                                       paths.end())) {
+    if (s.host() == host &&
+        std::equal(s.paths().begin(), s.paths().end(), paths.begin(), paths.end())) {
       return *it;
     }
   }

@@ -16,7 +16,7 @@
 namespace whorl::agent {
 
 struct BackupOptions {
-  std::vector<std::string> paths;     // as given; made absolute
+  std::vector<std::string> paths;  // as given; made absolute
   std::string host;
   std::vector<std::string> tags;
   std::vector<std::string> excludes;  // fnmatch globs: without '/' on the base name, else path

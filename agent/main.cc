@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/str_format.h"
 #include "agent/backup.h"
 #include "agent/check.h"
 #include "agent/cli_output.h"
@@ -18,7 +19,6 @@
 #include "agent/snapshot_select.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "absl/strings/str_format.h"
 
 namespace whorl::agent {
 namespace {
@@ -95,7 +95,8 @@ int CmdBackup(Flags& f) {
   BackupOptions options = f.backup;
   if (options.host.empty()) options.host = Hostname();
   if (!f.exclude_file.empty()) {
-    if (absl::Status s = ReadExcludeFile(f.exclude_file, &options.excludes); !s.ok()) return Fail(s);
+    if (absl::Status s = ReadExcludeFile(f.exclude_file, &options.excludes); !s.ok())
+      return Fail(s);
   }
   absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
   if (!repo.ok()) return Fail(repo.status());
@@ -115,8 +116,9 @@ int CmdBackup(Flags& f) {
     const double rate = static_cast<double>(p.bytes) / std::max(secs, 0.001);
     std::string line = absl::StrFormat("[%s] ", FormatDuration(secs));
     if (p.total_bytes > 0) {
-      line += absl::StrFormat("%.1f%% ", 100.0 * static_cast<double>(std::min(p.bytes, p.total_bytes)) /
-                                             static_cast<double>(p.total_bytes));
+      line +=
+          absl::StrFormat("%.1f%% ", 100.0 * static_cast<double>(std::min(p.bytes, p.total_bytes)) /
+                                         static_cast<double>(p.total_bytes));
     }
     line += absl::StrFormat("%llu", static_cast<unsigned long long>(p.files));
     if (p.total_files > 0) {
@@ -157,8 +159,7 @@ int CmdBackup(Flags& f) {
               << sum.files_unmodified() << " unmodified\n"
               << "Added to the repository: " << FormatBytes(sum.data_added()) << "\n"
               << "processed " << sum.total_files_processed() << " files, "
-              << FormatBytes(sum.total_bytes_processed()) << " in "
-              << sum.total_duration() << "s\n"
+              << FormatBytes(sum.total_bytes_processed()) << " in " << sum.total_duration() << "s\n"
               << "snapshot " << result->id.ToHex().substr(0, 8) << " saved\n";
   }
   return result->errors.empty() ? kExitOk : kExitPartial;
@@ -198,8 +199,8 @@ int CmdLs(const Flags& f) {
   WalkTree(
       repo->get(), snap->snapshot.root(),
       [&](const std::string& path, const v1::Node&) {
-        const bool inside = want.empty() || want == "/" || path == want ||
-                            path.rfind(want + "/", 0) == 0;
+        const bool inside =
+            want.empty() || want == "/" || path == want || path.rfind(want + "/", 0) == 0;
         if (inside) {
           found = true;
           std::cout << path << "\n";
@@ -241,9 +242,9 @@ int CmdRestore(const Flags& f) {
   RestoreOptions options;
   options.target = f.target;
   for (const std::string& inc : f.includes) options.includes.push_back(AbsolutePath(inc));
-  absl::StatusOr<RestoreResult> result = RunRestore(
-      repo->get(), snapshot, options,
-      [](const std::string& msg) { std::cerr << "whorl: " << msg << "\n"; });
+  absl::StatusOr<RestoreResult> result =
+      RunRestore(repo->get(), snapshot, options,
+                 [](const std::string& msg) { std::cerr << "whorl: " << msg << "\n"; });
   if (!result.ok()) return Fail(result.status());
   if (::isatty(STDOUT_FILENO)) {
     std::cout << "restored " << result->files << " files, " << FormatBytes(result->bytes) << "\n";
@@ -282,11 +283,12 @@ int CmdStats(const Flags& f) {
                              {"dedup_ratio", ratio}};
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("snapshots:      %llu\nlogical bytes:  %s\nstored bytes:   %s\n"
-                "unique chunks:  %llu\ndedup ratio:    %.2fx\n",
-                static_cast<unsigned long long>(s->snapshots), FormatBytes(s->logical_bytes).c_str(),
-                FormatBytes(s->stored_bytes).c_str(),
-                static_cast<unsigned long long>(s->unique_chunks), ratio);
+    std::printf(
+        "snapshots:      %llu\nlogical bytes:  %s\nstored bytes:   %s\n"
+        "unique chunks:  %llu\ndedup ratio:    %.2fx\n",
+        static_cast<unsigned long long>(s->snapshots), FormatBytes(s->logical_bytes).c_str(),
+        FormatBytes(s->stored_bytes).c_str(), static_cast<unsigned long long>(s->unique_chunks),
+        ratio);
   }
   return kExitOk;
 }
@@ -344,19 +346,22 @@ int CmdAdminStats(const Flags& f) {
     return kExitOk;
   }
   std::printf("cluster epoch %llu\n", static_cast<unsigned long long>(s->epoch));
-  std::printf("snapshots:      %llu\nlogical bytes:  %s\nstored bytes:   %s\n"
-              "unique chunks:  %llu\ndedup ratio:    %.2fx\n\n",
-              static_cast<unsigned long long>(t.snapshots), FormatBytes(t.logical_bytes).c_str(),
-              FormatBytes(t.stored_bytes).c_str(), static_cast<unsigned long long>(t.unique_chunks),
-              ratio(t.logical_bytes, t.stored_bytes));
+  std::printf(
+      "snapshots:      %llu\nlogical bytes:  %s\nstored bytes:   %s\n"
+      "unique chunks:  %llu\ndedup ratio:    %.2fx\n\n",
+      static_cast<unsigned long long>(t.snapshots), FormatBytes(t.logical_bytes).c_str(),
+      FormatBytes(t.stored_bytes).c_str(), static_cast<unsigned long long>(t.unique_chunks),
+      ratio(t.logical_bytes, t.stored_bytes));
   std::printf("%-16s %-22s %12s %12s %10s %12s\n", "SHARD", "ADDRESS", "CHUNKS", "STORED",
               "SNAPSHOTS", "LOGICAL");
   for (const ShardStatsRow& r : s->shards) {
     std::printf("%-16s %-22s %12llu %12s %10llu %12s\n", r.id.c_str(), r.address.c_str(),
-                static_cast<unsigned long long>(r.unique_chunks), FormatBytes(r.stored_bytes).c_str(),
-                static_cast<unsigned long long>(r.snapshots), FormatBytes(r.logical_bytes).c_str());
+                static_cast<unsigned long long>(r.unique_chunks),
+                FormatBytes(r.stored_bytes).c_str(), static_cast<unsigned long long>(r.snapshots),
+                FormatBytes(r.logical_bytes).c_str());
   }
-  std::printf("\n%-16s %-22s %12s %12s %8s\n", "CHUNK STORE", "ADDRESS", "CHUNKS", "STORED", "PACKS");
+  std::printf("\n%-16s %-22s %12s %12s %8s\n", "CHUNK STORE", "ADDRESS", "CHUNKS", "STORED",
+              "PACKS");
   for (const ChunkNodeStatsRow& r : s->chunk_nodes) {
     std::printf("%-16s %-22s %12llu %12s %8llu\n", r.id.c_str(), r.address.c_str(),
                 static_cast<unsigned long long>(r.chunks), FormatBytes(r.stored_bytes).c_str(),
@@ -364,8 +369,8 @@ int CmdAdminStats(const Flags& f) {
   }
   std::printf("\n%-24s %10s %12s\n", "TENANT", "SNAPSHOTS", "LOGICAL");
   for (const TenantStatsRow& r : s->tenants) {
-    std::printf("%-24s %10llu %12s\n", r.tenant.c_str(), static_cast<unsigned long long>(r.snapshots),
-                FormatBytes(r.logical_bytes).c_str());
+    std::printf("%-24s %10llu %12s\n", r.tenant.c_str(),
+                static_cast<unsigned long long>(r.snapshots), FormatBytes(r.logical_bytes).c_str());
   }
   return kExitOk;
 }
@@ -375,7 +380,9 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   Flags f;
   auto repo_option = [&f](CLI::App* cmd) {
-    cmd->add_option("--repo", f.repo, "repository directory, or whorl://HOST:PORT for a cluster")->envname("WHORL_REPO")->required();
+    cmd->add_option("--repo", f.repo, "repository directory, or whorl://HOST:PORT for a cluster")
+        ->envname("WHORL_REPO")
+        ->required();
   };
 
   CLI::App* init = app.add_subcommand("init", "create a repository");
@@ -391,7 +398,8 @@ int Main(int argc, char** argv) {
   backup->add_option("--tag", f.backup.tags, "tag (repeatable)");
   backup->add_option("--exclude", f.backup.excludes, "glob to exclude (repeatable)");
   backup->add_option("--exclude-file", f.exclude_file, "file of globs to exclude");
-  backup->add_flag("--one-file-system", f.backup.one_file_system, "stay on the first path's filesystem");
+  backup->add_flag("--one-file-system", f.backup.one_file_system,
+                   "stay on the first path's filesystem");
   backup->add_option("--manifest-out", f.manifest_out, "also write the manifest to FILE");
   backup->add_flag("--json", f.json, "JSON lines output");
   backup->add_option("paths", f.backup.paths, "paths to back up")->required();

@@ -203,7 +203,8 @@ class ClusterClient {
 
   // One RPC with a deadline, retried on UNAVAILABLE with exponential backoff and jitter. A
   // stale-epoch refusal comes back marked (IsStaleEpoch) for the caller to refresh and redo.
-  absl::Status Call(const Node& node, const std::function<grpc::Status(grpc::ClientContext*)>& rpc) {
+  absl::Status Call(const Node& node,
+                    const std::function<grpc::Status(grpc::ClientContext*)>& rpc) {
     static thread_local std::mt19937_64 rng(std::random_device{}());
     absl::Status status;
     for (int attempt = 0; attempt < std::max(1, options_.max_attempts); ++attempt) {
@@ -213,9 +214,9 @@ class ClusterClient {
         std::this_thread::sleep_for(std::chrono::duration<double>(base * jitter(rng)));
       }
       grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::milliseconds(
-                           static_cast<int64_t>(options_.call_timeout_s * 1000)));
+      ctx.set_deadline(
+          std::chrono::system_clock::now() +
+          std::chrono::milliseconds(static_cast<int64_t>(options_.call_timeout_s * 1000)));
       const grpc::Status s = rpc(&ctx);
       status = FromGrpc(s, node.describe);
       if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
@@ -259,8 +260,7 @@ class ClusterClient {
 absl::Status ParseUrl(const std::string& url) {
   if (!IsRemoteUrl(url) || url.size() == kRemoteScheme.size() ||
       url.find(':', kRemoteScheme.size()) == std::string::npos) {
-    return absl::InvalidArgumentError("bad repository URL \"" + url +
-                                      "\": want whorl://HOST:PORT");
+    return absl::InvalidArgumentError("bad repository URL \"" + url + "\": want whorl://HOST:PORT");
   }
   return absl::OkStatus();
 }
@@ -320,8 +320,8 @@ class RemoteRepositoryImpl final : public RemoteRepository {
         }));
         for (uint32_t m : resp.missing()) {
           if (m >= part.end - part.begin) {
-            return absl::InternalError(absl::StrCat(node.describe, ": answer index ", m,
-                                                    " out of range"));
+            return absl::InternalError(
+                absl::StrCat(node.describe, ": answer index ", m, " out of range"));
           }
           missing[idx[part.begin + m]] = true;
         }
@@ -399,20 +399,20 @@ class RemoteRepositoryImpl final : public RemoteRepository {
         return absl::InternalError(node.describe + ": no answer for chunk " + fp.ToHex());
       }
       if (got->error_code() != 0) {
-        return absl::Status(static_cast<absl::StatusCode>(got->error_code()),
-                            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ",
-                                         got->error_message()));
+        return absl::Status(
+            static_cast<absl::StatusCode>(got->error_code()),
+            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ", got->error_message()));
       }
       const v1::Chunk& c = got->chunk();
       if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
-        return absl::DataLossError(absl::StrCat(node.describe, ": chunk ", fp.ToHex(),
-                                                ": unknown codec ", c.codec()));
+        return absl::DataLossError(
+            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": unknown codec ", c.codec()));
       }
       absl::StatusOr<std::string> decoded =
           Decode(static_cast<Codec>(c.codec()), c.data(), c.plain_size());
       if (!decoded.ok()) {
-        return absl::DataLossError(absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ",
-                                                decoded.status().message()));
+        return absl::DataLossError(
+            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ", decoded.status().message()));
       }
       plain = *std::move(decoded);
       return absl::OkStatus();
@@ -495,8 +495,8 @@ class RemoteRepositoryImpl final : public RemoteRepository {
             const std::string& b = resp.fingerprints();
             if (b.size() % Fingerprint::kSize != 0) bad = true;
             for (size_t o = 0; o + Fingerprint::kSize <= b.size(); o += Fingerprint::kSize) {
-              per[i].push_back(*Fingerprint::FromBytes(
-                  std::string_view(b.data() + o, Fingerprint::kSize)));
+              per[i].push_back(
+                  *Fingerprint::FromBytes(std::string_view(b.data() + o, Fingerprint::kSize)));
             }
           }
           grpc::Status s = reader->Finish();
@@ -531,11 +531,14 @@ class RemoteRepositoryImpl final : public RemoteRepository {
         v1::ShardStatsRequest req;
         client_->FillHeader(req.mutable_header(), 0);
         v1::ShardStatsResponse resp;
-        WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
-          return node.admin->GetStats(ctx, req, &resp);
-        }));
-        out.shards[i] = ShardStatsRow{node.id,           node.address,      resp.unique_chunks(),
-                                      resp.stored_bytes(), resp.plain_bytes(), resp.snapshots(),
+        WHORL_RETURN_IF_ERROR(client_->Call(
+            node, [&](grpc::ClientContext* ctx) { return node.admin->GetStats(ctx, req, &resp); }));
+        out.shards[i] = ShardStatsRow{node.id,
+                                      node.address,
+                                      resp.unique_chunks(),
+                                      resp.stored_bytes(),
+                                      resp.plain_bytes(),
+                                      resp.snapshots(),
                                       resp.logical_bytes()};
         for (const v1::TenantStats& t : resp.tenants()) {
           tenants[i].push_back(TenantStatsRow{t.tenant(), t.snapshots(), t.logical_bytes()});
@@ -550,9 +553,9 @@ class RemoteRepositoryImpl final : public RemoteRepository {
         WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
           return node.chunks->GetStats(ctx, req, &resp);
         }));
-        out.chunk_nodes[i] = ChunkNodeStatsRow{node.id,           node.address,
-                                               resp.chunks(),     resp.stored_bytes(),
-                                               resp.plain_bytes(), resp.packs()};
+        out.chunk_nodes[i] = ChunkNodeStatsRow{
+            node.id,     node.address, resp.chunks(), resp.stored_bytes(), resp.plain_bytes(),
+            resp.packs()};
         return absl::OkStatus();
       }));
       std::map<std::string, TenantStatsRow> by_tenant;
@@ -603,9 +606,8 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       v1::GetFilterRequest req;
       client_->FillHeader(req.mutable_header(), r.map.epoch);
       v1::GetFilterResponse resp;
-      absl::Status s = client_->Call(node, [&](grpc::ClientContext* ctx) {
-        return node.index->GetFilter(ctx, req, &resp);
-      });
+      absl::Status s = client_->Call(
+          node, [&](grpc::ClientContext* ctx) { return node.index->GetFilter(ctx, req, &resp); });
       if (IsStaleEpoch(s)) return s;
       if (!s.ok() || resp.unchanged()) return absl::OkStatus();
       absl::StatusOr<BloomFilter> filter = BloomFilter::Parse(resp.filter());

@@ -33,9 +33,9 @@ inline constexpr std::string_view kRemoteScheme = "whorl://";
 bool IsRemoteUrl(std::string_view repo);
 
 struct RemoteOptions {
-  std::string tenant;       // sent with every request; the host name by default
+  std::string tenant;          // sent with every request; the host name by default
   double call_timeout_s = 60;  // deadline of each call
-  int max_attempts = 5;     // for UNAVAILABLE
+  int max_attempts = 5;        // for UNAVAILABLE
 };
 
 struct ShardStatsRow {

@@ -60,9 +60,8 @@ void ChunkUploader::Run() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-            return !u->queue_.empty() || u->stop_;
-          },
+          +[](ChunkUploader* u)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) { return !u->queue_.empty() || u->stop_; },
           this));
       if (queue_.empty()) return;  // stopping, nothing left
       batch = std::move(queue_.front());

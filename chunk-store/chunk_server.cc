@@ -48,10 +48,9 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       }
       const std::string& owner = view->chunk_ring->Owner(*fp);
       if (owner != cluster_->self()) {
-        return scope.Finish(grpc::Status(
-            grpc::StatusCode::FAILED_PRECONDITION,
-            absl::StrCat("fingerprint ", fp->ToHex(), " belongs to ", owner, ", not ",
-                         cluster_->self())));
+        return scope.Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                         absl::StrCat("fingerprint ", fp->ToHex(), " belongs to ",
+                                                      owner, ", not ", cluster_->self())));
       }
       puts.push_back(ChunkPut{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data()});
     }
@@ -178,19 +177,19 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
         const ClusterNode& node = view.map.metadata[calls[i].first];
         auto stub = v1::Index::NewStub(peers_.Channel(node.address));
         v1::RegisterResponse resp;
-        results[i] = peers_.Call(
-            absl::StrCat("metadata shard ", node.id, " at ", node.address),
-            std::chrono::seconds(30), 5,
-            [&](grpc::ClientContext* c) { return stub->Register(c, *calls[i].second, &resp); });
+        results[i] = peers_.Call(absl::StrCat("metadata shard ", node.id, " at ", node.address),
+                                 std::chrono::seconds(30), 5, [&](grpc::ClientContext* c) {
+                                   return stub->Register(c, *calls[i].second, &resp);
+                                 });
       });
     }
     for (auto& t : threads) t.join();
     for (const absl::Status& s : results) {
       if (!s.ok()) {
         // Stored but not indexed: the agent's retry registers them; nothing is acknowledged.
-        return absl::Status(absl::IsFailedPrecondition(s) ? absl::StatusCode::kUnavailable
-                                                          : s.code(),
-                            absl::StrCat("registering chunks: ", s.message()));
+        return absl::Status(
+            absl::IsFailedPrecondition(s) ? absl::StatusCode::kUnavailable : s.code(),
+            absl::StrCat("registering chunks: ", s.message()));
       }
     }
     return absl::OkStatus();

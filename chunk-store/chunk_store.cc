@@ -207,8 +207,8 @@ absl::Status ChunkStoreImpl::Recover() {
 
 absl::StatusOr<uint64_t> ChunkStoreImpl::IndexedEnd(uint32_t pack_id) {
   std::string value;
-  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pack_ends_, PackEndKey(pack_id),
-                                     &value);
+  const rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), pack_ends_, PackEndKey(pack_id), &value);
   if (s.IsNotFound()) return kPackHeaderSize;
   WHORL_RETURN_IF_ERROR(FromRocks(s, "pack end of " + PackIdString(pack_id)));
   if (value.size() != kPackEndValueSize) {
@@ -224,8 +224,7 @@ absl::StatusOr<uint64_t> ChunkStoreImpl::IndexedEnd(uint32_t pack_id) {
 }
 
 absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
-                                          const std::vector<ScannedRecord>& records,
-                                          uint64_t end) {
+                                          const std::vector<ScannedRecord>& records, uint64_t end) {
   if (records.empty()) return absl::OkStatus();
   std::vector<Fingerprint> fps;
   fps.reserve(records.size());
@@ -439,13 +438,13 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
       {kPackEndsColumnFamily, rocksdb::ColumnFamilyOptions()}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  WHORL_RETURN_IF_ERROR(FromRocks(
-      rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, families, &handles, &db),
-      "open " + dir));
+  WHORL_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, families, &handles, &db),
+                "open " + dir));
   // The default family's handle is owned by the DB; only ours needs destroying.
   db->DestroyColumnFamilyHandle(handles[0]).PermitUncheckedError();
-  auto store = std::make_unique<ChunkStoreImpl>(dir, options, std::unique_ptr<rocksdb::DB>(db),
-                                                handles[1]);
+  auto store =
+      std::make_unique<ChunkStoreImpl>(dir, options, std::unique_ptr<rocksdb::DB>(db), handles[1]);
   WHORL_RETURN_IF_ERROR(store->Recover());
   return std::unique_ptr<ChunkStore>(std::move(store));
 }

@@ -203,8 +203,8 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
   WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, scan.file_size));
   start = std::max<uint64_t>(start, kPackHeaderSize);
   if (scan.file_size < start) {
-    return absl::DataLossError(absl::StrCat(path, ": ", scan.file_size,
-                                            " bytes, but its indexed records end at ", start));
+    return absl::DataLossError(
+        absl::StrCat(path, ": ", scan.file_size, " bytes, but its indexed records end at ", start));
   }
   uint64_t offset = start;
   std::string header, data;

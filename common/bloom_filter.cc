@@ -26,7 +26,8 @@ void PutLe(std::string* out, uint64_t v, int n) {
 
 uint64_t GetLe(std::string_view in, size_t at, int n) {
   uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
+  for (int i = 0; i < n; ++i)
+    v |= static_cast<uint64_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
   return v;
 }
 
@@ -40,9 +41,9 @@ BloomFilter::BloomFilter(uint64_t expected, double fpp) {
   m = std::clamp(m, 64.0, static_cast<double>(kMaxBits));
   const uint64_t words = (static_cast<uint64_t>(m) + 63) / 64;
   bits_ = words * 64;
-  hashes_ = std::clamp(
-      static_cast<int>(std::lround(static_cast<double>(bits_) / static_cast<double>(expected) * ln2)),
-      1, kMaxHashes);
+  hashes_ = std::clamp(static_cast<int>(std::lround(static_cast<double>(bits_) /
+                                                    static_cast<double>(expected) * ln2)),
+                       1, kMaxHashes);
   words_.assign(words, 0);
 }
 
@@ -92,7 +93,8 @@ absl::StatusOr<BloomFilter> BloomFilter::Parse(std::string_view in, uint64_t* ve
   const uint64_t format = GetLe(in, 4, 4);
   if (format != kFormatVersion) return bad(absl::StrCat("unknown format version ", format));
   const uint64_t k = GetLe(in, 8, 4);
-  if (k < 1 || k > static_cast<uint64_t>(kMaxHashes)) return bad(absl::StrCat("bad hash count ", k));
+  if (k < 1 || k > static_cast<uint64_t>(kMaxHashes))
+    return bad(absl::StrCat("bad hash count ", k));
   if (GetLe(in, 12, 4) != 0) return bad("reserved field not zero");
   const uint64_t m = GetLe(in, 16, 8);
   if (m == 0 || m % 64 != 0 || m > kMaxBits) return bad(absl::StrCat("bad bit count ", m));

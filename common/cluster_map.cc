@@ -24,7 +24,8 @@ constexpr int kMaxVnodesPerWeight = 1 << 16;
 constexpr size_t kMaxIdLength = 128;
 
 absl::Status Invalid(std::string_view field, std::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat("cluster map: ", std::string(field), ": ", std::string(problem)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("cluster map: ", std::string(field), ": ", std::string(problem)));
 }
 
 bool IsIdChar(char c) {
@@ -36,7 +37,8 @@ absl::Status ValidateId(std::string_view field, std::string_view id) {
   if (id.size() > kMaxIdLength) return Invalid(field, "id longer than 128 characters");
   for (char c : id) {
     if (!IsIdChar(c)) {
-      return Invalid(field, absl::StrCat("id \"", std::string(id), "\" may use only A-Z a-z 0-9 . _ -"));
+      return Invalid(field,
+                     absl::StrCat("id \"", std::string(id), "\" may use only A-Z a-z 0-9 . _ -"));
     }
   }
   return absl::OkStatus();
@@ -53,7 +55,8 @@ bool IsBracketedHostChar(char c) {
 // HOST:PORT, where HOST is a name or IPv4 address, or an IPv6 address in brackets.
 absl::Status ValidateAddress(std::string_view field, std::string_view address) {
   const auto bad = [&](std::string_view why) {
-    return Invalid(field, absl::StrCat("\"", std::string(address), "\" is not HOST:PORT (", std::string(why), ")"));
+    return Invalid(field, absl::StrCat("\"", std::string(address), "\" is not HOST:PORT (",
+                                       std::string(why), ")"));
   };
   const size_t colon = address.rfind(':');
   if (colon == std::string_view::npos) return bad("no port");
@@ -93,8 +96,9 @@ absl::Status ValidateNodes(std::string_view list, const std::vector<ClusterNode>
     }
     WHORL_RETURN_IF_ERROR(ValidateAddress(field + ".address", node.address));
     if (node.weight < 1 || node.weight > ClusterMap::kMaxWeight) {
-      return Invalid(field + ".weight", absl::StrCat("must be an integer in 1..",
-                                                     ClusterMap::kMaxWeight, ", got ", node.weight));
+      return Invalid(
+          field + ".weight",
+          absl::StrCat("must be an integer in 1..", ClusterMap::kMaxWeight, ", got ", node.weight));
     }
     total_weight += static_cast<size_t>(node.weight);
   }
@@ -119,8 +123,7 @@ absl::StatusOr<uint64_t> GetInteger(const Json& value, std::string_view field, u
   return v;
 }
 
-absl::StatusOr<std::string> GetString(const Json& object, const char* key,
-                                      std::string_view field) {
+absl::StatusOr<std::string> GetString(const Json& object, const char* key, std::string_view field) {
   const auto it = object.find(key);
   if (it == object.end()) return Invalid(field, "missing");
   if (!it->is_string()) return Invalid(field, "must be a string");
@@ -156,10 +159,10 @@ absl::StatusOr<ClusterMap> FromJson(const Json& root) {
   const auto format = root.find("format");
   if (format == root.end()) return Invalid("format", "missing");
   if (!format->is_number_unsigned() || format->get<uint64_t>() != ClusterMap::kFormat) {
-    return Invalid("format", absl::StrCat("unsupported format ",
-                                          format->dump(-1, ' ', false,
-                                                       Json::error_handler_t::replace),
-                                          " (this build reads format 1)"));
+    return Invalid("format",
+                   absl::StrCat("unsupported format ",
+                                format->dump(-1, ' ', false, Json::error_handler_t::replace),
+                                " (this build reads format 1)"));
   }
   ClusterMap map;
   const auto epoch = root.find("epoch");
@@ -191,9 +194,9 @@ nlohmann::ordered_json NodesToJson(const std::vector<ClusterNode>& nodes) {
 absl::Status ValidateClusterMap(const ClusterMap& map) {
   if (map.epoch == 0) return Invalid("epoch", "must be >= 1 (0 means \"no map\")");
   if (map.vnodes_per_weight < 1 || map.vnodes_per_weight > kMaxVnodesPerWeight) {
-    return Invalid("vnodes_per_weight", absl::StrCat("must be an integer in 1..",
-                                                     kMaxVnodesPerWeight, ", got ",
-                                                     map.vnodes_per_weight));
+    return Invalid("vnodes_per_weight",
+                   absl::StrCat("must be an integer in 1..", kMaxVnodesPerWeight, ", got ",
+                                map.vnodes_per_weight));
   }
   std::map<std::string, std::string> ids;  // id -> field that first used it.
   WHORL_RETURN_IF_ERROR(ValidateNodes("metadata", map.metadata, map.vnodes_per_weight, &ids));

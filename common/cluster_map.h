@@ -31,7 +31,7 @@ struct ClusterNode {
 
 // A parsed cluster map. A plain value: copy it freely; no internal synchronization.
 struct ClusterMap {
-  static constexpr int kFormat = 1;          // The only "format" this build reads and writes.
+  static constexpr int kFormat = 1;           // The only "format" this build reads and writes.
   static constexpr int kMaxWeight = 1 << 16;  // Larger weights are refused as typos.
   static constexpr size_t kMaxFileSize = size_t{1} << 20;  // LoadClusterMap's cap: 1 MiB.
 

@@ -149,9 +149,9 @@ TEST(ClusterMapTest, RefusesMissingBadOrDuplicateIds) {
   ExpectRefused(Edited(R"("id": "meta-2")", R"("id": "")"), "metadata[1].id: missing or empty");
   ExpectRefused(Edited(R"("id": "meta-2")", R"("id": 2)"), "metadata[1].id: must be a string");
   ExpectRefused(Edited(R"("id": "meta-2")", R"("id": "meta 2")"), "metadata[1].id: id \"meta 2\"");
-  ExpectRefused(Edited(R"("id": "meta-2")", absl::StrCat("\"id\": \"", std::string(129, 'x'),
-                                                          "\"")),
-                "longer than 128");
+  ExpectRefused(
+      Edited(R"("id": "meta-2")", absl::StrCat("\"id\": \"", std::string(129, 'x'), "\"")),
+      "longer than 128");
   ExpectRefused(Edited(R"("id": "meta-2")", R"("id": "meta-1")"),
                 "metadata[1].id: duplicate id \"meta-1\" (also metadata[0])");
   // Ids are unique across both lists, so FindNode is unambiguous.
@@ -162,8 +162,8 @@ TEST(ClusterMapTest, RefusesMissingBadOrDuplicateIds) {
 TEST(ClusterMapTest, RefusesBadAddresses) {
   for (const char* address :
        {"127.0.0.1", "127.0.0.1:", ":7001", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:99999",
-        "127.0.0.1:123456", "127.0.0.1:+80", "127.0.0.1:-1", "127.0.0.1:7o01", "::1:7001",
-        "[::1]", "[]:7001", "[::g]:7001", "host name:7001", "host/x:7001", ""}) {
+        "127.0.0.1:123456", "127.0.0.1:+80", "127.0.0.1:-1", "127.0.0.1:7o01", "::1:7001", "[::1]",
+        "[]:7001", "[::g]:7001", "host name:7001", "host/x:7001", ""}) {
     SCOPED_TRACE(address);
     ExpectRefused(Edited("127.0.0.1:7002", address), "metadata[1].address");
   }

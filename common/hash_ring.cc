@@ -23,18 +23,18 @@ absl::Status ValidateNodes(const std::vector<RingNode>& nodes, int vnodes_per_we
   for (const RingNode& node : nodes) {
     if (node.id.empty()) return absl::InvalidArgumentError("hash ring: empty node id");
     if (!seen.insert(node.id).second) {
-      return absl::InvalidArgumentError(absl::StrCat("hash ring: duplicate node id \"", node.id,
-                                                     "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hash ring: duplicate node id \"", node.id, "\""));
     }
     if (node.weight <= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("hash ring: node \"", node.id,
-                                                     "\": weight must be > 0, got ", node.weight));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hash ring: node \"", node.id, "\": weight must be > 0, got ", node.weight));
     }
     // Both factors are positive ints, so the product fits in 64 bits.
     total += static_cast<size_t>(node.weight) * static_cast<size_t>(vnodes_per_weight);
     if (total > HashRing::kMaxVnodes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hash ring: more than ", HashRing::kMaxVnodes, " virtual nodes (weights too large)"));
+      return absl::InvalidArgumentError(absl::StrCat("hash ring: more than ", HashRing::kMaxVnodes,
+                                                     " virtual nodes (weights too large)"));
     }
   }
   return absl::OkStatus();
@@ -53,8 +53,7 @@ absl::StatusOr<HashRing> HashRing::Build(std::vector<RingNode> nodes, int vnodes
   for (size_t n = 0; n < nodes.size(); ++n) {
     const int count = nodes[n].weight * vnodes_per_weight;  // <= kMaxVnodes: no overflow.
     for (int i = 0; i < count; ++i) {
-      vnodes.push_back(
-          Vnode{RingKey(absl::StrCat(nodes[n].id, "#", i)), static_cast<uint32_t>(n)});
+      vnodes.push_back(Vnode{RingKey(absl::StrCat(nodes[n].id, "#", i)), static_cast<uint32_t>(n)});
     }
   }
   // Two virtual nodes at one position (odds ~ V^2 / 2^65) go in id order, so the owner still

@@ -73,7 +73,7 @@ class HashRing {
   HashRing() = default;
   size_t VnodeAtOrAfter(uint64_t key) const;
 
-  std::vector<RingNode> nodes_;     // As given to Build.
+  std::vector<RingNode> nodes_;      // As given to Build.
   std::vector<uint64_t> positions_;  // Sorted ascending; ties broken by node id.
   std::vector<uint32_t> owner_;      // owner_[j]: index into nodes_ of virtual node j.
 };

@@ -64,8 +64,8 @@ TEST(HashRingTest, AddingANodeMovesAboutOneEleventhAllToTheNewNode) {
     const std::string& new_owner = after->Owner(fp);
     if (old_owner == new_owner) continue;
     ++moved;
-    ASSERT_EQ(new_owner, "node-new") << "key moved between old nodes " << old_owner << " -> "
-                                     << new_owner;
+    ASSERT_EQ(new_owner, "node-new")
+        << "key moved between old nodes " << old_owner << " -> " << new_owner;
   }
   const double fraction = static_cast<double>(moved) / fps.size();
   EXPECT_GE(fraction, 0.07);

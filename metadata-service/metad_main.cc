@@ -14,8 +14,8 @@ namespace wd = whorl::daemon;
 int main(int argc, char** argv) {
   wd::BlockSignals();
   wd::DaemonFlags flags;
-  if (int rc = wd::ParseFlags("whorl-metad: one metadata shard of a Whorl cluster", argc, argv,
-                              &flags);
+  if (int rc =
+          wd::ParseFlags("whorl-metad: one metadata shard of a Whorl cluster", argc, argv, &flags);
       rc >= 0) {
     return rc;
   }
@@ -35,8 +35,8 @@ int main(int argc, char** argv) {
     std::cerr << "whorl-metad: " << metrics.status().message() << "\n";
     return 1;
   }
-  auto server = whorl::metadata::MetadataServer::Create(store->get(), cluster->get(),
-                                                        metrics->get());
+  auto server =
+      whorl::metadata::MetadataServer::Create(store->get(), cluster->get(), metrics->get());
   if (!server.ok()) {
     std::cerr << "whorl-metad: " << server.status().message() << "\n";
     return 1;

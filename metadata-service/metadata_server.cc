@@ -25,8 +25,8 @@ grpc::Status Invalid(const std::string& msg) {
 // The fingerprints of a FindMissing request, or an error status.
 grpc::Status ParseFingerprints(const std::string& bytes, std::vector<Fingerprint>* out) {
   if (bytes.size() % Fingerprint::kSize != 0) {
-    return Invalid(absl::StrCat("fingerprints field of ", bytes.size(),
-                                " bytes is not a multiple of 32"));
+    return Invalid(
+        absl::StrCat("fingerprints field of ", bytes.size(), " bytes is not a multiple of 32"));
   }
   const size_t n = bytes.size() / Fingerprint::kSize;
   if (n > kMaxFindMissing) {
@@ -35,9 +35,8 @@ grpc::Status ParseFingerprints(const std::string& bytes, std::vector<Fingerprint
   }
   out->reserve(n);
   for (size_t i = 0; i < n; ++i) {
-    out->push_back(
-        *Fingerprint::FromBytes(std::string_view(bytes.data() + i * Fingerprint::kSize,
-                                                 Fingerprint::kSize)));
+    out->push_back(*Fingerprint::FromBytes(
+        std::string_view(bytes.data() + i * Fingerprint::kSize, Fingerprint::kSize)));
   }
   return grpc::Status::OK;
 }
@@ -70,9 +69,9 @@ struct MetadataServer::State {
   grpc::Status CheckOwner(const daemon::ClusterView& view, const Fingerprint& fp) {
     const std::string& owner = view.meta_ring->Owner(fp);
     if (owner == cluster->self()) return grpc::Status::OK;
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        absl::StrCat("fingerprint ", fp.ToHex(), " belongs to ", owner, ", not ",
-                                     cluster->self()));
+    return grpc::Status(
+        grpc::StatusCode::FAILED_PRECONDITION,
+        absl::StrCat("fingerprint ", fp.ToHex(), " belongs to ", owner, ", not ", cluster->self()));
   }
 };
 
@@ -136,8 +135,8 @@ class IndexService final : public v1::Index::Service {
                                                  e.fingerprint().size(), " bytes, want 32")));
       }
       if (e.node().empty() || view->map.FindNode(e.node()) == nullptr) {
-        return scope.Finish(Invalid(absl::StrCat("entry ", i, ": unknown chunk-store node \"",
-                                                 e.node(), "\"")));
+        return scope.Finish(
+            Invalid(absl::StrCat("entry ", i, ": unknown chunk-store node \"", e.node(), "\"")));
       }
       if (grpc::Status o = s_->CheckOwner(*view, *fp); !o.ok()) return scope.Finish(o);
       entries.push_back({*fp, IndexEntry{e.stored_size(), e.plain_size(), 0, e.node()}});
@@ -195,20 +194,19 @@ class CatalogService final : public v1::Catalog::Service {
     const v1::Snapshot& snap = req->snapshot();
     absl::StatusOr<Fingerprint> root = Fingerprint::FromBytes(snap.root());
     if (!root.ok()) {
-      return scope.Finish(Invalid(absl::StrCat("snapshot root of ", snap.root().size(),
-                                               " bytes, want 32")));
+      return scope.Finish(
+          Invalid(absl::StrCat("snapshot root of ", snap.root().size(), " bytes, want 32")));
     }
     absl::StatusOr<std::string> config = s_->store->GetConfig();
     if (!config.ok()) return scope.Finish(ToGrpc(config.status()));
     const nlohmann::json j = nlohmann::json::parse(*config, nullptr, false);
-    const std::string repo_id = j.is_object() && j.contains("id") && j["id"].is_string()
-                                    ? j["id"].get<std::string>()
-                                    : "";
+    const std::string repo_id =
+        j.is_object() && j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : "";
     if (snap.repository_id() != repo_id) {
-      return scope.Finish(grpc::Status(
-          grpc::StatusCode::FAILED_PRECONDITION,
-          absl::StrCat("snapshot of repository \"", snap.repository_id(), "\", this is \"",
-                       repo_id, "\"")));
+      return scope.Finish(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                       absl::StrCat("snapshot of repository \"", snap.repository_id(),
+                                    "\", this is \"", repo_id, "\"")));
     }
     const Fingerprint id = SnapshotId(snap);
     const auto view = s_->cluster->view();
@@ -229,16 +227,15 @@ class CatalogService final : public v1::Catalog::Service {
       fm.set_fingerprints(root->ToBytes());
       v1::FindMissingResponse fr;
       absl::Status st = s_->peers.Call(
-          absl::StrCat("metadata shard ", node.id, " at ", node.address),
-          std::chrono::seconds(30), 5,
-          [&](grpc::ClientContext* c) { return stub->FindMissing(c, fm, &fr); });
+          absl::StrCat("metadata shard ", node.id, " at ", node.address), std::chrono::seconds(30),
+          5, [&](grpc::ClientContext* c) { return stub->FindMissing(c, fm, &fr); });
       if (!st.ok()) return scope.Finish(ToGrpc(st));
       present = fr.missing_size() == 0;
     }
     if (!present) {
-      return scope.Finish(grpc::Status(
-          grpc::StatusCode::FAILED_PRECONDITION,
-          absl::StrCat("snapshot root tree ", root->ToHex(), " is not in the index")));
+      return scope.Finish(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                       absl::StrCat("snapshot root tree ", root->ToHex(), " is not in the index")));
     }
     absl::StatusOr<Fingerprint> stored = s_->store->CommitSnapshotUnchecked(snap);
     if (!stored.ok()) return scope.Finish(ToGrpc(stored.status()));

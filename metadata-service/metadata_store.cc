@@ -91,8 +91,8 @@ class MetadataStoreImpl : public MetadataStore {
     std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
     std::vector<rocksdb::PinnableSlice> values(keys.size());
     std::vector<rocksdb::Status> statuses(keys.size());
-    db_->MultiGet(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), slices.size(),
-                  slices.data(), values.data(), statuses.data());
+    db_->MultiGet(rocksdb::ReadOptions(), db_->DefaultColumnFamily(), slices.size(), slices.data(),
+                  values.data(), statuses.data());
     std::vector<bool> missing(fps.size());
     for (size_t i = 0; i < fps.size(); ++i) {
       if (statuses[i].IsNotFound()) {

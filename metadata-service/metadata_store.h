@@ -24,7 +24,7 @@ namespace whorl::metadata {
 
 // What the index knows of a stored chunk.
 struct IndexEntry {
-  uint32_t stored_size = 0;   // encoded bytes in the chunk store
+  uint32_t stored_size = 0;  // encoded bytes in the chunk store
   uint32_t plain_size = 0;
   int64_t first_seen_ns = 0;  // when it was first registered
   std::string node;           // chunk-store node holding it ("" in an embedded repository)

@@ -83,7 +83,8 @@ void Log(LogLevel level, const std::string& msg,
     j["level"] = spdlog::level::to_string_view(ToSpd(level)).data();
     j["msg"] = msg;
     for (const auto& [k, v] : fields) j[k] = v;
-    spdlog::log(ToSpd(level), "{}", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    spdlog::log(ToSpd(level), "{}",
+                j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return;
   }
   std::string line = msg;
@@ -224,14 +225,16 @@ void Metrics::ObserveRpc(const std::string& method, grpc::StatusCode code, doubl
 void Metrics::Add(const std::string& name, const std::string& help, double value) {
   absl::MutexLock lock(&impl_->mu);
   prometheus::Counter*& c = impl_->counters[name];
-  if (c == nullptr) c = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
+  if (c == nullptr)
+    c = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
   c->Increment(value);
 }
 
 void Metrics::Set(const std::string& name, const std::string& help, double value) {
   absl::MutexLock lock(&impl_->mu);
   prometheus::Gauge*& g = impl_->gauges[name];
-  if (g == nullptr) g = &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({});
+  if (g == nullptr)
+    g = &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({});
   g->Set(value);
 }
 
@@ -250,7 +253,8 @@ RpcScope::RpcScope(Metrics* metrics, const char* method, grpc::ServerContext* ct
 grpc::Status RpcScope::Finish(const grpc::Status& status, size_t bytes_out) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  if (metrics_ != nullptr) metrics_->ObserveRpc(method_, status.error_code(), secs, bytes_in_, bytes_out);
+  if (metrics_ != nullptr)
+    metrics_->ObserveRpc(method_, status.error_code(), secs, bytes_in_, bytes_out);
   std::vector<std::pair<std::string, std::string>> fields = {
       {"method", method_},
       {"request_id", request_id_},

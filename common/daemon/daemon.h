@@ -105,8 +105,8 @@ class Metrics {
   ~Metrics();
 
   prometheus::Registry& registry() { return *registry_; }
-  void ObserveRpc(const std::string& method, grpc::StatusCode code, double seconds,
-                  size_t bytes_in, size_t bytes_out);
+  void ObserveRpc(const std::string& method, grpc::StatusCode code, double seconds, size_t bytes_in,
+                  size_t bytes_out);
   // A counter or gauge by name (created on first use), for the daemons' own figures.
   void Add(const std::string& name, const std::string& help, double value);
   void Set(const std::string& name, const std::string& help, double value);

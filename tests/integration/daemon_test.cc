@@ -1,8 +1,8 @@
 // Integration tests of whorl-metad and whorl-chunkd: the real binaries started on 127.0.0.1
 // with ephemeral ports and RocksDB in temp dirs, spoken to over gRPC with the whorl.v1 stubs.
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -66,8 +66,8 @@ v1::Chunk MakeChunk(const std::string& plain) {
 class Cluster {
  public:
   Cluster() {
-    dir_ = fs::temp_directory_path() / ("whorl-it-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(counter_++));
+    dir_ = fs::temp_directory_path() /
+           ("whorl-it-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
     fs::create_directories(dir_);
     for (int i = 1; i <= 3; ++i) {
       map_.metadata.push_back({"meta-" + std::to_string(i), Addr(FreePort()), 1});
@@ -92,9 +92,7 @@ class Cluster {
 
   static std::string Addr(int port) { return "127.0.0.1:" + std::to_string(port); }
 
-  void WriteMap() {
-    std::ofstream(dir_ / "cluster.json") << SerializeClusterMap(map_);
-  }
+  void WriteMap() { std::ofstream(dir_ / "cluster.json") << SerializeClusterMap(map_); }
 
   void Start(const ClusterNode& n, const std::string& binary) {
     binaries_[n.id] = binary;
@@ -102,8 +100,8 @@ class Cluster {
     const std::string data = (dir_ / n.id).string();
     const std::string map = (dir_ / "cluster.json").string();
     const std::string log = (dir_ / (n.id + ".log")).string();
-    std::vector<std::string> args = {bin,    "--node-id", n.id, "--listen", n.address,
-                                     "--data", data,      "--cluster", map};
+    std::vector<std::string> args = {bin,      "--node-id", n.id,        "--listen", n.address,
+                                     "--data", data,        "--cluster", map};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -168,9 +166,7 @@ class Cluster {
     return v1::ChunkStore::NewStub(Channel(map_.chunkstores[i].address));
   }
   size_t MetaOwner(const Fingerprint& fp) const { return meta_ring_->OwnerIndex(fp.Prefix64()); }
-  size_t ChunkOwner(const Fingerprint& fp) const {
-    return chunk_ring_->OwnerIndex(fp.Prefix64());
-  }
+  size_t ChunkOwner(const Fingerprint& fp) const { return chunk_ring_->OwnerIndex(fp.Prefix64()); }
 
   ClusterMap map_;
 
@@ -211,7 +207,8 @@ class DaemonTest : public ::testing::Test {
     req.set_fingerprints(Fp(plain).ToBytes());
     v1::FindMissingResponse resp;
     grpc::ClientContext ctx;
-    const grpc::Status s = cluster_.Index(cluster_.MetaOwner(Fp(plain)))->FindMissing(&ctx, req, &resp);
+    const grpc::Status s =
+        cluster_.Index(cluster_.MetaOwner(Fp(plain)))->FindMissing(&ctx, req, &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return resp.missing_size() == 1;
   }
