@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -48,6 +49,22 @@ struct MetadataServer::State {
   daemon::ClusterState* cluster = nullptr;
   daemon::Metrics* metrics = nullptr;
   daemon::PeerClients peers;
+  absl::Mutex stop_mu;
+  bool stop ABSL_GUARDED_BY(stop_mu) = false;
+  std::thread gauges;
+
+  // Publishes RocksDB figures every 10 s until stopped.
+  void UpdateGauges() {
+    absl::MutexLock lock(&stop_mu);
+    do {
+      metrics->Set("whorl_rocksdb_estimate_num_keys", "RocksDB rocksdb.estimate-num-keys",
+                   static_cast<double>(store->Property("rocksdb.estimate-num-keys")));
+      metrics->Set("whorl_rocksdb_sst_bytes", "RocksDB rocksdb.total-sst-files-size",
+                   static_cast<double>(store->Property("rocksdb.total-sst-files-size")));
+      metrics->Set("whorl_rocksdb_memtable_bytes", "RocksDB rocksdb.cur-size-all-mem-tables",
+                   static_cast<double>(store->Property("rocksdb.cur-size-all-mem-tables")));
+    } while (!stop_mu.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(10)));
+  }
 
   absl::Mutex filter_mu;
   std::unique_ptr<BloomFilter> filter ABSL_GUARDED_BY(filter_mu);
@@ -344,13 +361,20 @@ absl::StatusOr<std::unique_ptr<MetadataServer>> MetadataServer::Create(
     absl::MutexLock lock(&s->filter_mu);
     WHORL_RETURN_IF_ERROR(s->RebuildFilter());
   }
+  s->gauges = std::thread([s] { s->UpdateGauges(); });
   server->services_.push_back(std::make_unique<IndexService>(s));
   server->services_.push_back(std::make_unique<CatalogService>(s));
   server->services_.push_back(std::make_unique<AdminService>(s));
   return server;
 }
 
-MetadataServer::~MetadataServer() = default;
+MetadataServer::~MetadataServer() {
+  {
+    absl::MutexLock lock(&state_->stop_mu);
+    state_->stop = true;
+  }
+  if (state_->gauges.joinable()) state_->gauges.join();
+}
 
 std::vector<grpc::Service*> MetadataServer::services() {
   std::vector<grpc::Service*> out;

@@ -155,6 +155,12 @@ class MetadataStoreImpl : public MetadataStore {
     return id;
   }
 
+  uint64_t Property(const std::string& name) override {
+    uint64_t value = 0;
+    if (!db_->GetIntProperty(name, &value)) return 0;
+    return value;
+  }
+
   absl::StatusOr<std::string> GetConfig() override {
     std::string value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kConfigKey, &value);

@@ -74,6 +74,10 @@ class MetadataStore {
   // Calls `fn` for every fingerprint in the index (for building the shard's Bloom filter).
   virtual absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) = 0;
 
+  // A RocksDB integer property ("rocksdb.estimate-num-keys", "rocksdb.total-sst-files-size"),
+  // for metrics; 0 if RocksDB does not know it.
+  virtual uint64_t Property(const std::string& name) = 0;
+
   // All snapshots, oldest first (by time, then id).
   virtual absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots() = 0;
 

@@ -176,6 +176,7 @@ class ClusterBackupTest(ClusterTestCase):
         self.assertIn('whorl_rpc_requests_total{code="0",method="FindMissing"}', body)
         self.assertIn("whorl_rpc_duration_seconds_bucket", body)
         self.assertIn("whorl_findmissing_fingerprints_total", body)
+        self.assertIn("whorl_rocksdb_estimate_num_keys", body)
 
     def test_manifest_restore_and_ls_work_remotely(self):
         self.whorl("init", "--repo", self.url, expect=0)
