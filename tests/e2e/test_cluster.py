@@ -150,6 +150,20 @@ class ClusterBackupTest(ClusterTestCase):
         for i in range(10):
             w.write_file(os.path.join(src, f"f{i}"), os.urandom(5000))
         self.backup(self.url, src)
+        with open(os.path.join(self.cluster.dir, "metrics")) as f:
+            urls = dict(line.split() for line in f if line.strip())
+        import urllib.request
+
+        def scrape():
+            return "".join(urllib.request.urlopen(urls[n["id"]], timeout=10).read().decode()
+                           for n in self.cluster.map["metadata"])
+
+        def asked(body):
+            return sum(float(line.split()[-1]) for line in body.splitlines()
+                       if line.startswith("whorl_findmissing_fingerprints_total"))
+        # A first backup of new data asks (almost) nothing: the empty shards' Bloom filters
+        # rule every fingerprint out.
+        self.assertLessEqual(asked(scrape()), 1)
         # The second run's trees are in the shards' filters: those questions are asked.
         self.backup(self.url, src)
         events = {}
@@ -167,11 +181,7 @@ class ClusterBackupTest(ClusterTestCase):
                      for e in events[n["id"]] if e.get("method") == "Register"}
         for e in puts:
             self.assertIn(e["request_id"], registers, e)
-        with open(os.path.join(self.cluster.dir, "metrics")) as f:
-            urls = dict(line.split() for line in f if line.strip())
-        import urllib.request
-        body = "".join(urllib.request.urlopen(urls[n["id"]], timeout=10).read().decode()
-                       for n in self.cluster.map["metadata"])
+        body = scrape()
         # The trees of the second run were asked about, of whichever shards own them.
         self.assertIn('whorl_rpc_requests_total{code="0",method="FindMissing"}', body)
         self.assertIn("whorl_rpc_duration_seconds_bucket", body)
