@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -17,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/bloom_filter.h"
 #include "common/cluster_map.h"
+#include "common/file_util.h"
 #include "common/hash_ring.h"
 #include "common/status_macros.h"
 #include "whorl/v1/service.grpc.pb.h"
@@ -31,6 +34,7 @@ constexpr size_t kMaxPutBytes = 32 << 20;
 constexpr int kMaxMessageBytes = 80 << 20;
 constexpr int kMaxEpochRetries = 3;
 constexpr char kStaleEpochPayload[] = "whorl.dev/stale-epoch";
+constexpr size_t kMaxCachedFilterBytes = size_t{1} << 30;
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& where) {
   if (s.ok()) return absl::OkStatus();
@@ -603,19 +607,56 @@ class RemoteRepositoryImpl final : public RemoteRepository {
     }
     return ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
       const Node& node = *r.meta[i];
+      // The copy cached by an earlier run: the shard answers "unchanged" if it is current.
+      const std::string cache = FilterCachePath(node.id);
+      std::optional<BloomFilter> cached;
+      uint64_t cached_version = 0;
+      if (!cache.empty()) {
+        absl::StatusOr<std::string> bytes = ReadFile(cache, kMaxCachedFilterBytes);
+        if (bytes.ok()) {
+          absl::StatusOr<BloomFilter> f = BloomFilter::Parse(*bytes, &cached_version);
+          if (f.ok()) cached = *std::move(f);
+        }
+      }
       v1::GetFilterRequest req;
       client_->FillHeader(req.mutable_header(), r.map.epoch);
+      if (cached.has_value()) req.set_have_version(cached_version);
       v1::GetFilterResponse resp;
       absl::Status s = client_->Call(
           node, [&](grpc::ClientContext* ctx) { return node.index->GetFilter(ctx, req, &resp); });
       if (IsStaleEpoch(s)) return s;
-      if (!s.ok() || resp.unchanged()) return absl::OkStatus();
+      if (!s.ok()) return absl::OkStatus();  // no filter: every fingerprint is asked
+      if (resp.unchanged() && cached.has_value()) {
+        absl::MutexLock lock(&filters_mu_);
+        filters_.insert_or_assign(node.id, CachedFilter{cached_version, *std::move(cached)});
+        return absl::OkStatus();
+      }
+      if (resp.unchanged()) return absl::OkStatus();
       absl::StatusOr<BloomFilter> filter = BloomFilter::Parse(resp.filter());
       if (!filter.ok()) return absl::OkStatus();
+      if (!cache.empty()) {
+        // Best effort: a cache that cannot be written only costs the next run a download.
+        std::error_code ec;
+        std::filesystem::create_directories(std::filesystem::path(cache).parent_path(), ec);
+        if (!ec) (void)WriteFileAtomic(cache, resp.filter());
+      }
       absl::MutexLock lock(&filters_mu_);
       filters_.insert_or_assign(node.id, CachedFilter{resp.version(), *std::move(filter)});
       return absl::OkStatus();
     });
+  }
+
+  // $XDG_CACHE_HOME/whorl/filters/REPO_ID/SHARD.bloom (or ~/.cache/...); "" if neither is set.
+  std::string FilterCachePath(const std::string& shard) const {
+    std::string base;
+    if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') {
+      base = x;
+    } else if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0') {
+      base = std::string(h) + "/.cache";
+    } else {
+      return "";
+    }
+    return base + "/whorl/filters/" + config_.id + "/" + shard + ".bloom";
   }
 
   std::unique_ptr<ClusterClient> client_;

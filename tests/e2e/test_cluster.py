@@ -149,7 +149,14 @@ class ClusterBackupTest(ClusterTestCase):
         src = mkdir(self.path("src"))
         for i in range(10):
             w.write_file(os.path.join(src, f"f{i}"), os.urandom(5000))
-        self.backup(self.url, src)
+        cache = self.path("cache")
+        env = {"XDG_CACHE_HOME": cache}
+        self.backup(self.url, src, env=env)
+        # Each shard's filter is cached for the next run (which asks "unchanged?" only).
+        cached = os.listdir(cache + "/whorl/filters")
+        self.assertEqual(len(cached), 1, cached)
+        self.assertEqual(sorted(os.listdir(os.path.join(cache, "whorl/filters", cached[0]))),
+                         sorted(n["id"] + ".bloom" for n in self.cluster.map["metadata"]))
         with open(os.path.join(self.cluster.dir, "metrics")) as f:
             urls = dict(line.split() for line in f if line.strip())
         import urllib.request
@@ -165,7 +172,7 @@ class ClusterBackupTest(ClusterTestCase):
         # rule every fingerprint out.
         self.assertLessEqual(asked(scrape()), 1)
         # The second run's trees are in the shards' filters: those questions are asked.
-        self.backup(self.url, src)
+        self.backup(self.url, src, env=env)
         events = {}
         for n in self.cluster.map["metadata"] + self.cluster.map["chunkstores"]:
             with open(os.path.join(self.cluster.dir, "logs", n["id"] + ".log")) as f:
