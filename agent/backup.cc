@@ -139,11 +139,22 @@ class Archiver {
     return (it != tree->nodes().end() && it->name() == name) ? &*it : nullptr;
   }
 
+  // The walk will load the subtrees of a parent tree's directories: announce them together.
+  void PrefetchSubtrees(const v1::Tree& tree) {
+    std::vector<Fingerprint> fps;
+    for (const v1::Node& n : tree.nodes()) {
+      if (n.type() != v1::Node::DIR) continue;
+      if (auto fp = Fingerprint::FromBytes(n.subtree()); fp.ok()) fps.push_back(*fp);
+    }
+    repo_->Prefetch(fps);
+  }
+
   // The parent's tree for a directory node, if it has one (a load failure only costs a re-read).
   std::unique_ptr<v1::Tree> ParentSubtree(const v1::Node* parent_node) {
     if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) return nullptr;
     absl::StatusOr<v1::Tree> t = LoadTree(repo_, parent_node->subtree());
     if (!t.ok()) return nullptr;
+    PrefetchSubtrees(*t);
     return std::make_unique<v1::Tree>(*std::move(t));
   }
 

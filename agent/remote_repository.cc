@@ -13,6 +13,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +36,10 @@ constexpr int kMaxMessageBytes = 80 << 20;
 constexpr int kMaxEpochRetries = 3;
 constexpr char kStaleEpochPayload[] = "whorl.dev/stale-epoch";
 constexpr size_t kMaxCachedFilterBytes = size_t{1} << 30;
+// Prefetch: fingerprints per GetChunks stream, streams at once, and the cache's cap.
+constexpr size_t kPrefetchBatch = 256;
+constexpr size_t kPrefetchStreams = 4;
+constexpr uint64_t kMaxCacheBytes = 128 << 20;
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& where) {
   if (s.ok()) return absl::OkStatus();
@@ -382,6 +387,17 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   }
 
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
+    {
+      absl::MutexLock lock(&cache_mu_);
+      auto it = cache_.find(fp);
+      if (it != cache_.end()) {
+        std::string plain = std::move(it->second);
+        cache_bytes_ -= plain.size();
+        cache_.erase(it);
+        if (Sha256(plain) == fp) return plain;
+        // A prefetched copy that does not verify is fetched again below and reported there.
+      }
+    }
     std::string plain;
     WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
       const Node& node = *r.chunks[r.chunk_ring->OwnerIndex(fp.Prefix64())];
@@ -402,29 +418,59 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       if (!got.has_value()) {
         return absl::InternalError(node.describe + ": no answer for chunk " + fp.ToHex());
       }
-      if (got->error_code() != 0) {
-        return absl::Status(
-            static_cast<absl::StatusCode>(got->error_code()),
-            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ", got->error_message()));
-      }
-      const v1::Chunk& c = got->chunk();
-      if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
-        return absl::DataLossError(
-            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": unknown codec ", c.codec()));
-      }
-      absl::StatusOr<std::string> decoded =
-          Decode(static_cast<Codec>(c.codec()), c.data(), c.plain_size());
-      if (!decoded.ok()) {
-        return absl::DataLossError(
-            absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ", decoded.status().message()));
-      }
-      plain = *std::move(decoded);
+      WHORL_ASSIGN_OR_RETURN(plain, DecodeAnswer(node, fp, *got));
       return absl::OkStatus();
     }));
     if (Sha256(plain) != fp) {
       return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
     }
     return plain;
+  }
+
+  // Fetches `fps` from their nodes in a few parallel streams into a bounded cache that GetChunk
+  // takes from: a restore or a walk of parent trees costs one round trip per directory instead
+  // of one per chunk. Failures are left for GetChunk to meet and report.
+  void Prefetch(const std::vector<Fingerprint>& fps) override {
+    std::shared_ptr<const Routing> r = client_->routing();
+    if (r == nullptr || fps.empty()) return;
+    std::vector<std::vector<Fingerprint>> parts;
+    {
+      std::vector<std::vector<Fingerprint>> by_node(r->chunks.size());
+      absl::MutexLock lock(&cache_mu_);
+      for (const Fingerprint& fp : fps) {
+        if (!cache_.contains(fp)) by_node[r->chunk_ring->OwnerIndex(fp.Prefix64())].push_back(fp);
+      }
+      for (size_t n = 0; n < by_node.size(); ++n) {
+        for (size_t b = 0; b < by_node[n].size(); b += kPrefetchBatch) {
+          parts.emplace_back(by_node[n].begin() + b,
+                             by_node[n].begin() + std::min(by_node[n].size(), b + kPrefetchBatch));
+        }
+      }
+    }
+    (void)ParallelFor(std::min<size_t>(parts.size(), kPrefetchStreams), [&](size_t w) {
+      for (size_t p = w; p < parts.size(); p += kPrefetchStreams) {
+        const Node& node = *r->chunks[r->chunk_ring->OwnerIndex(parts[p][0].Prefix64())];
+        v1::GetChunksRequest req;
+        client_->FillHeader(req.mutable_header(), r->map.epoch);
+        for (const Fingerprint& fp : parts[p]) req.add_fingerprints(fp.ToBytes());
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        std::unique_ptr<grpc::ClientReader<v1::GetChunksResponse>> reader =
+            node.chunks->GetChunks(&ctx, req);
+        v1::GetChunksResponse resp;
+        for (size_t i = 0; i < parts[p].size() && reader->Read(&resp); ++i) {
+          absl::StatusOr<std::string> plain = DecodeAnswer(node, parts[p][i], resp);
+          if (!plain.ok()) continue;
+          absl::MutexLock lock(&cache_mu_);
+          if (cache_bytes_ + plain->size() > kMaxCacheBytes) break;
+          cache_bytes_ += plain->size();
+          cache_.insert_or_assign(parts[p][i], *std::move(plain));
+        }
+        ctx.TryCancel();
+        (void)reader->Finish();
+      }
+      return absl::OkStatus();
+    });
   }
 
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
@@ -520,6 +566,32 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   absl::StatusOr<RepoStats> Stats() override {
     WHORL_ASSIGN_OR_RETURN(ClusterStats stats, AdminStats());
     return stats.total;
+  }
+
+  // The plain bytes in one GetChunks answer for `fp` (not yet hash-verified).
+  static absl::StatusOr<std::string> DecodeAnswer(const Node& node, const Fingerprint& fp,
+                                                  const v1::GetChunksResponse& got) {
+    if (got.error_code() != 0) {
+      return absl::Status(
+          static_cast<absl::StatusCode>(got.error_code()),
+          absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ", got.error_message()));
+    }
+    const v1::Chunk& c = got.chunk();
+    if (c.fingerprint() != fp.ToBytes()) {
+      return absl::DataLossError(
+          absl::StrCat(node.describe, ": answered another chunk for ", fp.ToHex()));
+    }
+    if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
+      return absl::DataLossError(
+          absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": unknown codec ", c.codec()));
+    }
+    absl::StatusOr<std::string> decoded =
+        Decode(static_cast<Codec>(c.codec()), c.data(), c.plain_size());
+    if (!decoded.ok()) {
+      return absl::DataLossError(
+          absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": ", decoded.status().message()));
+    }
+    return decoded;
   }
 
   absl::StatusOr<ClusterStats> AdminStats() override {
@@ -661,6 +733,9 @@ class RemoteRepositoryImpl final : public RemoteRepository {
 
   std::unique_ptr<ClusterClient> client_;
   const RepoConfig config_;
+  absl::Mutex cache_mu_;
+  std::unordered_map<Fingerprint, std::string, FingerprintHash> cache_ ABSL_GUARDED_BY(cache_mu_);
+  uint64_t cache_bytes_ ABSL_GUARDED_BY(cache_mu_) = 0;
   absl::Mutex filters_mu_;
   uint64_t filters_epoch_ ABSL_GUARDED_BY(filters_mu_) = 0;
   std::map<std::string, CachedFilter> filters_ ABSL_GUARDED_BY(filters_mu_);

@@ -52,6 +52,10 @@ class Repository {
   // NOT_FOUND if absent.
   virtual absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) = 0;
 
+  // A hint that these chunks will be read soon (in any order): a remote repository fetches
+  // them in parallel batches. Errors are not reported here but by GetChunk.
+  virtual void Prefetch(const std::vector<Fingerprint>& fps) { (void)fps; }
+
   // Records a snapshot; FAILED_PRECONDITION if its root is not stored. Returns its id.
   virtual absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) = 0;
 

@@ -87,6 +87,7 @@ class Restorer {
       Error(path, "trees nested too deep; not restored");
       return;
     }
+    Prefetch(path, tree);
     for (const v1::Node& node : tree.nodes()) {
       const std::string child = path + "/" + node.name();
       const bool selected = Selected(child);
@@ -97,6 +98,26 @@ class Restorer {
         RestoreLeaf(dirfd, child, node);
       }
     }
+  }
+
+  // Announces the subtrees and file chunks this directory will read (up to kPrefetchBytes of
+  // file data), so that a remote repository fetches them in a few round trips.
+  void Prefetch(const std::string& path, const v1::Tree& tree) {
+    constexpr uint64_t kPrefetchBytes = 64 << 20;
+    std::vector<Fingerprint> fps;
+    uint64_t bytes = 0;
+    for (const v1::Node& node : tree.nodes()) {
+      const std::string child = path + "/" + node.name();
+      if (node.type() == v1::Node::DIR && (Selected(child) || LeadsToInclude(child))) {
+        if (auto fp = Fingerprint::FromBytes(node.subtree()); fp.ok()) fps.push_back(*fp);
+      } else if (node.type() == v1::Node::FILE && Selected(child) && bytes < kPrefetchBytes) {
+        bytes += node.size();
+        for (const std::string& id : node.chunks()) {
+          if (auto fp = Fingerprint::FromBytes(id); fp.ok()) fps.push_back(*fp);
+        }
+      }
+    }
+    repo_->Prefetch(fps);
   }
 
   void RestoreSubdir(int dirfd, const std::string& path, const v1::Node& node, int depth) {
@@ -185,8 +206,8 @@ class Restorer {
         return;
       }
     }
-    const int fd = ::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                            0600);
+    const int fd =
+        ::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
       Error(path, std::strerror(errno));
       return;
@@ -215,8 +236,8 @@ class Restorer {
       written += data->size();
     }
     if (written != node.size()) {
-      return absl::DataLossError("chunks hold " + std::to_string(written) + " bytes, the tree says " +
-                                 std::to_string(node.size()));
+      return absl::DataLossError("chunks hold " + std::to_string(written) +
+                                 " bytes, the tree says " + std::to_string(node.size()));
     }
     return absl::OkStatus();
   }
