@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
 
 namespace whorl {
 namespace {
@@ -13,6 +14,7 @@ constexpr char kMagic[4] = {'W', 'B', 'L', 'M'};
 constexpr uint32_t kFormatVersion = 1;
 // magic 4, format 4, k 4, reserved 4, m 8, version 8, added 8.
 constexpr size_t kHeaderSize = 40;
+constexpr size_t kCrcSize = 4;  // CRC32C of header and bits, at the end
 
 uint64_t Word(const Fingerprint& fp, int i) {
   uint64_t v = 0;
@@ -83,6 +85,7 @@ std::string BloomFilter::Serialize(uint64_t version) const {
   PutLe(&out, added_, 8);
   out.reserve(out.size() + words_.size() * 8);
   for (uint64_t w : words_) PutLe(&out, w, 8);
+  PutLe(&out, crc32c::Value(out), 4);  // over everything before it
   return out;
 }
 
@@ -98,9 +101,12 @@ absl::StatusOr<BloomFilter> BloomFilter::Parse(std::string_view in, uint64_t* ve
   if (GetLe(in, 12, 4) != 0) return bad("reserved field not zero");
   const uint64_t m = GetLe(in, 16, 8);
   if (m == 0 || m % 64 != 0 || m > kMaxBits) return bad(absl::StrCat("bad bit count ", m));
-  if (in.size() != kHeaderSize + m / 8) {
-    return bad(absl::StrCat(in.size(), " bytes, want ", kHeaderSize + m / 8, " for ", m, " bits"));
+  if (in.size() != kHeaderSize + m / 8 + kCrcSize) {
+    return bad(absl::StrCat(in.size(), " bytes, want ", kHeaderSize + m / 8 + kCrcSize, " for ",
+                            m, " bits"));
   }
+  const std::string_view body = in.substr(0, in.size() - kCrcSize);
+  if (GetLe(in, body.size(), 4) != crc32c::Value(body)) return bad("checksum mismatch");
   BloomFilter f;
   f.bits_ = m;
   f.hashes_ = static_cast<int>(k);

@@ -44,7 +44,8 @@ class BloomFilter {
   // The false-positive rate expected with the keys added so far: (1 - e^(-k n / m))^k.
   double expected_fpp() const;
 
-  // Header (magic "WBLM", format version 1, k, m, `version`, keys added) then the bits.
+  // Header (magic "WBLM", format version 1, k, m, `version`, keys added), the bits, then a
+  // CRC32C of all of it.
   std::string Serialize(uint64_t version) const;
   // Refuses truncated, oversized or garbage bytes with DATA_LOSS and a message saying why.
   // `*version` (if not null) receives the version written by Serialize.

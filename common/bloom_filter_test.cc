@@ -71,6 +71,15 @@ TEST(BloomFilterTest, ParseRefusesDamage) {
     const absl::Status s = BloomFilter::Parse(bad).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << "byte " << at;
   }
+  // Every single-bit flip anywhere in the header is refused (the CRC covers it).
+  for (size_t bit = 0; bit < 40 * 8; ++bit) {
+    std::string bad = good;
+    bad[bit / 8] ^= static_cast<char>(1 << (bit % 8));
+    EXPECT_FALSE(BloomFilter::Parse(bad).ok()) << "bit " << bit;
+  }
+  std::string flipped_bits = good;
+  flipped_bits[100] ^= 1;
+  EXPECT_EQ(BloomFilter::Parse(flipped_bits).status().code(), absl::StatusCode::kDataLoss);
   std::string huge = good;
   huge[23] = 0x7f;  // m far over the cap
   EXPECT_EQ(BloomFilter::Parse(huge).status().code(), absl::StatusCode::kDataLoss);
