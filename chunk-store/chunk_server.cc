@@ -54,22 +54,37 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       }
       puts.push_back(ChunkPut{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data()});
     }
+    // Which chunks are new, for the bytes-stored metric only (a concurrent put of the same
+    // chunk may make this count it twice; the store itself keeps one copy).
+    std::vector<bool> had(puts.size(), false);
+    {
+      std::vector<Fingerprint> fps;
+      fps.reserve(puts.size());
+      for (const ChunkPut& p : puts) fps.push_back(p.fingerprint);
+      absl::StatusOr<std::vector<bool>> c = store_->Contains(fps);
+      if (c.ok()) had = *std::move(c);
+    }
     // Verifies every item first (bytes must hash to the fingerprint): all or nothing.
     uint64_t added = 0;
     if (absl::Status s = store_->PutBatch(puts, &added); !s.ok()) return scope.Finish(ToGrpc(s));
     // Register all of them, not only the new ones: an earlier try may have stored a chunk and
     // died before registering it. Only then acknowledge (invariant 1).
-    if (absl::Status s = Register(*view, puts, scope.request_id()); !s.ok()) {
+    if (absl::Status s = Register(ctx, *view, puts, scope.request_id()); !s.ok()) {
       return scope.Finish(ToGrpc(s));
     }
     resp->set_newly_stored(added);
-    uint64_t new_bytes = 0;
-    for (const ChunkPut& p : puts) new_bytes += p.data.size();
+    uint64_t received = 0, stored = 0;
+    for (size_t i = 0; i < puts.size(); ++i) {
+      received += puts[i].data.size();
+      if (!had[i]) stored += puts[i].data.size();
+    }
     metrics_->Add("whorl_chunks_put_total", "chunks received in puts",
                   static_cast<double>(puts.size()));
     metrics_->Add("whorl_chunks_stored_total", "chunks newly stored", static_cast<double>(added));
     metrics_->Add("whorl_chunk_bytes_received_total", "encoded bytes received in puts",
-                  static_cast<double>(new_bytes));
+                  static_cast<double>(received));
+    metrics_->Add("whorl_chunk_bytes_stored_total", "encoded bytes of newly stored chunks",
+                  static_cast<double>(stored));
     return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
   }
 
@@ -144,16 +159,27 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
     resp->set_stored_bytes(st->stored_bytes);
     resp->set_plain_bytes(st->plain_bytes);
     resp->set_packs(st->packs);
-    metrics_->Set("whorl_store_chunks", "unique chunks stored", static_cast<double>(st->chunks));
-    metrics_->Set("whorl_store_bytes", "bytes the chunks take in packs",
-                  static_cast<double>(st->stored_bytes));
+    PublishStats(*st);
     return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  // Store-wide gauges (a locator scan: set at start and on every GetStats, not per put).
+  void PublishStats(const ChunkStoreStats& st) {
+    metrics_->Set("whorl_store_chunks", "unique chunks stored", static_cast<double>(st.chunks));
+    metrics_->Set("whorl_store_bytes", "bytes the chunks take in packs (headers included)",
+                  static_cast<double>(st.stored_bytes));
+    metrics_->Set("whorl_store_plain_bytes", "plain bytes of the chunks stored",
+                  static_cast<double>(st.plain_bytes));
+    metrics_->Set("whorl_store_packs", "pack files", static_cast<double>(st.packs));
   }
 
  private:
   // Registers `puts` with their owning metadata shards, all shards in parallel.
-  absl::Status Register(const daemon::ClusterView& view, const std::vector<ChunkPut>& puts,
-                        const std::string& request_id) {
+  // A shard that cannot take them: UNAVAILABLE "metadata shard ID at ADDR: ..." (the chunks
+  // stay stored but are not acknowledged; the agent's retry registers them).
+  absl::Status Register(const grpc::ServerContext* ctx, const daemon::ClusterView& view,
+                        const std::vector<ChunkPut>& puts, const std::string& request_id) {
+    const auto timeout = daemon::PeerTimeout(ctx, std::chrono::seconds(30));
     std::map<size_t, v1::RegisterRequest> by_shard;
     for (const ChunkPut& p : puts) {
       const size_t shard = view.meta_ring->OwnerIndex(p.fingerprint.Prefix64());
@@ -177,20 +203,14 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
         const ClusterNode& node = view.map.metadata[calls[i].first];
         auto stub = v1::Index::NewStub(peers_.Channel(node.address));
         v1::RegisterResponse resp;
-        results[i] = peers_.Call(absl::StrCat("metadata shard ", node.id, " at ", node.address),
-                                 std::chrono::seconds(30), 5, [&](grpc::ClientContext* c) {
-                                   return stub->Register(c, *calls[i].second, &resp);
-                                 });
+        results[i] = peers_.Call(
+            absl::StrCat("metadata shard ", node.id, " at ", node.address), timeout, 5,
+            [&](grpc::ClientContext* c) { return stub->Register(c, *calls[i].second, &resp); });
       });
     }
     for (auto& t : threads) t.join();
     for (const absl::Status& s : results) {
-      if (!s.ok()) {
-        // Stored but not indexed: the agent's retry registers them; nothing is acknowledged.
-        return absl::Status(
-            absl::IsFailedPrecondition(s) ? absl::StatusCode::kUnavailable : s.code(),
-            absl::StrCat("registering chunks: ", s.message()));
-      }
+      if (!s.ok()) return daemon::AsUnavailable(s);
     }
     return absl::OkStatus();
   }
@@ -206,7 +226,9 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
 std::unique_ptr<grpc::Service> NewChunkStoreService(ChunkStore* store,
                                                     daemon::ClusterState* cluster,
                                                     daemon::Metrics* metrics) {
-  return std::make_unique<ChunkStoreService>(store, cluster, metrics);
+  auto service = std::make_unique<ChunkStoreService>(store, cluster, metrics);
+  if (absl::StatusOr<ChunkStoreStats> st = store->Stats(); st.ok()) service->PublishStats(*st);
+  return service;
 }
 
 }  // namespace whorl::chunkstore

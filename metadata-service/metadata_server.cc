@@ -42,6 +42,12 @@ grpc::Status ParseFingerprints(const std::string& bytes, std::vector<Fingerprint
   return grpc::Status::OK;
 }
 
+// The "id" of a repository config (JSON); "" if it has none.
+std::string RepositoryId(const std::string& config) {
+  const nlohmann::json j = nlohmann::json::parse(config, nullptr, false);
+  return j.is_object() && j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : "";
+}
+
 }  // namespace
 
 struct MetadataServer::State {
@@ -214,42 +220,28 @@ class CatalogService final : public v1::Catalog::Service {
       return scope.Finish(
           Invalid(absl::StrCat("snapshot root of ", snap.root().size(), " bytes, want 32")));
     }
+    // The repository id must match this shard's config, if it has one (a shard added to the
+    // cluster after `whorl init` may have none yet).
     absl::StatusOr<std::string> config = s_->store->GetConfig();
-    if (!config.ok()) return scope.Finish(ToGrpc(config.status()));
-    const nlohmann::json j = nlohmann::json::parse(*config, nullptr, false);
-    const std::string repo_id =
-        j.is_object() && j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : "";
-    if (snap.repository_id() != repo_id) {
-      return scope.Finish(
-          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                       absl::StrCat("snapshot of repository \"", snap.repository_id(),
-                                    "\", this is \"", repo_id, "\"")));
+    if (!config.ok() && !absl::IsNotFound(config.status())) {
+      return scope.Finish(ToGrpc(config.status()));
+    }
+    if (config.ok()) {
+      const std::string repo_id = RepositoryId(*config);
+      if (snap.repository_id() != repo_id) {
+        return scope.Finish(
+            grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                         absl::StrCat("snapshot of repository \"", snap.repository_id(),
+                                      "\", this is \"", repo_id, "\"")));
+      }
     }
     const Fingerprint id = SnapshotId(snap);
     const auto view = s_->cluster->view();
     if (grpc::Status o = s_->CheckOwner(*view, id); !o.ok()) return scope.Finish(o);
     // Invariant 2: the root tree must be indexed, by the shard that owns it.
-    const size_t owner = view->meta_ring->OwnerIndex(root->Prefix64());
-    const ClusterNode& node = view->map.metadata[owner];
-    bool present = false;
-    if (node.id == s_->cluster->self()) {
-      absl::StatusOr<std::vector<bool>> missing = s_->store->FindMissing({*root});
-      if (!missing.ok()) return scope.Finish(ToGrpc(missing.status()));
-      present = !(*missing)[0];
-    } else {
-      auto stub = v1::Index::NewStub(s_->peers.Channel(node.address));
-      v1::FindMissingRequest fm;
-      fm.mutable_header()->set_request_id(scope.request_id());
-      fm.mutable_header()->set_epoch(view->map.epoch);
-      fm.set_fingerprints(root->ToBytes());
-      v1::FindMissingResponse fr;
-      absl::Status st = s_->peers.Call(
-          absl::StrCat("metadata shard ", node.id, " at ", node.address), std::chrono::seconds(30),
-          5, [&](grpc::ClientContext* c) { return stub->FindMissing(c, fm, &fr); });
-      if (!st.ok()) return scope.Finish(ToGrpc(st));
-      present = fr.missing_size() == 0;
-    }
-    if (!present) {
+    absl::StatusOr<bool> present = RootIndexed(ctx, *view, *root, scope.request_id());
+    if (!present.ok()) return scope.Finish(ToGrpc(present.status()));
+    if (!*present) {
       return scope.Finish(
           grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                        absl::StrCat("snapshot root tree ", root->ToHex(), " is not in the index")));
@@ -258,6 +250,29 @@ class CatalogService final : public v1::Catalog::Service {
     if (!stored.ok()) return scope.Finish(ToGrpc(stored.status()));
     resp->set_id(stored->ToBytes());
     return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  // Whether the shard owning `root` indexes it: this one, or asked by FindMissing (with the
+  // caller's request id). A shard that cannot answer: UNAVAILABLE naming it.
+  absl::StatusOr<bool> RootIndexed(const grpc::ServerContext* ctx, const daemon::ClusterView& view,
+                                   const Fingerprint& root, const std::string& request_id) {
+    const ClusterNode& node = view.map.metadata[view.meta_ring->OwnerIndex(root.Prefix64())];
+    if (node.id == s_->cluster->self()) {
+      WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, s_->store->FindMissing({root}));
+      return !missing[0];
+    }
+    auto stub = v1::Index::NewStub(s_->peers.Channel(node.address));
+    v1::FindMissingRequest req;
+    req.mutable_header()->set_request_id(request_id);
+    req.mutable_header()->set_epoch(view.map.epoch);
+    req.set_fingerprints(root.ToBytes());
+    v1::FindMissingResponse resp;
+    absl::Status st =
+        s_->peers.Call(absl::StrCat("metadata shard ", node.id, " at ", node.address),
+                       daemon::PeerTimeout(ctx, std::chrono::seconds(30)), 5,
+                       [&](grpc::ClientContext* c) { return stub->FindMissing(c, req, &resp); });
+    if (!st.ok()) return daemon::AsUnavailable(st);
+    return resp.missing_size() == 0;
   }
 
   grpc::Status ListSnapshots(grpc::ServerContext* ctx, const v1::ListSnapshotsRequest* req,

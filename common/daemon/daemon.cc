@@ -1,7 +1,9 @@
 #include "common/daemon/daemon.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netinet/in.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
@@ -10,8 +12,11 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -144,22 +149,32 @@ absl::Status ClusterState::Reload() {
   return absl::OkStatus();
 }
 
+bool ClusterState::ReloadDue() {
+  const auto now = std::chrono::steady_clock::now();
+  absl::MutexLock lock(&mu_);
+  if (now - last_lazy_reload_ < std::chrono::seconds(1)) return false;
+  last_lazy_reload_ = now;
+  return true;
+}
+
 grpc::Status ClusterState::CheckEpoch(grpc::ServerContext* ctx, uint64_t epoch) {
   if (epoch == 0) return grpc::Status::OK;
   uint64_t current = view()->map.epoch;
-  if (epoch > current) {
-    // The caller has seen a newer map than ours: ours is the stale one.
+  if (epoch > current && ReloadDue()) {
+    // The caller has seen a newer map than ours: ours may be the stale one.
     if (absl::Status s = Reload(); !s.ok()) {
       Log(LogLevel::kWarn, "cluster map reload failed", {{"error", std::string(s.message())}});
     }
     current = view()->map.epoch;
     if (epoch > current) {
+      // Our map file is behind the caller's (not yet rolled out here): refuse rather than serve
+      // with rings of another epoch. The caller refetches and retries; the operator's SIGHUP
+      // (or the next request after the file is updated) brings this node forward.
       Log(LogLevel::kWarn, "request from a newer cluster map epoch",
           {{"request_epoch", std::to_string(epoch)}, {"epoch", std::to_string(current)}});
     }
-    return grpc::Status::OK;
   }
-  if (epoch < current) {
+  if (epoch != current) {
     ctx->AddTrailingMetadata("whorl-epoch", std::to_string(current));
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         absl::StrCat("stale cluster map epoch ", epoch, ", current is ", current));
@@ -172,8 +187,7 @@ grpc::Status ClusterState::CheckEpoch(grpc::ServerContext* ctx, uint64_t epoch) 
 struct Metrics::Impl {
   prometheus::Family<prometheus::Counter>* requests = nullptr;
   prometheus::Family<prometheus::Histogram>* latency = nullptr;
-  prometheus::Counter* bytes_in = nullptr;
-  prometheus::Counter* bytes_out = nullptr;
+  prometheus::Family<prometheus::Counter>* bytes = nullptr;
   absl::Mutex mu;
   std::map<std::string, prometheus::Counter*> counters ABSL_GUARDED_BY(mu);
   std::map<std::string, prometheus::Gauge*> gauges ABSL_GUARDED_BY(mu);
@@ -186,17 +200,48 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()), impl_(
                          .Register(*registry_);
   impl_->latency = &prometheus::BuildHistogram()
                         .Name("whorl_rpc_duration_seconds")
-                        .Help("RPC latency, by method")
+                        .Help("RPC latency, by method and status code")
                         .Register(*registry_);
-  auto& bytes = prometheus::BuildCounter()
-                    .Name("whorl_rpc_bytes_total")
-                    .Help("request and response payload bytes")
-                    .Register(*registry_);
-  impl_->bytes_in = &bytes.Add({{"direction", "in"}});
-  impl_->bytes_out = &bytes.Add({{"direction", "out"}});
+  impl_->bytes = &prometheus::BuildCounter()
+                      .Name("whorl_rpc_bytes_total")
+                      .Help("request and response payload bytes, by method and direction")
+                      .Register(*registry_);
 }
 
-Metrics::~Metrics() = default;
+Metrics::~Metrics() {
+  if (exposer_ == nullptr) return;
+  // civetweb's accept loop polls its listening socket with a fixed 2 s timeout and notices the
+  // stop flag only then. Stopping it on a thread while connecting to the port wakes the loop
+  // at once: a daemon stops in milliseconds instead of 2 s.
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  in_addr host{htonl(INADDR_LOOPBACK)};
+  const std::string ip = listen_.substr(0, listen_.rfind(':'));
+  if (in_addr a{}; ::inet_pton(AF_INET, ip.c_str(), &a) == 1 && a.s_addr != INADDR_ANY) host = a;
+  std::atomic<bool> done = false;
+  std::thread stopper([this, &done] {
+    exposer_.reset();
+    done = true;
+  });
+  for (int i = 0; i < 300 && !done; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int port : ports) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(static_cast<uint16_t>(port));
+      addr.sin_addr = host;
+      // A whole request, so that a worker thread handed this connection before the stop flag
+      // was set answers at once rather than waiting for one. (An IPv6 or host-name `listen`
+      // is not woken: that exposer stops in up to 2 s.)
+      static constexpr char kRequest[] = "GET /stopping HTTP/1.0\r\n\r\n";
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+        (void)!::write(fd, kRequest, sizeof(kRequest) - 1);
+      }
+      ::close(fd);
+    }
+  }
+  stopper.join();
+}
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& listen) {
   std::unique_ptr<Metrics> m(new Metrics());
@@ -207,6 +252,10 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& list
       return absl::UnavailableError(absl::StrCat("metrics on ", listen, ": ", e.what()));
     }
     m->exposer_->RegisterCollectable(m->registry_);
+    m->listen_ = listen;
+    const std::vector<int> ports = m->exposer_->GetListeningPorts();
+    Log(LogLevel::kInfo, "metrics",
+        {{"listen", listen}, {"port", ports.empty() ? "" : std::to_string(ports[0])}});
   }
   return m;
 }
@@ -215,11 +264,13 @@ void Metrics::ObserveRpc(const std::string& method, grpc::StatusCode code, doubl
                          size_t bytes_in, size_t bytes_out) {
   static const std::vector<double> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-  impl_->requests->Add({{"method", method}, {"code", std::to_string(static_cast<int>(code))}})
-      .Increment();
-  impl_->latency->Add({{"method", method}}, kBuckets).Observe(seconds);
-  impl_->bytes_in->Increment(static_cast<double>(bytes_in));
-  impl_->bytes_out->Increment(static_cast<double>(bytes_out));
+  const std::string code_label = std::to_string(static_cast<int>(code));
+  impl_->requests->Add({{"method", method}, {"code", code_label}}).Increment();
+  impl_->latency->Add({{"method", method}, {"code", code_label}}, kBuckets).Observe(seconds);
+  impl_->bytes->Add({{"method", method}, {"direction", "in"}})
+      .Increment(static_cast<double>(bytes_in));
+  impl_->bytes->Add({{"method", method}, {"direction", "out"}})
+      .Increment(static_cast<double>(bytes_out));
 }
 
 void Metrics::Add(const std::string& name, const std::string& help, double value) {
@@ -261,6 +312,7 @@ grpc::Status RpcScope::Finish(const grpc::Status& status, size_t bytes_out) {
       {"tenant", tenant_},
       {"peer", peer_},
       {"code", std::to_string(static_cast<int>(status.error_code()))},
+      {"status", absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()))},
       {"duration_ms", absl::StrCat(secs * 1000)},
       {"bytes_in", std::to_string(bytes_in_)},
       {"bytes_out", std::to_string(bytes_out)}};
@@ -278,9 +330,35 @@ std::shared_ptr<grpc::Channel> PeerClients::Channel(const std::string& address) 
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(kMaxMessageBytes);
     args.SetMaxSendMessageSize(kMaxMessageBytes);
+    // A peer that was down is tried again within a second of coming back (gRPC's default
+    // reconnect backoff grows to minutes), so the retries of Call() reach it.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     ch = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   }
   return ch;
+}
+
+std::chrono::milliseconds PeerTimeout(const grpc::ServerContext* ctx,
+                                      std::chrono::milliseconds cap) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      ctx->deadline() - std::chrono::system_clock::now());
+  return std::max(std::chrono::milliseconds(1), std::min(cap, left));
+}
+
+absl::Status AsUnavailable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kUnknown:
+      return absl::UnavailableError(s.message());
+    default:
+      return s;
+  }
 }
 
 absl::Status PeerClients::Call(const std::string& describe, std::chrono::milliseconds timeout,
@@ -291,7 +369,7 @@ absl::Status PeerClients::Call(const std::string& describe, std::chrono::millise
   for (int i = 0; i < std::max(1, attempts); ++i) {
     if (i > 0) {
       std::uniform_real_distribution<double> jitter(0.5, 1.5);
-      const double base = 0.05 * static_cast<double>(1 << std::min(i - 1, 6));
+      const double base = 0.1 * static_cast<double>(1 << std::min(i - 1, 6));
       std::this_thread::sleep_for(std::chrono::duration<double>(base * jitter(rng)));
     }
     grpc::ClientContext ctx;
@@ -361,10 +439,14 @@ int Serve(const std::string& name, const DaemonFlags& flags, ClusterState* clust
        {"port", std::to_string(port)},
        {"epoch", std::to_string(cluster->view()->map.epoch)}});
   WaitForShutdown([cluster] {
-    absl::Status s = cluster->Reload();
-    Log(s.ok() ? LogLevel::kInfo : LogLevel::kError, "cluster map reloaded",
-        {{"epoch", std::to_string(cluster->view()->map.epoch)},
-         {"error", std::string(s.message())}});
+    const absl::Status s = cluster->Reload();
+    const std::string epoch = std::to_string(cluster->view()->map.epoch);
+    if (s.ok()) {
+      Log(LogLevel::kInfo, "cluster map reloaded", {{"epoch", epoch}});
+    } else {
+      Log(LogLevel::kError, "cluster map reload failed; keeping the current map",
+          {{"epoch", epoch}, {"error", std::string(s.message())}});
+    }
   });
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   (*server)->Wait();

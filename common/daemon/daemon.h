@@ -30,9 +30,12 @@ class Exposer;
 
 namespace whorl::daemon {
 
-// Largest gRPC message a daemon accepts or sends: a PutChunks batch (32 MiB of encoded data,
-// agent side) or one 64 MiB chunk, with room for framing.
+// Largest gRPC message a daemon accepts or sends. It must be at least max(48 MiB, largest chunk
+// + 1 MiB): a PutChunks batch (at most 32 MiB of encoded data, agent side) or one 64 MiB chunk
+// (ChunkStoreOptions::max_chunk_bytes) with its framing. 80 MiB leaves headroom; the agent uses
+// the same cap.
 inline constexpr int kMaxMessageBytes = 80 << 20;
+static_assert(kMaxMessageBytes >= (64 << 20) + (1 << 20) && kMaxMessageBytes >= (48 << 20));
 
 struct DaemonFlags {
   std::string node_id;
@@ -80,27 +83,33 @@ class ClusterState {
   // Re-reads the file; on any error keeps the current map and returns the error.
   absl::Status Reload();
 
-  // OK unless `epoch` is nonzero and older than this node's: then FAILED_PRECONDITION "stale
+  // OK if `epoch` is 0 (unrouted) or equals this node's. Otherwise FAILED_PRECONDITION "stale
   // cluster map epoch N, current is M" with trailing metadata whorl-epoch: M. A request with a
-  // newer epoch makes this node re-read its map file first (its own map is the stale one).
+  // newer epoch first makes this node re-read its map file (its own map may be the stale one);
+  // it is served if the file now has that epoch.
   grpc::Status CheckEpoch(grpc::ServerContext* ctx, uint64_t epoch);
 
  private:
   ClusterState(std::string path, std::string self, Role role)
       : path_(std::move(path)), self_(std::move(self)), role_(role) {}
   absl::StatusOr<std::shared_ptr<const ClusterView>> Read() const;
+  // Whether a request with a newer epoch may trigger a re-read now: at most one a second, so
+  // that a client ahead of this node's file does not make every request parse the file.
+  bool ReloadDue();
 
   const std::string path_;
   const std::string self_;
   const Role role_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const ClusterView> view_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_lazy_reload_ ABSL_GUARDED_BY(mu_);
 };
 
 // Prometheus metrics, served on --metrics-listen when given.
 class Metrics {
  public:
-  // Empty `listen`: metrics are kept but not served.
+  // Serves GET /metrics on `listen` (HOST:PORT; port 0: any, logged as event "metrics"). Empty
+  // `listen`: metrics are kept but not served. UNAVAILABLE if it cannot listen.
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& listen);
   ~Metrics();
 
@@ -116,6 +125,7 @@ class Metrics {
   struct Impl;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string listen_;  // of exposer_
   std::unique_ptr<Impl> impl_;
 };
 
@@ -136,12 +146,25 @@ class RpcScope {
   std::chrono::steady_clock::time_point start_;
 };
 
+// The timeout for a call a daemon makes on behalf of the RPC `ctx`: `cap`, or less if the
+// caller's own deadline comes sooner (no point working for a caller that has given up).
+std::chrono::milliseconds PeerTimeout(const grpc::ServerContext* ctx,
+                                      std::chrono::milliseconds cap);
+
+// A failed call to a peer, as the error of the RPC that made it: a peer that is down, slow or
+// on another map epoch (UNAVAILABLE, DEADLINE_EXCEEDED, FAILED_PRECONDITION, ABORTED, CANCELLED,
+// RESOURCE_EXHAUSTED, UNKNOWN) becomes UNAVAILABLE, which the caller retries; other codes and
+// the message are kept.
+absl::Status AsUnavailable(const absl::Status& s);
+
 // Stubs of peer nodes by address, with a deadline and retries (exponential backoff with jitter)
 // on UNAVAILABLE.
 class PeerClients {
  public:
   std::shared_ptr<grpc::Channel> Channel(const std::string& address);
-  // Runs `rpc` up to `attempts` times; each try gets a fresh context with `timeout`.
+  // Runs `rpc` up to `attempts` times while it fails with UNAVAILABLE, sleeping 100 ms, 200 ms,
+  // 400 ms ... (x0.5-1.5 jitter) between tries; each try gets a fresh context with `timeout`.
+  // Errors are prefixed with `describe` ("metadata shard meta-2 at HOST:PORT: ...").
   absl::Status Call(const std::string& describe, std::chrono::milliseconds timeout, int attempts,
                     const std::function<grpc::Status(grpc::ClientContext*)>& rpc);
 

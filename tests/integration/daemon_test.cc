@@ -1,229 +1,32 @@
-// Integration tests of whorl-metad and whorl-chunkd: the real binaries started on 127.0.0.1
-// with ephemeral ports and RocksDB in temp dirs, spoken to over gRPC with the whorl.v1 stubs.
-#include <fcntl.h>
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
-#include <netinet/in.h>
+// Integration tests of the Index and ChunkStore services: the real whorl-metad and whorl-chunkd
+// on 127.0.0.1 (cluster_fixture.h), spoken to over gRPC with the whorl.v1 stubs.
 #include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
-#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "common/cluster_map.h"
-#include "common/codec.h"
-#include "common/fingerprint.h"
-#include "common/hash_ring.h"
-#include "grpc/health/v1/health.grpc.pb.h"
-#include "whorl/v1/service.grpc.pb.h"
+#include "common/bloom_filter.h"
+#include "tests/integration/cluster_fixture.h"
 
-extern char** environ;
-
-namespace whorl {
+namespace whorl::testing {
 namespace {
 
-namespace fs = std::filesystem;
+using DaemonTest = ClusterTest;
 
-std::string BinDir() {
-  const char* d = std::getenv("WHORL_BIN_DIR");
-  return d != nullptr ? d : "build/bin";
+// A fingerprint-distinct plain chunk owned by chunk store `node`.
+std::string OwnedBy(const Cluster& c, size_t node, const std::string& stem, int* counter) {
+  for (;; ++*counter) {
+    std::string plain = stem + std::to_string(*counter);
+    if (c.ChunkOwner(Sha256(plain)) == node) {
+      ++*counter;
+      return plain;
+    }
+  }
 }
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-Fingerprint Fp(const std::string& plain) { return Sha256(plain); }
-
-v1::Chunk MakeChunk(const std::string& plain) {
-  v1::Chunk c;
-  c.set_fingerprint(Fp(plain).ToBytes());
-  c.set_codec(0);
-  c.set_plain_size(static_cast<uint32_t>(plain.size()));
-  c.set_data(plain);
-  return c;
-}
-
-// A cluster of 3 metadata shards and 2 chunk stores, as real processes.
-class Cluster {
- public:
-  Cluster() {
-    dir_ = fs::temp_directory_path() /
-           ("whorl-it-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    fs::create_directories(dir_);
-    for (int i = 1; i <= 3; ++i) {
-      map_.metadata.push_back({"meta-" + std::to_string(i), Addr(FreePort()), 1});
-    }
-    for (int i = 1; i <= 2; ++i) {
-      map_.chunkstores.push_back({"chunk-" + std::to_string(i), Addr(FreePort()), 1});
-    }
-    map_.epoch = 1;
-    WriteMap();
-    for (const auto& n : map_.metadata) Start(n, "whorl-metad");
-    for (const auto& n : map_.chunkstores) Start(n, "whorl-chunkd");
-    meta_ring_ = std::make_unique<HashRing>(*map_.MetadataRing());
-    chunk_ring_ = std::make_unique<HashRing>(*map_.ChunkStoreRing());
-  }
-  ~Cluster() {
-    for (auto& [id, pid] : pids_) {
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, nullptr, 0);
-    }
-    fs::remove_all(dir_);
-  }
-
-  static std::string Addr(int port) { return "127.0.0.1:" + std::to_string(port); }
-
-  void WriteMap() { std::ofstream(dir_ / "cluster.json") << SerializeClusterMap(map_); }
-
-  void Start(const ClusterNode& n, const std::string& binary) {
-    binaries_[n.id] = binary;
-    const std::string bin = BinDir() + "/" + binary;
-    const std::string data = (dir_ / n.id).string();
-    const std::string map = (dir_ / "cluster.json").string();
-    const std::string log = (dir_ / (n.id + ".log")).string();
-    std::vector<std::string> args = {bin,      "--node-id", n.id,        "--listen", n.address,
-                                     "--data", data,        "--cluster", map};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ASSERT_EQ(rc, 0) << "cannot start " << bin;
-    pids_[n.id] = pid;
-    WaitHealthy(n.address);
-  }
-
-  void WaitHealthy(const std::string& address) {
-    for (int i = 0; i < 300; ++i) {
-      // A fresh channel each try (a distinct argument keeps it off the shared subchannel):
-      // a channel that failed once waits out gRPC's reconnect backoff (1 s and growing).
-      grpc::ChannelArguments args;
-      args.SetInt("whorl.test.attempt", i);
-      auto stub = grpc::health::v1::Health::NewStub(
-          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
-      grpc::health::v1::HealthCheckRequest req;
-      grpc::health::v1::HealthCheckResponse resp;
-      if (stub->Check(&ctx, req, &resp).ok() &&
-          resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    FAIL() << address << " never became healthy";
-  }
-
-  // Stops (SIGTERM, waits) and starts a node again on the same port and data.
-  void Restart(const std::string& id) {
-    ::kill(pids_[id], SIGTERM);
-    int status = 0;
-    ::waitpid(pids_[id], &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << id << " status " << status;
-    Start(*map_.FindNode(id), binaries_[id]);
-  }
-
-  void Signal(const std::string& id, int sig) { ::kill(pids_[id], sig); }
-
-  std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
-    grpc::ChannelArguments args;
-    args.SetMaxSendMessageSize(100 << 20);
-    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  }
-  std::unique_ptr<v1::Index::Stub> Index(size_t i) {
-    return v1::Index::NewStub(Channel(map_.metadata[i].address));
-  }
-  std::unique_ptr<v1::Catalog::Stub> Catalog(size_t i) {
-    return v1::Catalog::NewStub(Channel(map_.metadata[i].address));
-  }
-  std::unique_ptr<v1::Admin::Stub> Admin(size_t i) {
-    return v1::Admin::NewStub(Channel(map_.metadata[i].address));
-  }
-  std::unique_ptr<v1::ChunkStore::Stub> Store(size_t i) {
-    return v1::ChunkStore::NewStub(Channel(map_.chunkstores[i].address));
-  }
-  size_t MetaOwner(const Fingerprint& fp) const { return meta_ring_->OwnerIndex(fp.Prefix64()); }
-  size_t ChunkOwner(const Fingerprint& fp) const { return chunk_ring_->OwnerIndex(fp.Prefix64()); }
-
-  ClusterMap map_;
-
- private:
-  static inline int counter_ = 0;
-  fs::path dir_;
-  std::map<std::string, pid_t> pids_;
-  std::map<std::string, std::string> binaries_;
-  std::unique_ptr<HashRing> meta_ring_, chunk_ring_;
-};
-
-template <typename Req>
-void Header(Req* req, uint64_t epoch = 1) {
-  req->mutable_header()->set_request_id("test-1");
-  req->mutable_header()->set_epoch(epoch);
-  req->mutable_header()->set_tenant("tester");
-}
-
-class DaemonTest : public ::testing::Test {
- protected:
-  // Puts `plains` through their owning chunk stores.
-  void Put(const std::vector<std::string>& plains) {
-    std::map<size_t, v1::PutChunksRequest> by_node;
-    for (const auto& p : plains) *by_node[cluster_.ChunkOwner(Fp(p))].add_chunks() = MakeChunk(p);
-    for (auto& [node, req] : by_node) {
-      Header(&req);
-      v1::PutChunksResponse resp;
-      grpc::ClientContext ctx;
-      const grpc::Status s = cluster_.Store(node)->PutChunks(&ctx, req, &resp);
-      ASSERT_TRUE(s.ok()) << s.error_message();
-    }
-  }
-
-  // Whether the owning shard says `plain` is missing.
-  bool Missing(const std::string& plain) {
-    v1::FindMissingRequest req;
-    Header(&req);
-    req.set_fingerprints(Fp(plain).ToBytes());
-    v1::FindMissingResponse resp;
-    grpc::ClientContext ctx;
-    const grpc::Status s =
-        cluster_.Index(cluster_.MetaOwner(Fp(plain)))->FindMissing(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return resp.missing_size() == 1;
-  }
-
-  v1::ChunkStoreStatsResponse StoreStats(size_t node) {
-    v1::ChunkStoreStatsRequest req;
-    Header(&req, 0);
-    v1::ChunkStoreStatsResponse resp;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(cluster_.Store(node)->GetStats(&ctx, req, &resp).ok());
-    return resp;
-  }
-
-  Cluster cluster_;
-};
 
 TEST_F(DaemonTest, PutIsRegisteredWithTheOwningShardOnly) {
   std::vector<std::string> plains;
@@ -231,7 +34,7 @@ TEST_F(DaemonTest, PutIsRegisteredWithTheOwningShardOnly) {
   Put(plains);
   for (const auto& p : plains) EXPECT_FALSE(Missing(p)) << p;
   // Asking a shard that does not own a fingerprint is refused, naming the owner.
-  const Fingerprint fp = Fp(plains[0]);
+  const Fingerprint fp = Sha256(plains[0]);
   const size_t owner = cluster_.MetaOwner(fp);
   const size_t other = (owner + 1) % 3;
   v1::FindMissingRequest req;
@@ -241,19 +44,18 @@ TEST_F(DaemonTest, PutIsRegisteredWithTheOwningShardOnly) {
   grpc::ClientContext ctx;
   const grpc::Status s = cluster_.Index(other)->FindMissing(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(s.error_message().find("belongs to " + cluster_.map_.metadata[owner].id),
-            std::string::npos)
-      << s.error_message();
-  // Exact counts: every chunk on exactly one store, every entry on exactly one shard.
+  EXPECT_EQ(s.error_message(), "fingerprint " + fp.ToHex() + " belongs to " +
+                                   cluster_.map_.metadata[owner].id + ", not " +
+                                   cluster_.map_.metadata[other].id);
+  // Exact counts: every chunk on exactly one store, every entry on exactly one shard, each
+  // shard holding exactly the fingerprints the ring gives it.
   uint64_t stored = 0, indexed = 0;
   for (size_t i = 0; i < 2; ++i) stored += StoreStats(i).chunks();
+  std::vector<uint64_t> want(3, 0);
+  for (const auto& p : plains) ++want[cluster_.MetaOwner(Sha256(p))];
   for (size_t i = 0; i < 3; ++i) {
-    v1::ShardStatsRequest sr;
-    Header(&sr, 0);
-    v1::ShardStatsResponse st;
-    grpc::ClientContext c;
-    ASSERT_TRUE(cluster_.Admin(i)->GetStats(&c, sr, &st).ok());
-    indexed += st.unique_chunks();
+    EXPECT_EQ(ShardStats(i).unique_chunks(), want[i]) << "shard " << i;
+    indexed += ShardStats(i).unique_chunks();
   }
   EXPECT_EQ(stored, 40u);
   EXPECT_EQ(indexed, 40u);
@@ -264,28 +66,47 @@ TEST_F(DaemonTest, PutIsRegisteredWithTheOwningShardOnly) {
   EXPECT_EQ(stored, 40u);
 }
 
+TEST_F(DaemonTest, FindMissingAnswersTheMissingIndexesAscending) {
+  std::vector<std::string> present, all;
+  for (int i = 0; i < 200; ++i) {
+    const std::string p = "maybe " + std::to_string(i);
+    if (cluster_.MetaOwner(Sha256(p)) != 0) continue;
+    all.push_back(p);
+    if (all.size() % 3 == 0) present.push_back(p);
+  }
+  Put(present);
+  v1::FindMissingRequest req;
+  Header(&req);
+  std::vector<uint32_t> want;
+  for (size_t i = 0; i < all.size(); ++i) {
+    req.mutable_fingerprints()->append(Sha256(all[i]).ToBytes());
+    if ((i + 1) % 3 != 0) want.push_back(static_cast<uint32_t>(i));
+  }
+  v1::FindMissingResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(cluster_.Index(0)->FindMissing(&ctx, req, &resp).ok());
+  EXPECT_EQ(std::vector<uint32_t>(resp.missing().begin(), resp.missing().end()), want);
+}
+
 TEST_F(DaemonTest, LyingChunkIsRefusedAndNothingOfTheBatchIsStored) {
   const std::string good = "honest bytes";
-  const size_t node = cluster_.ChunkOwner(Fp(good));
+  const size_t node = cluster_.ChunkOwner(Sha256(good));
   v1::PutChunksRequest req;
   Header(&req);
   *req.add_chunks() = MakeChunk(good);
   v1::Chunk liar = MakeChunk(good);
   liar.set_data("other bytes!");  // same size, other content
-  // Find a fingerprint this node owns for the liar to claim.
-  for (int i = 0;; ++i) {
-    const Fingerprint fp = Fp("claimed " + std::to_string(i));
-    if (cluster_.ChunkOwner(fp) == node) {
-      liar.set_fingerprint(fp.ToBytes());
-      break;
-    }
-  }
+  int counter = 0;
+  liar.set_fingerprint(Sha256(OwnedBy(cluster_, node, "claimed ", &counter)).ToBytes());
   *req.add_chunks() = liar;
   v1::PutChunksResponse resp;
   grpc::ClientContext ctx;
   const grpc::Status s = cluster_.Store(node)->PutChunks(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("hashes to"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find(Fingerprint::FromBytes(liar.fingerprint())->ToHex()),
+            std::string::npos)
+      << s.error_message();
   EXPECT_EQ(StoreStats(node).chunks(), 0u);
   EXPECT_TRUE(Missing(good));
   Put({good});  // still serving
@@ -299,14 +120,24 @@ TEST_F(DaemonTest, OversizedAndMalformedBatchesAreRefused) {
   v1::FindMissingResponse resp;
   {
     grpc::ClientContext ctx;
-    EXPECT_EQ(cluster_.Index(0)->FindMissing(&ctx, req, &resp).error_code(),
-              grpc::StatusCode::RESOURCE_EXHAUSTED);
+    const grpc::Status s = cluster_.Index(0)->FindMissing(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(s.error_message(), "batch of 16385 fingerprints exceeds 16384");
   }
   req.set_fingerprints(std::string(33, 'x'));
   {
     grpc::ClientContext ctx;
     EXPECT_EQ(cluster_.Index(0)->FindMissing(&ctx, req, &resp).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  v1::RegisterRequest reg;
+  Header(&reg);
+  for (int i = 0; i < 16385; ++i) reg.add_entries()->set_fingerprint(std::string(32, 'r'));
+  {
+    v1::RegisterResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(cluster_.Index(0)->Register(&ctx, reg, &r).error_code(),
+              grpc::StatusCode::RESOURCE_EXHAUSTED);
   }
   v1::PutChunksRequest put;
   Header(&put);
@@ -317,15 +148,22 @@ TEST_F(DaemonTest, OversizedAndMalformedBatchesAreRefused) {
     EXPECT_EQ(cluster_.Store(0)->PutChunks(&ctx, put, &presp).error_code(),
               grpc::StatusCode::RESOURCE_EXHAUSTED);
   }
-  v1::PutChunksRequest bad;
-  Header(&bad);
-  *bad.add_chunks() = MakeChunk("x");
-  bad.mutable_chunks(0)->set_fingerprint("short");
-  {
+  int counter = 0;
+  const std::string mine = OwnedBy(cluster_, 0, "item ", &counter);
+  auto bad_put = [&](const std::function<void(v1::Chunk*)>& spoil, const std::string& want) {
+    v1::PutChunksRequest bad;
+    Header(&bad);
+    *bad.add_chunks() = MakeChunk(mine);
+    spoil(bad.mutable_chunks(0));
     grpc::ClientContext ctx;
-    EXPECT_EQ(cluster_.Store(0)->PutChunks(&ctx, bad, &presp).error_code(),
-              grpc::StatusCode::INVALID_ARGUMENT);
-  }
+    const grpc::Status s = cluster_.Store(0)->PutChunks(&ctx, bad, &presp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << want;
+    EXPECT_NE(s.error_message().find(want), std::string::npos) << s.error_message();
+  };
+  bad_put([](v1::Chunk* c) { c->set_fingerprint("short"); }, "chunk 0: fingerprint of 5 bytes");
+  bad_put([](v1::Chunk* c) { c->set_codec(7); }, "unknown codec 7");
+  bad_put([](v1::Chunk* c) { c->set_plain_size(c->plain_size() + 1); }, "!= plain size");
+  bad_put([](v1::Chunk* c) { c->set_codec(1); }, "does not decode");
   // A message over the 80 MiB cap.
   v1::PutChunksRequest huge;
   Header(&huge);
@@ -336,12 +174,49 @@ TEST_F(DaemonTest, OversizedAndMalformedBatchesAreRefused) {
               grpc::StatusCode::RESOURCE_EXHAUSTED);
   }
   EXPECT_EQ(StoreStats(0).chunks(), 0u);
+  // One 64 MiB chunk (the largest) fits in one message, and the store keeps serving.
+  const std::string big = std::string(64 << 20, 'b');
+  Put({big});
+  EXPECT_FALSE(Missing(big));
+}
+
+TEST_F(DaemonTest, PutToTheWrongNodeOrWithAnotherEpochIsRefused) {
+  int counter = 0;
+  const std::string theirs = OwnedBy(cluster_, 1, "theirs ", &counter);
+  v1::PutChunksRequest req;
+  Header(&req);
+  *req.add_chunks() = MakeChunk(theirs);
+  v1::PutChunksResponse resp;
+  {
+    grpc::ClientContext ctx;
+    const grpc::Status s = cluster_.Store(0)->PutChunks(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(s.error_message(),
+              "fingerprint " + Sha256(theirs).ToHex() + " belongs to chunk-2, not chunk-1");
+  }
+  // Epochs other than the node's (older, or newer than its map file) are refused with the
+  // node's epoch in the trailer; 0 (unrouted) is served.
+  for (uint64_t epoch : {7, 2}) {
+    Header(&req, epoch);
+    grpc::ClientContext ctx;
+    const grpc::Status s = cluster_.Store(1)->PutChunks(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(s.error_message(),
+              "stale cluster map epoch " + std::to_string(epoch) + ", current is 1");
+    EXPECT_EQ(Trailer(ctx, "whorl-epoch"), "1");
+  }
+  EXPECT_EQ(StoreStats(1).chunks(), 0u);
+  Header(&req, 0);
+  grpc::ClientContext ctx;
+  EXPECT_TRUE(cluster_.Store(1)->PutChunks(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.newly_stored(), 1u);
 }
 
 TEST_F(DaemonTest, StaleEpochIsRefusedWithTheCurrentOneAndSighupReloads) {
   cluster_.map_.epoch = 2;
   cluster_.WriteMap();
   cluster_.Signal("meta-1", SIGHUP);
+  cluster_.Signal("chunk-1", SIGHUP);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   v1::GetFilterRequest req;
   Header(&req, 1);
@@ -349,89 +224,46 @@ TEST_F(DaemonTest, StaleEpochIsRefusedWithTheCurrentOneAndSighupReloads) {
   grpc::ClientContext ctx;
   const grpc::Status s = cluster_.Index(0)->GetFilter(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(s.error_message().find("stale cluster map epoch 1, current is 2"), std::string::npos)
-      << s.error_message();
-  const auto& trailers = ctx.GetServerTrailingMetadata();
-  auto it = trailers.find("whorl-epoch");
-  ASSERT_NE(it, trailers.end());
-  EXPECT_EQ(std::string(it->second.data(), it->second.size()), "2");
+  EXPECT_EQ(s.error_message(), "stale cluster map epoch 1, current is 2");
+  EXPECT_EQ(Trailer(ctx, "whorl-epoch"), "2");
+  {
+    v1::ListChunksRequest lreq;
+    Header(&lreq, 1);
+    grpc::ClientContext c;
+    auto reader = cluster_.Store(0)->ListChunks(&c, lreq);
+    v1::ListChunksResponse page;
+    while (reader->Read(&page)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(Trailer(c, "whorl-epoch"), "2");
+  }
   v1::GetClusterMapRequest mreq;
   Header(&mreq, 0);
   v1::GetClusterMapResponse mresp;
   grpc::ClientContext c2;
   ASSERT_TRUE(cluster_.Admin(0)->GetClusterMap(&c2, mreq, &mresp).ok());
   EXPECT_EQ(mresp.epoch(), 2u);
+  absl::StatusOr<ClusterMap> served = ParseClusterMap(mresp.cluster_map());
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(*served, cluster_.map_);
   // A node that sees a newer epoch than its own re-reads its map (meta-2 was not signalled).
   Header(&req, 2);
   grpc::ClientContext c3;
   EXPECT_TRUE(cluster_.Index(1)->GetFilter(&c3, req, &resp).ok());
-}
-
-TEST_F(DaemonTest, CommitNeedsTheRootIndexedOnItsOwningShard) {
-  v1::InitRepositoryRequest init;
-  Header(&init, 0);
-  init.set_config(R"({"id":"0123456789abcdef0123456789abcdef","version":1})");
-  for (size_t i = 0; i < 3; ++i) {
-    v1::InitRepositoryResponse r;
-    grpc::ClientContext ctx;
-    ASSERT_TRUE(cluster_.Admin(i)->InitRepository(&ctx, init, &r).ok());
-  }
-  {
-    v1::InitRepositoryRequest other = init;
-    other.set_config(R"({"id":"ffffffffffffffffffffffffffffffff","version":1})");
-    v1::InitRepositoryResponse r;
-    grpc::ClientContext ctx;
-    EXPECT_EQ(cluster_.Admin(0)->InitRepository(&ctx, other, &r).error_code(),
-              grpc::StatusCode::ALREADY_EXISTS);
-  }
-  const std::string root = "a root tree";
-  v1::Snapshot snap;
-  snap.set_repository_id("0123456789abcdef0123456789abcdef");
-  snap.set_host("h");
-  snap.set_time_ns(1);
-  snap.set_root(Fp(root).ToBytes());
-  // Commit on the shard owning the snapshot id.
-  std::string id_bytes;
-  {
-    // The id is SHA-256 of the deterministic serialization; try each shard, only the owner
-    // may accept, and none may while the root is absent.
-    int refused_missing = 0;
-    for (size_t i = 0; i < 3; ++i) {
-      v1::CommitSnapshotRequest req;
-      Header(&req);
-      *req.mutable_snapshot() = snap;
-      v1::CommitSnapshotResponse resp;
-      grpc::ClientContext ctx;
-      const grpc::Status s = cluster_.Catalog(i)->CommitSnapshot(&ctx, req, &resp);
-      EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-      if (s.error_message().find("is not in the index") != std::string::npos) ++refused_missing;
-    }
-    EXPECT_EQ(refused_missing, 1);
-  }
-  Put({root});
-  int accepted = 0;
-  for (size_t i = 0; i < 3; ++i) {
-    v1::CommitSnapshotRequest req;
-    Header(&req);
-    *req.mutable_snapshot() = snap;
-    v1::CommitSnapshotResponse resp;
-    grpc::ClientContext ctx;
-    if (cluster_.Catalog(i)->CommitSnapshot(&ctx, req, &resp).ok()) {
-      ++accepted;
-      EXPECT_EQ(resp.id().size(), 32u);
-    }
-  }
-  EXPECT_EQ(accepted, 1);
-  // Another repository's snapshot is refused.
-  snap.set_repository_id("ffffffffffffffffffffffffffffffff");
-  for (size_t i = 0; i < 3; ++i) {
-    v1::CommitSnapshotRequest req;
-    Header(&req);
-    *req.mutable_snapshot() = snap;
-    v1::CommitSnapshotResponse resp;
-    grpc::ClientContext ctx;
-    EXPECT_FALSE(cluster_.Catalog(i)->CommitSnapshot(&ctx, req, &resp).ok());
-  }
+  // Admin calls are unrouted: served whatever the header says.
+  Header(&mreq, 1);
+  grpc::ClientContext c4;
+  EXPECT_TRUE(cluster_.Admin(2)->GetClusterMap(&c4, mreq, &mresp).ok());
+  // A broken map file is logged on SIGHUP and the node keeps the map it has.
+  std::ofstream(cluster_.MapPath()) << "{ not json";
+  cluster_.Signal("meta-1", SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Header(&req, 2);
+  grpc::ClientContext c5;
+  EXPECT_TRUE(cluster_.Index(0)->GetFilter(&c5, req, &resp).ok());
+  EXPECT_NE(cluster_.Log("meta-1").find(
+                R"("level":"error","msg":"cluster map reload failed; keeping the current map")"),
+            std::string::npos);
 }
 
 TEST_F(DaemonTest, FilterVersionChangesWithRegistrationsAndNeverMissesAMember) {
@@ -442,6 +274,7 @@ TEST_F(DaemonTest, FilterVersionChangesWithRegistrationsAndNeverMissesAMember) {
     grpc::ClientContext ctx;
     ASSERT_TRUE(cluster_.Index(0)->GetFilter(&ctx, req, &first).ok());
   }
+  EXPECT_FALSE(first.unchanged());
   req.set_have_version(first.version());
   {
     v1::GetFilterResponse again;
@@ -449,9 +282,14 @@ TEST_F(DaemonTest, FilterVersionChangesWithRegistrationsAndNeverMissesAMember) {
     ASSERT_TRUE(cluster_.Index(0)->GetFilter(&ctx, req, &again).ok());
     EXPECT_TRUE(again.unchanged());
     EXPECT_TRUE(again.filter().empty());
+    EXPECT_EQ(again.version(), first.version());
   }
-  std::vector<std::string> plains;
-  for (int i = 0; i < 30; ++i) plains.push_back("filtered " + std::to_string(i));
+  std::vector<std::string> plains, mine;
+  for (int i = 0; i < 60; ++i) plains.push_back("filtered " + std::to_string(i));
+  for (const auto& p : plains) {
+    if (cluster_.MetaOwner(Sha256(p)) == 0) mine.push_back(p);
+  }
+  ASSERT_FALSE(mine.empty());
   Put(plains);
   v1::GetFilterResponse after;
   {
@@ -460,30 +298,131 @@ TEST_F(DaemonTest, FilterVersionChangesWithRegistrationsAndNeverMissesAMember) {
   }
   EXPECT_FALSE(after.unchanged());
   EXPECT_NE(after.version(), first.version());
-  // The filter's format is parsed by the agent; here: it is not empty and sized for 1M keys.
+  uint64_t version = 0;
+  absl::StatusOr<BloomFilter> filter = BloomFilter::Parse(after.filter(), &version);
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_EQ(version, after.version());
+  for (const auto& p : mine) EXPECT_TRUE(filter->MayContain(Sha256(p))) << p;
+  // Sized for at least 1M keys at 1%: about 1.2 MB.
   EXPECT_GT(after.filter().size(), 1000000u);
+  // Registering the same chunks again changes nothing.
+  Put(plains);
+  req.set_have_version(after.version());
+  v1::GetFilterResponse same;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(cluster_.Index(0)->GetFilter(&ctx, req, &same).ok());
+  EXPECT_TRUE(same.unchanged());
+}
+
+TEST_F(DaemonTest, GetChunksAnswersEachFingerprintInOrderAndListChunksPages) {
+  int counter = 0;
+  std::vector<std::string> plains;
+  for (int i = 0; i < 9000; ++i) plains.push_back(OwnedBy(cluster_, 0, "listed ", &counter));
+  for (size_t i = 0; i < plains.size(); i += 4096) {
+    Put(std::vector<std::string>(plains.begin() + i,
+                                 plains.begin() + std::min(plains.size(), i + 4096)));
+  }
+  v1::GetChunksRequest req;
+  Header(&req);
+  req.add_fingerprints(Sha256(plains[5]).ToBytes());
+  req.add_fingerprints(Sha256("never stored").ToBytes());
+  req.add_fingerprints(Sha256(plains[7]).ToBytes());
+  {
+    grpc::ClientContext ctx;
+    auto reader = cluster_.Store(0)->GetChunks(&ctx, req);
+    v1::GetChunksResponse r;
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.chunk().data(), plains[5]);
+    EXPECT_EQ(r.chunk().fingerprint(), Sha256(plains[5]).ToBytes());
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+    EXPECT_FALSE(r.has_chunk());
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.chunk().data(), plains[7]);
+    EXPECT_FALSE(reader->Read(&r));
+    EXPECT_TRUE(reader->Finish().ok());
+  }
+  for (int i = 0; i < 4094; ++i) req.add_fingerprints(Sha256(plains[i]).ToBytes());
+  {
+    grpc::ClientContext ctx;
+    auto reader = cluster_.Store(0)->GetChunks(&ctx, req);
+    v1::GetChunksResponse r;
+    while (reader->Read(&r)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  v1::ListChunksRequest lreq;
+  Header(&lreq);
+  grpc::ClientContext ctx;
+  auto reader = cluster_.Store(0)->ListChunks(&ctx, lreq);
+  v1::ListChunksResponse page;
+  std::set<std::string> listed;
+  int pages = 0;
+  while (reader->Read(&page)) {
+    ++pages;
+    ASSERT_EQ(page.fingerprints().size() % 32, 0u);
+    EXPECT_LE(page.fingerprints().size(), 8192u * 32);
+    for (size_t i = 0; i < page.fingerprints().size(); i += 32) {
+      listed.insert(page.fingerprints().substr(i, 32));
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(pages, 2);
+  EXPECT_EQ(listed.size(), plains.size());
+  for (const auto& p : plains) EXPECT_EQ(listed.count(Sha256(p).ToBytes()), 1u);
 }
 
 TEST_F(DaemonTest, SigtermThenRestartKeepsEverythingAcknowledged) {
   std::vector<std::string> plains;
   for (int i = 0; i < 20; ++i) plains.push_back(std::string(1000 + i, static_cast<char>('a' + i)));
   Put(plains);
+  v1::InitRepositoryRequest init;
+  Header(&init, 0);
+  init.set_config(R"({"id":"0123456789abcdef0123456789abcdef","version":1})");
+  for (size_t i = 0; i < 3; ++i) {
+    v1::InitRepositoryResponse r;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.Admin(i)->InitRepository(&ctx, init, &r).ok());
+  }
   for (const auto& n : cluster_.map_.chunkstores) cluster_.Restart(n.id);
   for (const auto& n : cluster_.map_.metadata) cluster_.Restart(n.id);
   for (const auto& p : plains) {
     EXPECT_FALSE(Missing(p));
     v1::GetChunksRequest req;
     Header(&req);
-    req.add_fingerprints(Fp(p).ToBytes());
+    req.add_fingerprints(Sha256(p).ToBytes());
     grpc::ClientContext ctx;
-    auto reader = cluster_.Store(cluster_.ChunkOwner(Fp(p)))->GetChunks(&ctx, req);
+    auto reader = cluster_.Store(cluster_.ChunkOwner(Sha256(p)))->GetChunks(&ctx, req);
     v1::GetChunksResponse resp;
     ASSERT_TRUE(reader->Read(&resp));
     EXPECT_EQ(resp.error_code(), 0) << resp.error_message();
     EXPECT_EQ(resp.chunk().data(), p);
     EXPECT_TRUE(reader->Finish().ok());
   }
+  for (size_t i = 0; i < 3; ++i) {
+    v1::GetRepositoryConfigRequest req;
+    Header(&req, 0);
+    v1::GetRepositoryConfigResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.Admin(i)->GetRepositoryConfig(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.config(), init.config());
+  }
+  // The Bloom filters are rebuilt from the index at start: still no false negatives.
+  for (size_t i = 0; i < 3; ++i) {
+    v1::GetFilterRequest req;
+    Header(&req);
+    v1::GetFilterResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.Index(i)->GetFilter(&ctx, req, &resp).ok());
+    absl::StatusOr<BloomFilter> filter = BloomFilter::Parse(resp.filter());
+    ASSERT_TRUE(filter.ok()) << filter.status();
+    for (const auto& p : plains) {
+      if (cluster_.MetaOwner(Sha256(p)) == i) {
+        EXPECT_TRUE(filter->MayContain(Sha256(p)));
+      }
+    }
+  }
 }
 
 }  // namespace
-}  // namespace whorl
+}  // namespace whorl::testing
