@@ -34,7 +34,7 @@ TEST(TreeCodecTest, EncodeSortsAndDecodeRoundTrips) {
 
 TEST(TreeCodecTest, RefusesUnsafeNames) {
   for (const std::string& bad : {std::string(""), std::string("."), std::string(".."),
-                                std::string("a/b"), std::string("/etc"), std::string("a\0b", 3)}) {
+                                 std::string("a/b"), std::string("/etc"), std::string("a\0b", 3)}) {
     v1::Tree t;
     *t.add_nodes() = FileNode(bad);
     auto r = DecodeTree(Serialize(t));

@@ -102,8 +102,8 @@ absl::StatusOr<BloomFilter> BloomFilter::Parse(std::string_view in, uint64_t* ve
   const uint64_t m = GetLe(in, 16, 8);
   if (m == 0 || m % 64 != 0 || m > kMaxBits) return bad(absl::StrCat("bad bit count ", m));
   if (in.size() != kHeaderSize + m / 8 + kCrcSize) {
-    return bad(absl::StrCat(in.size(), " bytes, want ", kHeaderSize + m / 8 + kCrcSize, " for ",
-                            m, " bits"));
+    return bad(absl::StrCat(in.size(), " bytes, want ", kHeaderSize + m / 8 + kCrcSize, " for ", m,
+                            " bits"));
   }
   const std::string_view body = in.substr(0, in.size() - kCrcSize);
   if (GetLe(in, body.size(), 4) != crc32c::Value(body)) return bad("checksum mismatch");
