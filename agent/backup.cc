@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "agent/objects.h"
 #include "agent/uploader.h"
@@ -140,22 +141,59 @@ class Archiver {
   }
 
   // The walk will load the subtrees of a parent tree's directories: announce them together.
-  void PrefetchSubtrees(const v1::Tree& tree) {
+  void PrefetchSubtrees(const v1::Tree& tree) { repo_->Prefetch(SubtreeFingerprints(tree)); }
+
+  // The parent's tree for a directory node, if it has one (a load failure only costs a re-read).
+  std::shared_ptr<const v1::Tree> ParentSubtree(const v1::Node* parent_node) {
+    if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) return nullptr;
+    if (absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(parent_node->subtree()); fp.ok()) {
+      if (auto it = preloaded_.find(*fp); it != preloaded_.end()) return it->second;
+    }
+    absl::StatusOr<v1::Tree> t = LoadTree(repo_, parent_node->subtree());
+    if (!t.ok()) return nullptr;
+    PrefetchSubtrees(*t);
+    return std::make_shared<const v1::Tree>(*std::move(t));
+  }
+
+ public:
+  // For a repository whose reads cost a round trip: loads the parent snapshot's trees breadth
+  // first, announcing each level's subtrees together, so the walk finds them here instead of
+  // waiting for one read per directory. Stops at kPreloadBytes of encoded trees (the rest is
+  // loaded as the walk reaches it), so memory stays bounded whatever the tree's size.
+  void PreloadParentTrees(const v1::Tree& root) {
+    constexpr uint64_t kPreloadBytes = 16 << 20;
+    uint64_t bytes = 0;
+    std::vector<Fingerprint> level = SubtreeFingerprints(root);
+    while (!level.empty() && bytes < kPreloadBytes) {
+      repo_->Prefetch(level);
+      std::vector<Fingerprint> next;
+      for (const Fingerprint& fp : level) {
+        if (bytes >= kPreloadBytes) break;
+        absl::StatusOr<v1::Tree> t = LoadTree(repo_, fp.ToBytes());
+        if (!t.ok()) continue;  // the walk meets it again and treats it as no parent
+        bytes += t->ByteSizeLong();
+        for (const Fingerprint& sub : SubtreeFingerprints(*t)) {
+          if (!preloaded_.contains(sub)) next.push_back(sub);
+        }
+        preloaded_.emplace(fp, std::make_shared<const v1::Tree>(*std::move(t)));
+      }
+      std::sort(next.begin(), next.end());
+      next.erase(std::unique(next.begin(), next.end()), next.end());
+      level = std::move(next);
+    }
+  }
+
+ private:
+  // The distinct subtrees of a tree's directories.
+  static std::vector<Fingerprint> SubtreeFingerprints(const v1::Tree& tree) {
     std::vector<Fingerprint> fps;
     for (const v1::Node& n : tree.nodes()) {
       if (n.type() != v1::Node::DIR) continue;
       if (auto fp = Fingerprint::FromBytes(n.subtree()); fp.ok()) fps.push_back(*fp);
     }
-    repo_->Prefetch(fps);
-  }
-
-  // The parent's tree for a directory node, if it has one (a load failure only costs a re-read).
-  std::unique_ptr<v1::Tree> ParentSubtree(const v1::Node* parent_node) {
-    if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) return nullptr;
-    absl::StatusOr<v1::Tree> t = LoadTree(repo_, parent_node->subtree());
-    if (!t.ok()) return nullptr;
-    PrefetchSubtrees(*t);
-    return std::make_unique<v1::Tree>(*std::move(t));
+    std::sort(fps.begin(), fps.end());
+    fps.erase(std::unique(fps.begin(), fps.end()), fps.end());
+    return fps;
   }
 
   absl::StatusOr<Fingerprint> SaveTree(v1::Tree* tree) {
@@ -183,7 +221,7 @@ class Archiver {
         continue;
       }
       if (!S_ISDIR(st.st_mode)) continue;  // a target below a non-directory cannot exist
-      std::unique_ptr<v1::Tree> parent_sub = ParentSubtree(parent_node);
+      std::shared_ptr<const v1::Tree> parent_sub = ParentSubtree(parent_node);
       WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveTrie(path, child, parent_sub.get()));
       v1::Node node = MetadataNode(name, st);
       WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&sub));
@@ -239,7 +277,7 @@ class Archiver {
       }
       case v1::Node::DIR: {
         if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) ++counts_.dirs_new;
-        std::unique_ptr<v1::Tree> parent_sub = ParentSubtree(parent_node);
+        std::shared_ptr<const v1::Tree> parent_sub = ParentSubtree(parent_node);
         WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveDirContents(path, parent_sub.get()));
         WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&sub));
         node.set_subtree(fp.ToBytes());
@@ -400,6 +438,8 @@ class Archiver {
   Chunker chunker_;
   ChunkUploader uploader_;
   std::string buffer_;
+  // The parent snapshot's trees loaded ahead of the walk (PreloadParentTrees), by fingerprint.
+  std::unordered_map<Fingerprint, std::shared_ptr<const v1::Tree>, FingerprintHash> preloaded_;
   struct Counts {
     uint64_t files_new = 0;
     uint64_t files_changed = 0;
@@ -492,6 +532,9 @@ absl::StatusOr<BackupResult> RunBackup(
   }
 
   Archiver archiver(repo, options, on_error, on_progress);
+  if (parent_root != nullptr && repo->ReadsCostARoundTrip()) {
+    archiver.PreloadParentTrees(*parent_root);
+  }
   // Totals for the progress line come from a scan running alongside (only when someone shows
   // progress: it costs a second stat of every file).
   ScanCounts totals;

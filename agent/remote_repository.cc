@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/read_ahead.h"
 #include "common/bloom_filter.h"
 #include "common/cluster_map.h"
 #include "common/file_util.h"
@@ -36,10 +37,10 @@ constexpr int kMaxMessageBytes = 80 << 20;
 constexpr int kMaxEpochRetries = 3;
 constexpr char kStaleEpochPayload[] = "whorl.dev/stale-epoch";
 constexpr size_t kMaxCachedFilterBytes = size_t{1} << 30;
-// Prefetch: fingerprints per GetChunks stream, streams at once, and the cache's cap.
+// Read-ahead: fingerprints per GetChunks stream, streams at once, and the cap on bytes held.
 constexpr size_t kPrefetchBatch = 256;
 constexpr size_t kPrefetchStreams = 4;
-constexpr uint64_t kMaxCacheBytes = 128 << 20;
+constexpr uint64_t kMaxReadAheadBytes = 64 << 20;
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& where) {
   if (s.ok()) return absl::OkStatus();
@@ -277,7 +278,13 @@ absl::Status ParseUrl(const std::string& url) {
 class RemoteRepositoryImpl final : public RemoteRepository {
  public:
   RemoteRepositoryImpl(std::unique_ptr<ClusterClient> client, RepoConfig config)
-      : client_(std::move(client)), config_(std::move(config)) {}
+      : client_(std::move(client)),
+        config_(std::move(config)),
+        read_ahead_([this](const std::vector<Fingerprint>& fps,
+                           const ReadAhead::Deliver& deliver) { FetchBatch(fps, deliver); },
+                    ReadAhead::Options{.threads = kPrefetchStreams,
+                                       .batch = kPrefetchBatch,
+                                       .max_bytes = kMaxReadAheadBytes}) {}
 
   const RepoConfig& config() const override { return config_; }
 
@@ -387,16 +394,9 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   }
 
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
-    {
-      absl::MutexLock lock(&cache_mu_);
-      auto it = cache_.find(fp);
-      if (it != cache_.end()) {
-        std::string plain = std::move(it->second);
-        cache_bytes_ -= plain.size();
-        cache_.erase(it);
-        if (Sha256(plain) == fp) return plain;
-        // A prefetched copy that does not verify is fetched again below and reported there.
-      }
+    if (std::optional<std::string> ahead = read_ahead_.Take(fp); ahead.has_value()) {
+      if (Sha256(*ahead) == fp) return *std::move(ahead);
+      // A read-ahead copy that does not verify is fetched again below and reported there.
     }
     std::string plain;
     WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
@@ -427,51 +427,11 @@ class RemoteRepositoryImpl final : public RemoteRepository {
     return plain;
   }
 
-  // Fetches `fps` from their nodes in a few parallel streams into a bounded cache that GetChunk
-  // takes from: a restore or a walk of parent trees costs one round trip per directory instead
-  // of one per chunk. Failures are left for GetChunk to meet and report.
-  void Prefetch(const std::vector<Fingerprint>& fps) override {
-    std::shared_ptr<const Routing> r = client_->routing();
-    if (r == nullptr || fps.empty()) return;
-    std::vector<std::vector<Fingerprint>> parts;
-    {
-      std::vector<std::vector<Fingerprint>> by_node(r->chunks.size());
-      absl::MutexLock lock(&cache_mu_);
-      for (const Fingerprint& fp : fps) {
-        if (!cache_.contains(fp)) by_node[r->chunk_ring->OwnerIndex(fp.Prefix64())].push_back(fp);
-      }
-      for (size_t n = 0; n < by_node.size(); ++n) {
-        for (size_t b = 0; b < by_node[n].size(); b += kPrefetchBatch) {
-          parts.emplace_back(by_node[n].begin() + b,
-                             by_node[n].begin() + std::min(by_node[n].size(), b + kPrefetchBatch));
-        }
-      }
-    }
-    (void)ParallelFor(std::min<size_t>(parts.size(), kPrefetchStreams), [&](size_t w) {
-      for (size_t p = w; p < parts.size(); p += kPrefetchStreams) {
-        const Node& node = *r->chunks[r->chunk_ring->OwnerIndex(parts[p][0].Prefix64())];
-        v1::GetChunksRequest req;
-        client_->FillHeader(req.mutable_header(), r->map.epoch);
-        for (const Fingerprint& fp : parts[p]) req.add_fingerprints(fp.ToBytes());
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-        std::unique_ptr<grpc::ClientReader<v1::GetChunksResponse>> reader =
-            node.chunks->GetChunks(&ctx, req);
-        v1::GetChunksResponse resp;
-        for (size_t i = 0; i < parts[p].size() && reader->Read(&resp); ++i) {
-          absl::StatusOr<std::string> plain = DecodeAnswer(node, parts[p][i], resp);
-          if (!plain.ok()) continue;
-          absl::MutexLock lock(&cache_mu_);
-          if (cache_bytes_ + plain->size() > kMaxCacheBytes) break;
-          cache_bytes_ += plain->size();
-          cache_.insert_or_assign(parts[p][i], *std::move(plain));
-        }
-        ctx.TryCancel();
-        (void)reader->Finish();
-      }
-      return absl::OkStatus();
-    });
-  }
+  // Hands `fps` to the read-ahead: fetched in the background, in batches, while the caller
+  // works; GetChunk takes them (a restore or a walk of parent trees then costs a few round trips
+  // per directory, not one per chunk). Failures are left for GetChunk to meet and report.
+  void Prefetch(const std::vector<Fingerprint>& fps) override { read_ahead_.Announce(fps); }
+  bool ReadsCostARoundTrip() const override { return true; }
 
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
     const Fingerprint id = metadata::SnapshotId(snapshot);
@@ -566,6 +526,37 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   absl::StatusOr<RepoStats> Stats() override {
     WHORL_ASSIGN_OR_RETURN(ClusterStats stats, AdminStats());
     return stats.total;
+  }
+
+  // The read-ahead's fetch: one GetChunks stream per chunk-store node holding part of the batch.
+  void FetchBatch(const std::vector<Fingerprint>& fps, const ReadAhead::Deliver& deliver) {
+    std::shared_ptr<const Routing> r = client_->routing();
+    if (r == nullptr) return;
+    std::vector<std::vector<size_t>> by_node(r->chunks.size());
+    for (size_t i = 0; i < fps.size(); ++i) {
+      by_node[r->chunk_ring->OwnerIndex(fps[i].Prefix64())].push_back(i);
+    }
+    for (size_t n = 0; n < by_node.size(); ++n) {
+      const std::vector<size_t>& idx = by_node[n];
+      if (idx.empty()) continue;
+      const Node& node = *r->chunks[n];
+      v1::GetChunksRequest req;
+      client_->FillHeader(req.mutable_header(), r->map.epoch);
+      for (size_t i : idx) req.add_fingerprints(fps[i].ToBytes());
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      std::unique_ptr<grpc::ClientReader<v1::GetChunksResponse>> reader =
+          node.chunks->GetChunks(&ctx, req);
+      v1::GetChunksResponse resp;
+      bool go_on = true;
+      for (size_t k = 0; go_on && k < idx.size() && reader->Read(&resp); ++k) {
+        absl::StatusOr<std::string> plain = DecodeAnswer(node, fps[idx[k]], resp);
+        if (plain.ok()) go_on = deliver(idx[k], *std::move(plain));
+      }
+      ctx.TryCancel();
+      (void)reader->Finish();
+      if (!go_on) return;
+    }
   }
 
   // The plain bytes in one GetChunks answer for `fp` (not yet hash-verified).
@@ -733,14 +724,13 @@ class RemoteRepositoryImpl final : public RemoteRepository {
 
   std::unique_ptr<ClusterClient> client_;
   const RepoConfig config_;
-  absl::Mutex cache_mu_;
-  std::unordered_map<Fingerprint, std::string, FingerprintHash> cache_ ABSL_GUARDED_BY(cache_mu_);
-  uint64_t cache_bytes_ ABSL_GUARDED_BY(cache_mu_) = 0;
   absl::Mutex filters_mu_;
   uint64_t filters_epoch_ ABSL_GUARDED_BY(filters_mu_) = 0;
   std::map<std::string, CachedFilter> filters_ ABSL_GUARDED_BY(filters_mu_);
   std::atomic<uint64_t> asked_{0};
   std::atomic<uint64_t> filtered_{0};
+  // Last member: destroyed first, so its workers stop before what they use goes away.
+  ReadAhead read_ahead_;
 };
 
 }  // namespace

@@ -55,6 +55,9 @@ class Repository {
   // A hint that these chunks will be read soon (in any order): a remote repository fetches
   // them in parallel batches. Errors are not reported here but by GetChunk.
   virtual void Prefetch(const std::vector<Fingerprint>& fps) { (void)fps; }
+  // True when each read waits for a round trip to another machine (worth announcing reads in
+  // bulk with Prefetch); false for a local repository.
+  virtual bool ReadsCostARoundTrip() const { return false; }
 
   // Records a snapshot; FAILED_PRECONDITION if its root is not stored. Returns its id.
   virtual absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) = 0;

@@ -28,12 +28,12 @@ namespace whorl::agent {
 
 class ChunkUploader {
  public:
-  static constexpr size_t kBatchBytes = 32 << 20;
+  static constexpr size_t kBatchBytes = 4 << 20;
   static constexpr size_t kBatchChunks = 4096;
   // Full batches that may wait for the background thread.
-  static constexpr size_t kMaxQueued = 1;
-  // Fingerprints remembered between batches (~100 MB at most).
-  static constexpr size_t kMaxKnown = 1 << 20;
+  static constexpr size_t kMaxQueued = 2;
+  // Fingerprints remembered between batches (~20 MB at most).
+  static constexpr size_t kMaxKnown = 1 << 18;
 
   explicit ChunkUploader(Repository* repo) : repo_(repo) {}
   ~ChunkUploader();
