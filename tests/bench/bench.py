@@ -632,12 +632,15 @@ def write_zstd_sample(path, pool, mib):
 #   findmissing_fps     FindMissing answered per second, one shard, with
 #   findmissing_stored  ... this many fingerprints stored (the target wants >= 10M stored)
 #   pack_write_MBps     pack writes (records appended and synced), MB/s
-# No such binary exists yet: these rows show "not measured" until one does.
+# tests/bench/whorl_bench.cc builds it (target whorl-bench).
 def whorl_bench(whorl_bin):
     b = os.environ.get("WHORL_BENCH_BIN") or os.path.join(os.path.dirname(whorl_bin), "whorl-bench")
     if not (os.path.isfile(b) and os.access(b, os.X_OK)):
         return None
-    r = run([b, "--json"], "whorl-bench --json", timeout=1800)
+    cmd = [b, "--json"]
+    if os.environ.get("WHORL_BENCH_FPS"):  # fingerprints stored in the shard (default 10M)
+        cmd += ["--fps", os.environ["WHORL_BENCH_FPS"]]
+    r = run(cmd, "whorl-bench --json", timeout=3600)
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
