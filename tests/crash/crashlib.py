@@ -5,6 +5,7 @@ a time, trees that grow every cycle, and a ledger of acknowledged snapshots.
 Binaries come from $WHORL_BIN_DIR (ctest sets it), else <repo>/build/bin.
 """
 
+import datetime
 import hashlib
 import json
 import os
@@ -95,13 +96,22 @@ def snapshot_id_of(run):
     return None
 
 
-def listed_snapshots(repo, env=None):
+def snapshot_list(repo, env=None):
+    """[{id, host, time (seconds since the epoch, float)}] from `whorl snapshots --json`."""
     r = whorl(["snapshots", "--repo", repo, "--json"], env=env)
     if r.code != 0:
         raise CrashTestError("snapshots failed\n" + r.describe())
-    j = json.loads(r.out)
-    items = j if isinstance(j, list) else j.get("snapshots", [])
-    return {s["id"] for s in items}
+    out = []
+    for s in json.loads(r.out):
+        whole, _, frac = s["time"].rstrip("Z").partition(".")
+        t = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=datetime.timezone.utc).timestamp() + float("0." + (frac or "0"))
+        out.append({"id": s["id"], "host": s["host"], "time": t})
+    return out
+
+
+def listed_snapshots(repo, env=None):
+    return {s["id"] for s in snapshot_list(repo, env)}
 
 
 # ---------------------------------------------------------------------------------------------
