@@ -117,8 +117,7 @@ class Harness:
         for a in self.agents:
             env = None
             if random_point and a is victim_agent:
-                env = {"WHORL_KILL_POINT": f"random:{self.args.point_probability}",
-                       "WHORL_KILL_SEED": str(self.rng.randrange(1 << 30))}
+                env = self.random_point_env()
             self.start_backup(a, env)
         delay = self.rng.uniform(0, 1.2 * self.backup_seconds)
         time.sleep(delay)
@@ -133,10 +132,17 @@ class Harness:
         else:
             node = self.rng.choice(self.cluster.ids(kind))
             what = f"{node} after {delay:.2f}s"
+            self.restart_dead_daemons()  # an armed one that died at a point is not the victim
             self.cluster.kill(node)
             self.count_kill(kind)
             time.sleep(self.rng.uniform(0, 0.3))
-            self.cluster.start_node(node)
+            # Half the time it comes back armed: it dies again at a random durability step,
+            # maybe cycles later, and is then restarted clean.
+            if self.rng.random() < 0.5:
+                what += ", restarted armed"
+                self.start_armed(node)
+            else:
+                self.cluster.start_node(node)
         failed = []
         for a in self.agents:
             snap, run = self.finish_backup(a)
@@ -147,15 +153,48 @@ class Harness:
                 self.failed_backups += 1
                 why = (run.err.strip().splitlines() or [""])[-1][:300]
                 self.log(f"  {a.name} exit {run.code}: {why}")
+        for node in self.restart_dead_daemons():
+            what += f"; {node} died at a kill point"
         self.log(f"cycle {cycle}: killed {what}; failed: {[a.name for a in failed]}")
         return failed
+
+    def restart_dead_daemons(self):
+        """Restarts (clean) every armed daemon that died at a kill point; returns their ids."""
+        dead = []
+        for node, child in list(self.cluster.children.items() if self.cluster else []):
+            if child.poll() is None:
+                continue
+            if child.returncode != -signal.SIGKILL:
+                self.problems.append(f"{node} exited {child.returncode}\n"
+                                     f"{self.cluster.log_tail(node)}")
+            self.count_kill(self.cluster.nodes[node][0] + "_at_kill_point")
+            self.cluster.start_node(node)
+            dead.append(node)
+        return dead
+
+    def start_armed(self, node):
+        """Starts NODE with a random kill point armed; it may die in its own recovery."""
+        self.cluster.start_node(node, env=self.random_point_env(), wait_healthy=False)
+        try:
+            self.cluster.wait_healthy(node)
+        except c.CrashTestError:
+            if self.cluster.children[node].poll() is None:
+                raise
+            self.restart_dead_daemons()
+
+    def random_point_env(self):
+        return {"WHORL_KILL_POINT": f"random:{self.args.point_probability}",
+                "WHORL_KILL_SEED": str(self.rng.randrange(1 << 30))}
 
     def after_cycle(self, cycle, failed, acked_before):
         # The next backup completes: every agent that failed (at least one agent each cycle).
         for a in failed or [self.agents[cycle % 2]]:
             t0 = time.monotonic()
-            self.start_backup(a)
-            snap, run = self.finish_backup(a)
+            for _ in range(3):  # again only if an armed daemon died at a kill point meanwhile
+                self.start_backup(a)
+                snap, run = self.finish_backup(a)
+                if snap is not None or not self.restart_dead_daemons():
+                    break
             if snap is None:
                 self.problems.append(f"cycle {cycle}: backup after the restart failed\n"
                                      f"{run.describe()}")
