@@ -254,11 +254,12 @@ def main():
                    help="run check --read-data every N cycles (and after the last)")
     p.add_argument("--point-probability", type=float, default=0.02,
                    help="embedded: chance to die at each kill point hit")
-    p.add_argument("--dir", help="work directory (kept); default a temp dir, removed if clean")
+    p.add_argument("--dir", help="work directory (kept); default a temp dir (on /dev/shm if it "
+                   "has room, see crashlib.work_base), removed if clean")
     p.add_argument("--verbose", "-v", action="store_true")
     args = p.parse_args()
     print(f"crash: seed {args.seed} (rerun with --seed {args.seed})", flush=True)
-    base = args.dir or tempfile.mkdtemp(prefix="whorl-crash-")
+    base = args.dir or tempfile.mkdtemp(prefix="whorl-crash-", dir=c.work_base())
     modes = ["embedded", "cluster"] if args.mode == "both" else [args.mode]
     total_lost, problems = 0, []
     for mode in modes:

@@ -49,7 +49,7 @@ class KillPointCase(unittest.TestCase):
     hit = set()  # points proven hit, over all tests
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="whorl-kill-")
+        self.tmp = tempfile.mkdtemp(prefix="whorl-kill-", dir=c.work_base())
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.env = {"XDG_CACHE_HOME": os.path.join(self.tmp, "cache")}
         self.src = os.path.join(self.tmp, "src")
