@@ -213,6 +213,11 @@ class Harness:
     def run(self):
         start = time.monotonic()
         for cycle in range(1, self.args.cycles + 1):
+            if self.args.max_minutes and time.monotonic() - start > 60 * self.args.max_minutes:
+                cycle -= 1
+                print(f"crash: [{self.mode}] stopping after {cycle} cycles: --max-minutes "
+                      f"{self.args.max_minutes} reached", flush=True)
+                break
             acked_before = set(self.ledger.acked)
             t0 = time.monotonic()
             failed = self.chaos(cycle)
@@ -254,6 +259,8 @@ def main():
                    help="run check --read-data every N cycles (and after the last)")
     p.add_argument("--point-probability", type=float, default=0.02,
                    help="embedded: chance to die at each kill point hit")
+    p.add_argument("--max-minutes", type=float, default=0,
+                   help="start no new cycle after this long (per mode); 0: no limit")
     p.add_argument("--dir", help="work directory (kept); default a temp dir (on /dev/shm if it "
                    "has room, see crashlib.work_base), removed if clean")
     p.add_argument("--verbose", "-v", action="store_true")
