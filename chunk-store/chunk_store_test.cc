@@ -650,9 +650,11 @@ TEST(ChunkStoreTest, UnindexedTailTruncatedAtEveryOffsetIsRecoveredToWholeRecord
     }
     EXPECT_EQ(store->Stats()->chunks, acked.size() + whole) << what;
     ExpectLocatorInsidePacks(*store, dir.path(), what);
-    // The next put appends right after the valid prefix and survives another reopen.
+    // The next put appends right after the valid prefix and survives another reopen (that
+    // reopen only at every 8th cut and next to record ends, to keep the test quick).
     ASSERT_TRUE(store->PutBatch({MakeChunk("next put")}).ok()) << what;
     EXPECT_EQ(store->Locate(Sha256("next put"))->offset, valid_end) << what;
+    if (cut % 8 != 0 && cut - valid_end > 1) continue;
     store.reset();
     store = OpenOrDie(dir.path());
     ExpectReadsBack(*store, {acked[0], acked[1], "next put"});
@@ -692,6 +694,7 @@ TEST(ChunkStoreTest, AcknowledgedRecordsTruncatedAtEveryOffsetAreReportedNeverSe
     // New records never go into the damaged pack, where the locator still names lost offsets.
     ASSERT_TRUE(store->PutBatch({MakeChunk("after damage")}).ok()) << what;
     EXPECT_EQ(store->Locate(Sha256("after damage"))->pack_id, 2u) << what;
+    if (cut % 8 != 0) continue;  // the reopen at every 8th cut, to keep the test quick
     store.reset();
     store = OpenOrDie(dir.path());
     ExpectReadsBack(*store, {plains[0], "after damage"});
