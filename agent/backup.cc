@@ -21,6 +21,7 @@
 #include "agent/uploader.h"
 #include "common/chunker.h"
 #include "common/file_util.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 
 namespace whorl::agent {
@@ -562,6 +563,7 @@ absl::StatusOr<BackupResult> RunBackup(
   WHORL_ASSIGN_OR_RETURN(Fingerprint root, archiver.SaveRoot(trie, parent_root.get()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
   WHORL_RETURN_IF_ERROR(archiver.Finish());
+  WHORL_KILL_POINT("agent.commit.before");
 
   BackupResult result;
   v1::Snapshot& snap = result.snapshot;
@@ -578,6 +580,7 @@ absl::StatusOr<BackupResult> RunBackup(
   summary.set_total_duration(std::chrono::duration<double>(Clock::now() - start).count());
   *snap.mutable_summary() = summary;
   WHORL_ASSIGN_OR_RETURN(result.id, repo->CommitSnapshot(snap));
+  WHORL_KILL_POINT("agent.commit.after");
   result.errors = std::move(archiver.errors());
   result.warnings = std::move(archiver.warnings());
   return result;

@@ -10,6 +10,7 @@
 #include "agent/repository.h"
 #include "chunk-store/chunk_store.h"
 #include "common/file_util.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 
 namespace whorl::agent {
@@ -51,6 +52,7 @@ class EmbeddedRepository : public Repository {
     }
     // Order matters (design.md invariant 1): bytes durable first, then the index says so.
     WHORL_RETURN_IF_ERROR(chunks_->PutBatch(puts));
+    WHORL_KILL_POINT("embedded.register.before");
     return meta_->Register(entries);
   }
 

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 
 namespace whorl::chunkstore {
@@ -69,9 +70,11 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
     if (absl::Status s = store_->PutBatch(puts, &added); !s.ok()) return scope.Finish(ToGrpc(s));
     // Register all of them, not only the new ones: an earlier try may have stored a chunk and
     // died before registering it. Only then acknowledge (invariant 1).
+    WHORL_KILL_POINT("chunkd.register.before");
     if (absl::Status s = Register(ctx, *view, puts, scope.request_id()); !s.ok()) {
       return scope.Finish(ToGrpc(s));
     }
+    WHORL_KILL_POINT("chunkd.register.after");
     resp->set_newly_stored(added);
     uint64_t received = 0, stored = 0;
     for (size_t i = 0; i < puts.size(); ++i) {

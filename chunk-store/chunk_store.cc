@@ -18,6 +18,7 @@
 #include "chunk-store/pack.h"
 #include "chunk-store/pack_format.h"
 #include "common/file_util.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 
 namespace whorl::chunkstore {
@@ -140,6 +141,8 @@ class ChunkStoreImpl final : public ChunkStore {
  private:
   // For each fingerprint, whether the locator holds a (well-formed) entry for it.
   absl::StatusOr<std::vector<bool>> LookupMany(const std::vector<Fingerprint>& fps);
+  // The highest pack id the locator indexes records in (0 if none).
+  absl::StatusOr<uint32_t> HighestIndexedPack();
   // Where the indexed records of `pack_id` end (kPackHeaderSize if none are).
   absl::StatusOr<uint64_t> IndexedEnd(uint32_t pack_id);
   // Adds locator entries for the records of `pack_id` that it lacks and moves its indexed end
@@ -180,6 +183,16 @@ absl::Status ChunkStoreImpl::Recover() {
   absl::MutexLock lock(&mu_);
   WHORL_ASSIGN_OR_RETURN(const std::vector<uint32_t> ids, ListPackIds(packs_dir_));
   pack_count_ = ids.size();
+  WHORL_ASSIGN_OR_RETURN(const uint32_t highest_indexed, HighestIndexedPack());
+  if (highest_indexed > (ids.empty() ? 0 : ids.back())) {
+    // The locator indexes records in a pack newer than any file: it was lost. Never create a
+    // pack of that id again (a new record would sit where the locator places a lost chunk, and
+    // Get could only report the mismatch): the next put starts the pack after it. Closed packs
+    // are checked as usual; Get and `check` report the lost chunks.
+    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, id)));
+    newest_pack_id_ = highest_indexed;
+    return absl::OkStatus();
+  }
   if (ids.empty()) return StartNewPack();
   for (size_t i = 0; i + 1 < ids.size(); ++i) {
     WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, ids[i])));
@@ -203,6 +216,22 @@ absl::Status ChunkStoreImpl::Recover() {
   WHORL_RETURN_IF_ERROR(IndexRecords(newest_pack_id_, scan->records, scan->valid_end));
   WHORL_ASSIGN_OR_RETURN(writer_, PackWriter::OpenForAppend(packs_dir_, newest_pack_id_));
   return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> ChunkStoreImpl::HighestIndexedPack() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), pack_ends_));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    WHORL_RETURN_IF_ERROR(FromRocks(it->status(), "pack ends"));
+    return 0;
+  }
+  const rocksdb::Slice key = it->key();
+  if (key.size() != 4) {
+    return absl::DataLossError(absl::StrCat("locator: pack end key of ", key.size(), " bytes"));
+  }
+  uint32_t id = 0;
+  for (size_t i = 0; i < 4; ++i) id = (id << 8) | static_cast<unsigned char>(key[i]);
+  return id;
 }
 
 absl::StatusOr<uint64_t> ChunkStoreImpl::IndexedEnd(uint32_t pack_id) {
@@ -242,6 +271,7 @@ absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
   batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  WHORL_KILL_POINT("locator.reindex.before");
   return FromRocks(db_->Write(wo, &batch), "re-index pack " + PackIdString(pack_id));
 }
 
@@ -314,7 +344,10 @@ absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& tod
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return FromRocks(db_->Write(wo, &batch), "write");
+  WHORL_KILL_POINT("locator.put.before");
+  WHORL_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write"));
+  WHORL_KILL_POINT("locator.put.after");
+  return absl::OkStatus();
 }
 
 absl::Status ChunkStoreImpl::AppendAll(const std::vector<const ChunkPut*>& todo,

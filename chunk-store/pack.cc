@@ -16,6 +16,7 @@
 #include "chunk-store/pack_format.h"
 #include "common/crc32c.h"
 #include "common/file_util.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 
 namespace whorl::chunkstore {
@@ -244,6 +245,7 @@ absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max
     if (::ftruncate(fd, static_cast<off_t>(scan.valid_end)) != 0) {
       return ErrnoStatus("truncate", path, errno);
     }
+    WHORL_KILL_POINT("pack.recover.truncated");
     WHORL_RETURN_IF_ERROR(DataSync(fd, path));
   }
   return scan;
@@ -262,9 +264,12 @@ absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string
   std::string path = PackPath(packs_dir, pack_id);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("create", path, errno);
+  WHORL_KILL_POINT("pack.create.before_header");
   absl::Status s = WriteAll(fd, EncodePackHeader(), path);
   if (s.ok()) s = DataSync(fd, path);
+  if (s.ok()) WHORL_KILL_POINT("pack.dir_fsync.before");
   if (s.ok()) s = SyncDir(packs_dir);
+  if (s.ok()) WHORL_KILL_POINT("pack.dir_fsync.after");
   if (!s.ok()) {
     ::close(fd);
     ::unlink(path.c_str());
@@ -291,14 +296,22 @@ PackWriter::~PackWriter() { ::close(fd_); }
 absl::StatusOr<uint64_t> PackWriter::Append(const RecordHeader& header, std::string_view data) {
   // Header and data go out in two writes to avoid copying the data; a crash between them leaves
   // a record without data, which recovery cuts like any torn tail.
+  WHORL_KILL_POINT("pack.append.before");
   WHORL_RETURN_IF_ERROR(WriteAll(fd_, EncodeRecordHeader(header, data), path_));
+  WHORL_KILL_POINT("pack.append.mid_record");
   WHORL_RETURN_IF_ERROR(WriteAll(fd_, data, path_));
+  WHORL_KILL_POINT("pack.append.after");
   const uint64_t offset = size_;
   size_ += kRecordHeaderSize + data.size();
   return offset;
 }
 
-absl::Status PackWriter::Sync() { return DataSync(fd_, path_); }
+absl::Status PackWriter::Sync() {
+  WHORL_KILL_POINT("pack.fdatasync.before");
+  WHORL_RETURN_IF_ERROR(DataSync(fd_, path_));
+  WHORL_KILL_POINT("pack.fdatasync.after");
+  return absl::OkStatus();
+}
 
 absl::Status PackWriter::TruncateTo(uint64_t size) {
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return ErrnoStatus("truncate", path_, errno);

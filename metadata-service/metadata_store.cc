@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "absl/synchronization/mutex.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 
 namespace whorl::metadata {
@@ -129,7 +130,10 @@ class MetadataStoreImpl : public MetadataStore {
     if (batch.Count() == 0) return absl::OkStatus();
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    return FromRocks(db_->Write(wo, &batch), "index register");
+    WHORL_KILL_POINT("meta.index_put.before");
+    WHORL_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "index register"));
+    WHORL_KILL_POINT("meta.index_put.after");
+    return absl::OkStatus();
   }
 
   absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) override {
@@ -158,8 +162,10 @@ class MetadataStoreImpl : public MetadataStore {
     key += id.ToBytes();
     rocksdb::WriteOptions wo;
     wo.sync = true;
+    WHORL_KILL_POINT("meta.catalog_commit.before");
     WHORL_RETURN_IF_ERROR(
         FromRocks(db_->Put(wo, key, SerializeDeterministic(snapshot)), "catalog commit"));
+    WHORL_KILL_POINT("meta.catalog_commit.after");
     return id;
   }
 
