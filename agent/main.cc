@@ -57,6 +57,7 @@ struct Flags {
   std::string host, snap, path, manifest, target;
   std::vector<std::string> includes;
   bool read_data = false;
+  bool devices = false;
 };
 
 // The repository `repo` names: a cluster for whorl://HOST:PORT, else a directory.
@@ -241,6 +242,7 @@ int CmdRestore(const Flags& f) {
   }
   RestoreOptions options;
   options.target = f.target;
+  options.devices = f.devices;
   for (const std::string& inc : f.includes) options.includes.push_back(AbsolutePath(inc));
   absl::StatusOr<RestoreResult> result =
       RunRestore(repo->get(), snapshot, options,
@@ -422,6 +424,7 @@ int Main(int argc, char** argv) {
   restore->add_option("--manifest", f.manifest, "restore from this manifest file");
   restore->add_option("--target", f.target, "directory to restore into")->required();
   restore->add_option("--include", f.includes, "restore only this path (repeatable)");
+  restore->add_flag("--devices", f.devices, "create device nodes (as root; refused otherwise)");
 
   CLI::App* check = app.add_subcommand("check", "verify the repository");
   repo_option(check);
