@@ -11,6 +11,7 @@
 #include <map>
 #include <system_error>
 
+#include "agent/check.h"
 #include "agent/objects.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
@@ -74,7 +75,7 @@ class Restorer {
   // on its own in RestoreDir, so one hostile entry costs only itself.
   absl::StatusOr<v1::Tree> LoadRawTree(std::string_view fp_bytes) {
     WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
-    WHORL_ASSIGN_OR_RETURN(std::string bytes, repo_->GetChunk(fp));
+    WHORL_ASSIGN_OR_RETURN(std::string bytes, ReadChunkRetrying(repo_, fp, kReadAttempts));
     v1::Tree tree;
     if (!tree.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       return absl::DataLossError("tree " + fp.ToHex() + " does not parse");
@@ -311,7 +312,7 @@ class Restorer {
     uint64_t written = 0;
     for (const std::string& id : node.chunks()) {
       WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(id));
-      absl::StatusOr<std::string> data = repo_->GetChunk(fp);
+      absl::StatusOr<std::string> data = ReadChunkRetrying(repo_, fp, kReadAttempts);
       if (!data.ok()) return Annotate(data.status(), "chunk " + fp.ToHex());
       written += data->size();
       if (written > node.size()) break;  // a hostile chunk list: stop writing at once
