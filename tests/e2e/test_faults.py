@@ -67,6 +67,17 @@ class HungDaemonTest(w.WhorlTestCase):
         elapsed = self.assert_times_out_naming("chunk-1")
         print(f"hung chunk-1: the backup failed after {elapsed:.1f} s")
         self.assert_recovers("chunk-1")
+        # A restore from a hung chunk store fails as fast, naming it, and writes no file.
+        self.cluster.signal("chunk-1", signal.SIGSTOP)
+        target = self.path("target2")
+        start = time.monotonic()
+        r = self.whorl("restore", "--repo", self.url, "latest", "--target", target,
+                       "--timeout", str(TIMEOUT_S), timeout=60)
+        elapsed = time.monotonic() - start
+        self.assert_fails(r, 1, "chunk-1")
+        self.assertLess(elapsed, 5 * TIMEOUT_S + 5, f"took {elapsed:.1f} s{r.describe()}")
+        self.assertEqual([e for e in w.all_files(target)], [], "restore wrote files")
+        print(f"hung chunk-1: the restore failed after {elapsed:.1f} s")
 
     def test_hung_metadata_shard_fails_the_backup_naming_it_then_recovers(self):
         self.hang("meta-2")  # not the bootstrap node, whose address is the repository URL
