@@ -340,6 +340,21 @@ TEST_F(HostileRequestTest, EveryHostileRequestIsRefusedWholeAndChangesNothing) {
   EXPECT_FALSE(Missing(good1));
 }
 
+TEST_F(HostileRequestTest, AHugeRequestIdIsLoggedAndPassedOnCapped) {
+  const std::string plain = Owned(0);
+  v1::PutChunksRequest req;
+  Header(&req, 1, std::string(1 << 20, 'R'));  // 1 MiB request id
+  *req.add_chunks() = MakeChunk(plain);
+  ASSERT_TRUE(Put(0, req).ok());
+  const std::string want = "\"request_id\":\"" + std::string(128, 'R') + "\"";
+  for (const std::string& id :
+       {std::string("chunk-1"), cluster_.map_.metadata[cluster_.MetaOwner(Sha256(plain))].id}) {
+    const std::string log = cluster_.Log(id);
+    EXPECT_NE(log.find(want), std::string::npos) << id << " did not log the capped id";
+    EXPECT_EQ(log.find(std::string(129, 'R')), std::string::npos) << id << " logged it whole";
+  }
+}
+
 TEST_F(HostileRequestTest, BatchesExactlyAtTheirLimitsAreServed) {
   std::vector<std::string> plains;
   for (int i = 0; i < 4096; ++i) plains.push_back(Owned(0));
