@@ -1,7 +1,9 @@
 #include "agent/check.h"
 
+#include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -36,9 +38,89 @@ void ForEachReference(Repository* repo, const metadata::SnapshotRecord& snap,
       });
 }
 
+// The pause before read number `attempt` (1-based; 2 and 3 are retries).
+std::chrono::milliseconds RetryPause(int attempt) {
+  return std::chrono::milliseconds(2 << attempt);
+}
+
+// Reads through `inner`, each failed read retried (ReadChunkRetrying): the tree walks of check
+// see a transient fault as nothing at all.
+class RetryingRepository : public Repository {
+ public:
+  explicit RetryingRepository(Repository* inner) : inner_(inner) {}
+  const RepoConfig& config() const override { return inner_->config(); }
+  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
+    return inner_->FindMissing(fps);
+  }
+  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
+    return inner_->PutChunks(std::move(chunks));
+  }
+  absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
+    return ReadChunkRetrying(inner_, fp, kReadAttempts);
+  }
+  void Prefetch(const std::vector<Fingerprint>& fps) override { inner_->Prefetch(fps); }
+  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
+    return inner_->CommitSnapshot(snapshot);
+  }
+  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
+    return inner_->ListSnapshots();
+  }
+  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return inner_->ListChunks(); }
+  absl::StatusOr<RepoStats> Stats() override { return inner_->Stats(); }
+
+ private:
+  Repository* inner_;
+};
+
+// Reads every chunk of `fps`; the failed ones are read again, all together after one pause,
+// up to kReadAttempts reads each. Returns the chunks whose every read failed, with why.
+std::map<Fingerprint, std::string> ReadAllData(Repository* repo,
+                                               const std::vector<Fingerprint>& fps) {
+  std::map<Fingerprint, absl::Status> failed;
+  for (const Fingerprint& fp : fps) {
+    if (absl::StatusOr<std::string> data = repo->GetChunk(fp); !data.ok()) {
+      failed[fp] = data.status();
+    }
+  }
+  for (int attempt = 2; attempt <= kReadAttempts && !failed.empty(); ++attempt) {
+    std::this_thread::sleep_for(RetryPause(attempt));
+    for (auto it = failed.begin(); it != failed.end();) {
+      absl::StatusOr<std::string> data =
+          absl::IsNotFound(it->second) ? it->second : repo->GetChunk(it->first);
+      if (data.ok()) {
+        it = failed.erase(it);  // a transient fault, not damage
+      } else {
+        it->second = data.status();
+        ++it;
+      }
+    }
+  }
+  std::map<Fingerprint, std::string> out;
+  for (const auto& [fp, status] : failed) {
+    out[fp] =
+        std::string(status.message()) +
+        (absl::IsNotFound(status) ? ""
+                                  : " (all " + std::to_string(kReadAttempts) + " reads failed)");
+  }
+  return out;
+}
+
 }  // namespace
 
-absl::StatusOr<std::vector<std::string>> RunCheck(Repository* repo, const CheckOptions& options) {
+absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprint& fp,
+                                              int attempts) {
+  absl::StatusOr<std::string> data = repo->GetChunk(fp);
+  for (int i = 2; i <= attempts && !data.ok() && !absl::IsNotFound(data.status()); ++i) {
+    std::this_thread::sleep_for(RetryPause(i));
+    data = repo->GetChunk(fp);
+  }
+  return data;
+}
+
+absl::StatusOr<std::vector<std::string>> RunCheck(Repository* data_repo,
+                                                  const CheckOptions& options) {
+  RetryingRepository retrying(data_repo);
+  Repository* repo = &retrying;
   std::vector<std::string> problems;
   WHORL_ASSIGN_OR_RETURN(std::vector<metadata::SnapshotRecord> snaps, repo->ListSnapshots());
   WHORL_ASSIGN_OR_RETURN(std::vector<Fingerprint> stored_list, repo->ListChunks());
@@ -61,12 +143,7 @@ absl::StatusOr<std::vector<std::string>> RunCheck(Repository* repo, const CheckO
 
   // Data: every stored chunk decodes and hashes to its fingerprint.
   std::map<Fingerprint, std::string> damaged;
-  if (options.read_data) {
-    for (const Fingerprint& fp : stored_list) {
-      absl::StatusOr<std::string> data = repo->GetChunk(fp);
-      if (!data.ok()) damaged[fp] = std::string(data.status().message());
-    }
-  }
+  if (options.read_data) damaged = ReadAllData(data_repo, stored_list);
   for (const Fingerprint& fp : absent) damaged[fp] = "missing from the chunk store";
 
   if (!damaged.empty()) {

@@ -1,6 +1,7 @@
 // Check: verifies a repository's structure (every snapshot's trees and file chunks are in the
 // index and in the chunk store) and, with read_data, every stored chunk's bytes against its
-// fingerprint, naming each damaged chunk and the snapshots and files that use it.
+// fingerprint, naming each damaged chunk and the snapshots and files that use it. A chunk is
+// damaged only if kReadAttempts reads of it all fail (see ReadChunkRetrying).
 #ifndef WHORL_AGENT_CHECK_H_
 #define WHORL_AGENT_CHECK_H_
 
@@ -15,6 +16,16 @@ namespace whorl::agent {
 struct CheckOptions {
   bool read_data = false;
 };
+
+// How often check reads a chunk before it calls it damaged.
+inline constexpr int kReadAttempts = 3;
+
+// repo->GetChunk(fp), read again (after 8 ms, then 16 ms) while it fails with anything but
+// NOT_FOUND, up to `attempts` reads in all: a read that fails once (an I/O error, a bit flipped
+// on the way from the disk or the network) and then succeeds is a transient fault, not damage.
+// Returns the last answer.
+absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprint& fp,
+                                              int attempts);
 
 // Returns one line per problem found (empty: the repository is sound). Fails only if the
 // repository cannot be read at all.

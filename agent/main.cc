@@ -57,13 +57,22 @@ struct Flags {
   std::string host, snap, path, manifest, target;
   std::vector<std::string> includes;
   bool read_data = false;
+  bool devices = false;
+  double timeout_s = 60;  // deadline of each cluster RPC
 };
 
+RemoteOptions Remote(const Flags& f) {
+  RemoteOptions o;
+  o.call_timeout_s = f.timeout_s;
+  return o;
+}
+
 // The repository `repo` names: a cluster for whorl://HOST:PORT, else a directory.
-absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(const std::string& repo) {
+absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(const std::string& repo,
+                                                           const RemoteOptions& options) {
   if (!IsRemoteUrl(repo)) return OpenEmbeddedRepository(repo);
   WHORL_ASSIGN_OR_RETURN(std::unique_ptr<RemoteRepository> remote,
-                         OpenRemoteRepository(repo, RemoteOptions{}));
+                         OpenRemoteRepository(repo, options));
   return std::unique_ptr<Repository>(std::move(remote));
 }
 
@@ -72,9 +81,8 @@ int CmdInit(const Flags& f) {
   if (!comp.ok()) return Fail(comp.status());
   absl::StatusOr<RepoConfig> config = NewRepoConfig(f.chunk_min, f.chunk_avg, f.chunk_max, *comp);
   if (!config.ok()) return Fail(config.status());
-  const absl::Status s = IsRemoteUrl(f.repo)
-                             ? InitRemoteRepository(f.repo, *config, RemoteOptions{})
-                             : InitEmbeddedRepository(f.repo, *config);
+  const absl::Status s = IsRemoteUrl(f.repo) ? InitRemoteRepository(f.repo, *config, Remote(f))
+                                             : InitEmbeddedRepository(f.repo, *config);
   if (!s.ok()) return Fail(s);
   std::cout << "created whorl repository " << config->id << " at " << f.repo << "\n";
   return kExitOk;
@@ -98,7 +106,7 @@ int CmdBackup(Flags& f) {
     if (absl::Status s = ReadExcludeFile(f.exclude_file, &options.excludes); !s.ok())
       return Fail(s);
   }
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   const bool tty = ::isatty(STDOUT_FILENO) && !f.json;
   const auto start = std::chrono::steady_clock::now();
@@ -166,7 +174,7 @@ int CmdBackup(Flags& f) {
 }
 
 int CmdSnapshots(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<std::vector<metadata::SnapshotRecord>> snaps = (*repo)->ListSnapshots();
   if (!snaps.ok()) return Fail(snaps.status());
@@ -189,7 +197,7 @@ int CmdSnapshots(const Flags& f) {
 }
 
 int CmdLs(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<metadata::SnapshotRecord> snap = SelectSnapshot(repo->get(), f.snap, f.host);
   if (!snap.ok()) return Fail(snap.status());
@@ -225,7 +233,7 @@ int CmdRestore(const Flags& f) {
     std::cerr << "whorl: restore needs exactly one of SNAP or --manifest FILE\n";
     return kExitUsage;
   }
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   v1::Snapshot snapshot;
   if (!f.manifest.empty()) {
@@ -241,6 +249,7 @@ int CmdRestore(const Flags& f) {
   }
   RestoreOptions options;
   options.target = f.target;
+  options.devices = f.devices;
   for (const std::string& inc : f.includes) options.includes.push_back(AbsolutePath(inc));
   absl::StatusOr<RestoreResult> result =
       RunRestore(repo->get(), snapshot, options,
@@ -253,7 +262,7 @@ int CmdRestore(const Flags& f) {
 }
 
 int CmdCheck(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<std::vector<std::string>> problems =
       RunCheck(repo->get(), CheckOptions{f.read_data});
@@ -268,7 +277,7 @@ int CmdCheck(const Flags& f) {
 }
 
 int CmdStats(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo);
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<RepoStats> s = (*repo)->Stats();
   if (!s.ok()) return Fail(s.status());
@@ -299,8 +308,7 @@ int CmdAdminStats(const Flags& f) {
                  "use whorl stats for a repository directory\n";
     return kExitUsage;
   }
-  absl::StatusOr<std::unique_ptr<RemoteRepository>> repo =
-      OpenRemoteRepository(f.repo, RemoteOptions{});
+  absl::StatusOr<std::unique_ptr<RemoteRepository>> repo = OpenRemoteRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
   absl::StatusOr<ClusterStats> s = (*repo)->AdminStats();
   if (!s.ok()) return Fail(s.status());
@@ -383,6 +391,11 @@ int Main(int argc, char** argv) {
     cmd->add_option("--repo", f.repo, "repository directory, or whorl://HOST:PORT for a cluster")
         ->envname("WHORL_REPO")
         ->required();
+    cmd->add_option("--timeout", f.timeout_s,
+                    "deadline of each cluster call in seconds; a node that does not answer in "
+                    "time fails the command, naming it (default 60)")
+        ->envname("WHORL_TIMEOUT")
+        ->check(CLI::PositiveNumber);
   };
 
   CLI::App* init = app.add_subcommand("init", "create a repository");
@@ -422,6 +435,7 @@ int Main(int argc, char** argv) {
   restore->add_option("--manifest", f.manifest, "restore from this manifest file");
   restore->add_option("--target", f.target, "directory to restore into")->required();
   restore->add_option("--include", f.includes, "restore only this path (repeatable)");
+  restore->add_flag("--devices", f.devices, "create device nodes (as root; refused otherwise)");
 
   CLI::App* check = app.add_subcommand("check", "verify the repository");
   repo_option(check);

@@ -24,7 +24,9 @@ uint32_t GetFixed32(const char* p) {
   return v;
 }
 
-std::string Printable(std::string_view name) {
+}  // namespace
+
+std::string PrintableName(std::string_view name) {
   std::string out;
   for (unsigned char c : name) {
     if (c >= 0x20 && c < 0x7f && c != '\\') {
@@ -42,27 +44,27 @@ std::string Printable(std::string_view name) {
 absl::Status ValidateNode(const v1::Node& node) {
   const std::string& name = node.name();
   if (!IsValidNodeName(name)) {
-    return absl::InvalidArgumentError("tree entry has an unsafe name '" + Printable(name) + "'");
+    return absl::InvalidArgumentError("tree entry has an unsafe name '" + PrintableName(name) +
+                                      "'");
   }
   if (!v1::Node::Type_IsValid(node.type()) || node.type() == v1::Node::TYPE_UNSPECIFIED) {
-    return absl::InvalidArgumentError("tree entry '" + Printable(name) + "' has an unknown type");
+    return absl::InvalidArgumentError("tree entry '" + PrintableName(name) +
+                                      "' has an unknown type");
   }
   if (node.type() == v1::Node::DIR && node.subtree().size() != Fingerprint::kSize) {
-    return absl::InvalidArgumentError("directory '" + Printable(name) + "' has no subtree");
+    return absl::InvalidArgumentError("directory '" + PrintableName(name) + "' has no subtree");
   }
   for (const std::string& c : node.chunks()) {
     if (c.size() != Fingerprint::kSize) {
-      return absl::InvalidArgumentError("file '" + Printable(name) + "' has a bad chunk id");
+      return absl::InvalidArgumentError("file '" + PrintableName(name) + "' has a bad chunk id");
     }
   }
   return absl::OkStatus();
 }
 
-}  // namespace
-
 bool IsValidNodeName(std::string_view name) {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
 }
 
 std::string EncodeTree(v1::Tree* tree) {
@@ -82,7 +84,7 @@ absl::StatusOr<v1::Tree> DecodeTree(std::string_view bytes) {
     if (!s.ok()) return s;
     if (i > 0 && !(tree.nodes(i - 1).name() < tree.nodes(i).name())) {
       return absl::InvalidArgumentError("tree entries not sorted or duplicated at '" +
-                                        Printable(tree.nodes(i).name()) + "'");
+                                        PrintableName(tree.nodes(i).name()) + "'");
     }
   }
   return tree;

@@ -25,6 +25,13 @@ absl::StatusOr<v1::Tree> DecodeTree(std::string_view bytes);
 // Whether `name` may be a directory entry's name (see DecodeTree).
 bool IsValidNodeName(std::string_view name);
 
+// One entry's checks of DecodeTree (name, type, fingerprint lengths), without the order rule:
+// restore uses it to refuse bad entries one by one and restore the rest.
+absl::Status ValidateNode(const v1::Node& node);
+
+// `name` with bytes outside printable ASCII (and '\\') as \xNN, for messages.
+std::string PrintableName(std::string_view name);
+
 // The manifest file written by `backup --manifest-out` and read by `restore --manifest`.
 std::string EncodeManifestFile(const v1::Snapshot& snapshot);
 // INVALID_ARGUMENT "manifest: ..." for a file that is truncated, garbage or of an unknown

@@ -153,6 +153,7 @@ class ClusterClient {
 
   const std::string& url() const { return url_; }
   const std::string& tenant() const { return options_.tenant; }
+  double call_timeout_s() const { return options_.call_timeout_s; }
 
   // Fetches the map from the bootstrap node and every metadata shard of the current map, and
   // keeps the newest (highest epoch): during a rolling map change nodes may disagree for a
@@ -544,7 +545,9 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       client_->FillHeader(req.mutable_header(), r->map.epoch);
       for (size_t i : idx) req.add_fingerprints(fps[i].ToBytes());
       grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      ctx.set_deadline(
+          std::chrono::system_clock::now() +
+          std::chrono::milliseconds(static_cast<int64_t>(client_->call_timeout_s() * 1000)));
       std::unique_ptr<grpc::ClientReader<v1::GetChunksResponse>> reader =
           node.chunks->GetChunks(&ctx, req);
       v1::GetChunksResponse resp;

@@ -5,11 +5,14 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <map>
 #include <system_error>
 
+#include "agent/check.h"
+#include "agent/objects.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 
@@ -44,21 +47,40 @@ class Restorer {
       return absl::FailedPreconditionError("target " + options_.target +
                                            " is not a usable directory: " + std::strerror(errno));
     }
-    absl::StatusOr<v1::Tree> root = LoadTree(repo_, snapshot.root());
+    absl::StatusOr<v1::Tree> root = LoadRawTree(snapshot.root());
     if (!root.ok()) {
       ::close(target_fd_);
       return Annotate(root.status(), "snapshot root");
     }
+    ancestors_.push_back(snapshot.root());
     RestoreDir(target_fd_, "", *root, 0);
     ::close(target_fd_);
     return std::move(result_);
   }
 
  private:
+  // Messages show names with unprintable bytes escaped: a hostile name must not be able to
+  // write control sequences to the operator's terminal.
   void Error(const std::string& path, std::string_view what) {
-    std::string msg = path + ": " + std::string(what);
+    std::string msg = PrintableName(path) + ": " + std::string(what);
     if (on_error_) on_error_(msg);
     result_.errors.push_back(std::move(msg));
+  }
+  void Refuse(const std::string& path, std::string_view why) {
+    ++result_.refused;
+    Error(path, "refused: " + std::string(why));
+  }
+
+  // A tree's entries as stored, without DecodeTree's whole-tree checks: each entry is checked
+  // on its own in RestoreDir, so one hostile entry costs only itself.
+  absl::StatusOr<v1::Tree> LoadRawTree(std::string_view fp_bytes) {
+    WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
+    WHORL_ASSIGN_OR_RETURN(std::string bytes, ReadChunkRetrying(repo_, fp, kReadAttempts));
+    v1::Tree tree;
+    if (!tree.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::DataLossError("tree " + fp.ToHex() + " does not parse");
+    }
+    return tree;
   }
 
   // Whether `path` lies in an included subtree, or leads to one.
@@ -82,36 +104,59 @@ class Restorer {
     return false;
   }
 
-  void RestoreDir(int dirfd, const std::string& path, const v1::Tree& tree, int depth) {
-    if (depth > kMaxDepth) {
-      Error(path, "trees nested too deep; not restored");
-      return;
-    }
-    Prefetch(path, tree);
+  // The entries of `tree` that may be restored: an entry with an unsafe name ("", ".", "..",
+  // '/' or NUL in it), an unknown type or a malformed fingerprint is refused, and so is every
+  // entry of a name that occurs twice (which of them is meant cannot be known: a symlink
+  // `evil -> /etc` next to a directory `evil` holding `passwd` must restore neither).
+  std::vector<const v1::Node*> SafeEntries(const std::string& path, const v1::Tree& tree) {
+    std::map<std::string_view, int> count;
+    for (const v1::Node& node : tree.nodes()) ++count[node.name()];
+    std::vector<const v1::Node*> out;
     for (const v1::Node& node : tree.nodes()) {
       const std::string child = path + "/" + node.name();
+      if (const absl::Status s = ValidateNode(node); !s.ok()) {
+        Refuse(child, std::string(s.message()));
+      } else if (const int n = count[node.name()]; n > 1) {
+        Refuse(child, std::to_string(n) + " entries of this name in one directory");
+      } else {
+        out.push_back(&node);
+      }
+    }
+    return out;
+  }
+
+  void RestoreDir(int dirfd, const std::string& path, const v1::Tree& tree, int depth) {
+    if (depth > kMaxDepth) {
+      Refuse(path, "trees nested deeper than " + std::to_string(kMaxDepth));
+      return;
+    }
+    const std::vector<const v1::Node*> entries = SafeEntries(path, tree);
+    Prefetch(path, entries);
+    for (const v1::Node* node : entries) {
+      const std::string child = path + "/" + node->name();
       const bool selected = Selected(child);
       if (!selected && !LeadsToInclude(child)) continue;
-      if (node.type() == v1::Node::DIR) {
-        RestoreSubdir(dirfd, child, node, depth);
+      if (node->type() == v1::Node::DIR) {
+        RestoreSubdir(dirfd, child, *node, depth);
       } else if (selected) {
-        RestoreLeaf(dirfd, child, node);
+        RestoreLeaf(dirfd, child, *node);
       }
     }
   }
 
   // Announces the subtrees and file chunks this directory will read (up to kPrefetchBytes of
   // file data), so that a remote repository fetches them in a few round trips.
-  void Prefetch(const std::string& path, const v1::Tree& tree) {
+  void Prefetch(const std::string& path, const std::vector<const v1::Node*>& entries) {
     constexpr uint64_t kPrefetchBytes = 64 << 20;
     std::vector<Fingerprint> fps;
     uint64_t bytes = 0;
-    for (const v1::Node& node : tree.nodes()) {
+    for (const v1::Node* entry : entries) {
+      const v1::Node& node = *entry;
       const std::string child = path + "/" + node.name();
       if (node.type() == v1::Node::DIR && (Selected(child) || LeadsToInclude(child))) {
         if (auto fp = Fingerprint::FromBytes(node.subtree()); fp.ok()) fps.push_back(*fp);
       } else if (node.type() == v1::Node::FILE && Selected(child) && bytes < kPrefetchBytes) {
-        bytes += node.size();
+        bytes += std::min<uint64_t>(node.size(), kPrefetchBytes);  // a hostile size may wrap
         for (const std::string& id : node.chunks()) {
           if (auto fp = Fingerprint::FromBytes(id); fp.ok()) fps.push_back(*fp);
         }
@@ -134,9 +179,13 @@ class Restorer {
                       : std::strerror(errno));
       return;
     }
-    absl::StatusOr<v1::Tree> sub = LoadTree(repo_, node.subtree());
-    if (sub.ok()) {
+    if (std::find(ancestors_.begin(), ancestors_.end(), node.subtree()) != ancestors_.end()) {
+      // Impossible with SHA-256 addressing, unless the repository itself lies.
+      Refuse(path, "directory refers to a tree that contains it (a cycle)");
+    } else if (absl::StatusOr<v1::Tree> sub = LoadRawTree(node.subtree()); sub.ok()) {
+      ancestors_.push_back(node.subtree());
       RestoreDir(fd, path, *sub, depth + 1);
+      ancestors_.pop_back();
     } else {
       Error(path, std::string(sub.status().message()));
     }
@@ -173,8 +222,14 @@ class Restorer {
         break;
       case v1::Node::CHAR_DEVICE:
       case v1::Node::BLOCK_DEVICE: {
+        // A device node in the target is a door to the hardware for whoever can open it, so it
+        // is restored only when asked for (--devices) and only by root.
+        if (!options_.devices) {
+          Refuse(path, "device node (restore with --devices, as root, to create it)");
+          return;
+        }
         if (!is_root_) {
-          Error(path, "device node not restored: needs root");
+          Refuse(path, "device node needs root");
           return;
         }
         const mode_t type = node.type() == v1::Node::CHAR_DEVICE ? S_IFCHR : S_IFBLK;
@@ -187,11 +242,14 @@ class Restorer {
       default:
         return;  // sockets are not restored (as tar and restic do)
     }
-    const int fd = ::openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd >= 0) {
-      SetMetadata(fd, path, node);
-      ::close(fd);
+    // By name, never by opening: opening a device or a FIFO can block or act on hardware.
+    if (is_root_ && ::fchownat(dirfd, name, node.uid(), node.gid(), AT_SYMLINK_NOFOLLOW) != 0) {
+      Error(path, std::string("chown: ") + std::strerror(errno));
     }
+    if (::fchmodat(dirfd, name, node.mode() & 07777, AT_SYMLINK_NOFOLLOW) != 0) {
+      Error(path, std::string("chmod: ") + std::strerror(errno));
+    }
+    SetTimesAt(dirfd, path, node);
   }
 
   void RestoreFile(int dirfd, const std::string& path, const v1::Node& node) {
@@ -200,9 +258,7 @@ class Restorer {
     if (node.links() > 1) {
       auto it = hardlinks_.find(link_key);
       if (it != hardlinks_.end()) {
-        if (::linkat(target_fd_, it->second.c_str(), dirfd, name, 0) != 0) {
-          Error(path, std::string("hard link: ") + std::strerror(errno));
-        }
+        RestoreHardLink(dirfd, path, name, it->second);
         return;
       }
     }
@@ -220,24 +276,52 @@ class Restorer {
       return;
     }
     SetMetadata(fd, path, node);
+    struct stat st;
+    if (node.links() > 1 && ::fstat(fd, &st) == 0) {
+      hardlinks_[link_key] = LinkSource{path.substr(1), st.st_dev, st.st_ino};
+    }
     ::close(fd);
     ++result_.files;
     result_.bytes += node.size();
-    if (node.links() > 1) hardlinks_[link_key] = path.substr(1);
+  }
+
+  // Links `name` to the file restored first for this hard-link group. linkat resolves the
+  // source path from the target; should a directory on it have been swapped for a symlink
+  // since, the link would reach some other file: the new entry's inode is compared with the
+  // one restore wrote, and a link to anything else is removed and reported.
+  struct LinkSource {
+    std::string relpath;  // relative to the target
+    dev_t dev;
+    ino_t ino;
+  };
+  void RestoreHardLink(int dirfd, const std::string& path, const char* name,
+                       const LinkSource& src) {
+    if (::linkat(target_fd_, src.relpath.c_str(), dirfd, name, 0) != 0) {
+      Error(path, std::string("hard link: ") + std::strerror(errno));
+      return;
+    }
+    struct stat st;
+    if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != src.dev ||
+        st.st_ino != src.ino) {
+      ::unlinkat(dirfd, name, 0);
+      Refuse(path, "hard link source /" + src.relpath + " changed during the restore");
+    }
   }
 
   absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node) {
     uint64_t written = 0;
     for (const std::string& id : node.chunks()) {
       WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(id));
-      absl::StatusOr<std::string> data = repo_->GetChunk(fp);
+      absl::StatusOr<std::string> data = ReadChunkRetrying(repo_, fp, kReadAttempts);
       if (!data.ok()) return Annotate(data.status(), "chunk " + fp.ToHex());
-      WHORL_RETURN_IF_ERROR(WriteAll(fd, *data, path));
       written += data->size();
+      if (written > node.size()) break;  // a hostile chunk list: stop writing at once
+      WHORL_RETURN_IF_ERROR(WriteAll(fd, *data, path));
     }
     if (written != node.size()) {
-      return absl::DataLossError("chunks hold " + std::to_string(written) +
-                                 " bytes, the tree says " + std::to_string(node.size()));
+      return absl::DataLossError(
+          "chunks hold " + std::string(written > node.size() ? "over " : "") +
+          std::to_string(written) + " bytes, the tree says " + std::to_string(node.size()));
     }
     return absl::OkStatus();
   }
@@ -268,7 +352,9 @@ class Restorer {
   int target_fd_ = -1;
   RestoreResult result_;
   // (device, inode) of a multiply-linked file -> its restored path relative to the target.
-  std::map<std::pair<uint64_t, uint64_t>, std::string> hardlinks_;
+  std::map<std::pair<uint64_t, uint64_t>, LinkSource> hardlinks_;
+  // Fingerprints of the trees from the root down to the directory being restored.
+  std::vector<std::string> ancestors_;
 };
 
 }  // namespace

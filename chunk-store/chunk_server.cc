@@ -33,6 +33,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("batch of ", req->chunks_size(), " chunks exceeds ", kMaxPutChunks)));
     }
+    if (req->chunks_size() == 0) return scope.Finish(Invalid("empty batch: no chunks"));
     const auto view = cluster_->view();
     std::vector<ChunkPut> puts;
     puts.reserve(req->chunks_size());
@@ -102,13 +103,22 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
                                        absl::StrCat("batch of ", req->fingerprints_size(),
                                                     " fingerprints exceeds ", kMaxGetChunks)));
     }
+    if (req->fingerprints_size() == 0) {
+      return scope.Finish(Invalid("empty batch: no fingerprints"));
+    }
+    // Invariant 5: one malformed fingerprint refuses the whole batch, before any answer.
+    for (int i = 0; i < req->fingerprints_size(); ++i) {
+      if (req->fingerprints(i).size() != Fingerprint::kSize) {
+        return scope.Finish(Invalid(
+            absl::StrCat("fingerprint ", i, ": ", req->fingerprints(i).size(), " bytes, want 32")));
+      }
+    }
     size_t out_bytes = 0;
     for (const std::string& raw : req->fingerprints()) {
       v1::GetChunksResponse resp;
       absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(raw);
       if (!fp.ok()) {
-        resp.set_error_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
-        resp.set_error_message(absl::StrCat("fingerprint of ", raw.size(), " bytes, want 32"));
+        return scope.Finish(Invalid(std::string(fp.status().message())));  // checked above
       } else {
         absl::StatusOr<std::string> plain = store_->Get(*fp);
         if (!plain.ok()) {

@@ -30,6 +30,7 @@ grpc::Status ParseFingerprints(const std::string& bytes, std::vector<Fingerprint
         absl::StrCat("fingerprints field of ", bytes.size(), " bytes is not a multiple of 32"));
   }
   const size_t n = bytes.size() / Fingerprint::kSize;
+  if (n == 0) return Invalid("empty batch: no fingerprints");  // no caller has a reason to
   if (n > kMaxFindMissing) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("batch of ", n, " fingerprints exceeds ", kMaxFindMissing));
@@ -147,6 +148,7 @@ class IndexService final : public v1::Index::Service {
           grpc::StatusCode::RESOURCE_EXHAUSTED,
           absl::StrCat("batch of ", req->entries_size(), " entries exceeds ", kMaxRegister)));
     }
+    if (req->entries_size() == 0) return scope.Finish(Invalid("empty batch: no entries"));
     const auto view = s_->cluster->view();
     std::vector<std::pair<Fingerprint, IndexEntry>> entries;
     entries.reserve(req->entries_size());
@@ -215,6 +217,14 @@ class CatalogService final : public v1::Catalog::Service {
       return scope.Finish(e);
     }
     const v1::Snapshot& snap = req->snapshot();
+    // A manifest file holds at most 16 MiB (agent/manifest_format.md): a larger snapshot could
+    // be committed but never written out, and would bloat every ListSnapshots answer.
+    constexpr size_t kMaxSnapshotBytes = 16 << 20;
+    if (const size_t size = snap.ByteSizeLong(); size > kMaxSnapshotBytes) {
+      return scope.Finish(
+          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("snapshot of ", size, " bytes exceeds ", kMaxSnapshotBytes)));
+    }
     absl::StatusOr<Fingerprint> root = Fingerprint::FromBytes(snap.root());
     if (!root.ok()) {
       return scope.Finish(

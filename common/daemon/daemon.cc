@@ -296,8 +296,10 @@ RpcScope::RpcScope(Metrics* metrics, const char* method, grpc::ServerContext* ct
     : metrics_(metrics),
       method_(method),
       peer_(ctx->peer()),
-      request_id_(header.request_id()),
-      tenant_(header.tenant()),
+      // Caller-chosen strings, capped: a megabyte request id must not become a megabyte log
+      // line (and be passed on to peers).
+      request_id_(header.request_id().substr(0, 128)),
+      tenant_(header.tenant().substr(0, 128)),
       bytes_in_(bytes_in),
       start_(std::chrono::steady_clock::now()) {}
 

@@ -70,6 +70,7 @@ class Cluster {
     Start(id);
   }
   void Signal(const std::string& id, int sig);
+  pid_t Pid(const std::string& id) const { return pids_.at(id); }
   // The node's log (JSON lines) so far.
   std::string Log(const std::string& id) const;
   // The node's Prometheus text metrics.

@@ -1,0 +1,104 @@
+"""A full disk under whorl-chunkd: its data directory is a 32 MiB tmpfs, nearly filled by a filler
+file. The backup fails with exit 1 naming the node and "No space left on device", commits
+nothing, leaves the store sound; once the filler is deleted the next backup succeeds, and so
+does one after the chunk store restarts.
+
+Needs root and tmpfs mounts. Where `mount -t tmpfs` is refused (an unprivileged CI container),
+the script says why and exits 77, which ctest reports as skipped (SKIP_RETURN_CODE)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import whorl_e2e as w
+from test_cluster import SCRIPT, Cluster, mkdir
+
+SKIP = 77
+TMPFS_MIB = 32
+
+
+def mount_tmpfs(path):
+    """Mounts a TMPFS_MIB tmpfs on PATH; returns '' or why it could not."""
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", path],
+                       capture_output=True, text=True)
+    return "" if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
+
+
+def umount(path):
+    if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+class FullDiskTest(w.WhorlTestCase):
+
+    def test_full_disk_fails_the_backup_commits_nothing_and_recovers_once_freed(self):
+        cdir = self.path("cluster")
+        data = mkdir(os.path.join(cdir, "data", "chunk-1"))
+        why = mount_tmpfs(data)
+        self.assertEqual(why, "", "tmpfs mount failed after the probe succeeded")
+        self.addCleanup(umount, data)  # runs after cluster.stop below
+        cluster = Cluster(self, cdir, meta=1, chunk=1)
+        self.addCleanup(cluster.stop)
+        url = cluster.url
+        self.whorl("init", "--repo", url, expect=0)
+        src = mkdir(self.path("src"))
+        for i in range(10):
+            w.write_file(os.path.join(src, f"f{i}"), os.urandom(1 * w.MIB))
+
+        # Leave about 2 MiB free for 10 MiB of new chunks.
+        st = os.statvfs(data)
+        filler = os.path.join(data, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 2 * w.MIB))
+        r = self.whorl("backup", "--repo", url, "--timeout", "20", src, timeout=120)
+        self.assert_fails(r, 1, "No space left on device")
+        self.assertIn("chunk-1", r.stderr, r.describe())
+        print(r.stderr.strip())
+        snaps = json.loads(self.whorl("snapshots", "--repo", url, "--json", expect=0).stdout)
+        self.assertEqual(snaps, [], "a backup that failed committed a snapshot")
+        r = self.whorl("check", "--repo", url, "--read-data", expect=0)
+        self.assertEqual(r.stdout, "no errors were found\n", r.describe())
+
+        os.remove(filler)
+        _, s = self.backup(url, src, args=("--timeout", "20"))
+        self.assertEqual(s["files_new"], 10, s)
+        r = self.whorl("check", "--repo", url, "--read-data", expect=0)
+        self.assertEqual(r.stdout, "no errors were found\n", r.describe())
+
+        # The store reopens sound (its recovery reads what the full disk left in the pack).
+        subprocess.run(["bash", SCRIPT, "stop", cdir], check=True, capture_output=True,
+                       env=cluster.env, timeout=120)
+        subprocess.run(["bash", SCRIPT, "start", cdir], check=True, capture_output=True,
+                       env=cluster.env, timeout=120)
+        r = self.whorl("check", "--repo", url, "--read-data", expect=0)
+        self.assertEqual(r.stdout, "no errors were found\n", r.describe())
+        w.write_file(os.path.join(src, "after"), os.urandom(100_000))
+        _, s = self.backup(url, src)
+        self.assertEqual(s["files_new"], 1, s)
+        target = self.path("target")
+        self.restore(url, "latest", target, expect=0)
+        for name in [f"f{i}" for i in range(10)] + ["after"]:
+            f = os.path.join(src, name)
+            self.assertEqual(w.read_bytes(w.restored_path(target, f)), w.read_bytes(f), name)
+
+
+def can_mount():
+    probe = tempfile.mkdtemp(prefix="whorl-tmpfs-probe-")
+    try:
+        why = mount_tmpfs(probe)
+        if not why:
+            umount(probe)
+        return why
+    finally:
+        os.rmdir(probe)
+
+
+if __name__ == "__main__":
+    why = can_mount()
+    if why:
+        print(f"SKIP: cannot mount a tmpfs here ({why}); the full-disk test needs root and "
+              "tmpfs mounts", flush=True)
+        sys.exit(SKIP)
+    w.main()
