@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 extern "C" {
 void __tsan_mutex_destroy(void* addr, unsigned flags);
@@ -50,154 +51,137 @@ Fn Real(const char* name) {
   return reinterpret_cast<Fn>(f);
 }
 
-#define WHORL_REAL(type, name) static const auto real = Real<type>(#name);
+// abseil's entry points call one another (WaitWithTimeout calls WaitWithDeadline through the
+// PLT, hence our wrapper again): only the outermost call on a thread annotates.
+thread_local int depth = 0;
+struct Nesting {
+  Nesting() : outer(depth++ == 0) {}
+  ~Nesting() { --depth; }
+  const bool outer;
+};
 
-void Lock(void* mu, unsigned flags) { __tsan_mutex_pre_lock(mu, flags); }
-void Locked(void* mu, unsigned flags) { __tsan_mutex_post_lock(mu, flags, 0); }
-// The mutex is released and taken again inside the call (Await, CondVar::Wait).
-void ReleaseForWait(void* mu, unsigned flags) {
-  __tsan_mutex_pre_unlock(mu, flags);
-  __tsan_mutex_post_unlock(mu, flags);
-  __tsan_mutex_pre_lock(mu, flags);
+// How a wrapped call uses its mutex.
+enum class Kind { kLock, kReaderLock, kUnlock, kReaderUnlock, kTryLock, kReaderTryLock, kWait };
+
+void Before(Kind kind, void* mu) {
+  switch (kind) {
+    case Kind::kLock:
+      __tsan_mutex_pre_lock(mu, 0);
+      break;
+    case Kind::kReaderLock:
+      __tsan_mutex_pre_lock(mu, kReadLock);
+      break;
+    case Kind::kUnlock:
+      __tsan_mutex_pre_unlock(mu, 0);
+      break;
+    case Kind::kReaderUnlock:
+      __tsan_mutex_pre_unlock(mu, kReadLock);
+      break;
+    case Kind::kTryLock:
+      __tsan_mutex_pre_lock(mu, kTryLock);
+      break;
+    case Kind::kReaderTryLock:
+      __tsan_mutex_pre_lock(mu, kTryLock | kReadLock);
+      break;
+    case Kind::kWait:  // held on entry and on return, released and taken again inside
+      __tsan_mutex_pre_unlock(mu, 0);
+      __tsan_mutex_post_unlock(mu, 0);
+      __tsan_mutex_pre_lock(mu, 0);
+      break;
+  }
+}
+
+void After(Kind kind, void* mu, bool ok) {
+  switch (kind) {
+    case Kind::kLock:
+    case Kind::kWait:
+      __tsan_mutex_post_lock(mu, 0, 0);
+      break;
+    case Kind::kReaderLock:
+      __tsan_mutex_post_lock(mu, kReadLock, 0);
+      break;
+    case Kind::kUnlock:
+      __tsan_mutex_post_unlock(mu, 0);
+      break;
+    case Kind::kReaderUnlock:
+      __tsan_mutex_post_unlock(mu, kReadLock);
+      break;
+    case Kind::kTryLock:
+      __tsan_mutex_post_lock(mu, kTryLock | (ok ? 0 : kTryLockFailed), 0);
+      break;
+    case Kind::kReaderTryLock:
+      __tsan_mutex_post_lock(mu, kTryLock | kReadLock | (ok ? 0 : kTryLockFailed), 0);
+      break;
+  }
+}
+
+// Calls `real` on (mu, args...) between the annotations for `kind`; `mu` is the mutex.
+template <typename R, typename... Args>
+R Wrap(Kind kind, void* mu, R (*real)(Args...), Args... args) {
+  Nesting nesting;
+  if (!nesting.outer) return real(args...);
+  Before(kind, mu);
+  if constexpr (std::is_void_v<R>) {
+    real(args...);
+    After(kind, mu, true);
+  } else {
+    const R r = real(args...);
+    After(kind, mu, static_cast<bool>(r));
+    return r;
+  }
 }
 
 }  // namespace
 
-extern "C" {
+// One wrapper per exported entry point: NAME is the mangled symbol, the real one is looked up
+// once.
+#define WHORL_WRAP(RET, NAME, KIND, MU, PARAMS, TYPES, ...) \
+  extern "C" RET NAME PARAMS {                              \
+    static const auto real = Real<RET(*) TYPES>(#NAME);     \
+    return Wrap<RET>(KIND, MU, real, __VA_ARGS__);          \
+  }
 
-// absl::Mutex::Lock() / Unlock() / ReaderLock() / ReaderUnlock()
-void _ZN4absl7debian35Mutex4LockEv(void* mu) {
-  WHORL_REAL(void (*)(void*), _ZN4absl7debian35Mutex4LockEv);
-  Lock(mu, 0);
-  real(mu);
-  Locked(mu, 0);
-}
-void _ZN4absl7debian35Mutex6UnlockEv(void* mu) {
-  WHORL_REAL(void (*)(void*), _ZN4absl7debian35Mutex6UnlockEv);
-  __tsan_mutex_pre_unlock(mu, 0);
-  real(mu);
-  __tsan_mutex_post_unlock(mu, 0);
-}
-void _ZN4absl7debian35Mutex10ReaderLockEv(void* mu) {
-  WHORL_REAL(void (*)(void*), _ZN4absl7debian35Mutex10ReaderLockEv);
-  Lock(mu, kReadLock);
-  real(mu);
-  Locked(mu, kReadLock);
-}
-void _ZN4absl7debian35Mutex12ReaderUnlockEv(void* mu) {
-  WHORL_REAL(void (*)(void*), _ZN4absl7debian35Mutex12ReaderUnlockEv);
-  __tsan_mutex_pre_unlock(mu, kReadLock);
-  real(mu);
-  __tsan_mutex_post_unlock(mu, kReadLock);
-}
+using Cond = const void*;  // const absl::Condition&
 
-// absl::Mutex::TryLock() / ReaderTryLock()
-bool _ZN4absl7debian35Mutex7TryLockEv(void* mu) {
-  WHORL_REAL(bool (*)(void*), _ZN4absl7debian35Mutex7TryLockEv);
-  __tsan_mutex_pre_lock(mu, kTryLock);
-  const bool ok = real(mu);
-  __tsan_mutex_post_lock(mu, kTryLock | (ok ? 0 : kTryLockFailed), 0);
-  return ok;
-}
-bool _ZN4absl7debian35Mutex13ReaderTryLockEv(void* mu) {
-  WHORL_REAL(bool (*)(void*), _ZN4absl7debian35Mutex13ReaderTryLockEv);
-  __tsan_mutex_pre_lock(mu, kTryLock | kReadLock);
-  const bool ok = real(mu);
-  __tsan_mutex_post_lock(mu, kTryLock | kReadLock | (ok ? 0 : kTryLockFailed), 0);
-  return ok;
-}
-
+// absl::Mutex::Lock(), Unlock(), ReaderLock(), ReaderUnlock(), TryLock(), ReaderTryLock()
+WHORL_WRAP(void, _ZN4absl7debian35Mutex4LockEv, Kind::kLock, m, (void* m), (void*), m)
+WHORL_WRAP(void, _ZN4absl7debian35Mutex6UnlockEv, Kind::kUnlock, m, (void* m), (void*), m)
+WHORL_WRAP(void, _ZN4absl7debian35Mutex10ReaderLockEv, Kind::kReaderLock, m, (void* m), (void*), m)
+WHORL_WRAP(void, _ZN4absl7debian35Mutex12ReaderUnlockEv, Kind::kReaderUnlock, m, (void* m), (void*),
+           m)
+WHORL_WRAP(bool, _ZN4absl7debian35Mutex7TryLockEv, Kind::kTryLock, m, (void* m), (void*), m)
+WHORL_WRAP(bool, _ZN4absl7debian35Mutex13ReaderTryLockEv, Kind::kReaderTryLock, m, (void* m),
+           (void*), m)
 // absl::Mutex::LockWhen(const Condition&) and its timed forms.
-void _ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(void* mu, const void* cond) {
-  WHORL_REAL(void (*)(void*, const void*), _ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE);
-  Lock(mu, 0);
-  real(mu, cond);
-  Locked(mu, 0);
-}
-bool _ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE(void* mu,
-                                                                                 const void* cond,
-                                                                                 Duration d) {
-  WHORL_REAL(bool (*)(void*, const void*, Duration),
-             _ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE);
-  Lock(mu, 0);
-  const bool r = real(mu, cond, d);
-  Locked(mu, 0);
-  return r;
-}
-bool _ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE(void* mu,
-                                                                              const void* cond,
-                                                                              Time t) {
-  WHORL_REAL(bool (*)(void*, const void*, Time),
-             _ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE);
-  Lock(mu, 0);
-  const bool r = real(mu, cond, t);
-  Locked(mu, 0);
-  return r;
-}
-
-// absl::Mutex::Await(const Condition&) and its timed forms: held on entry and on return.
-void _ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(void* mu, const void* cond) {
-  WHORL_REAL(void (*)(void*, const void*), _ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE);
-  ReleaseForWait(mu, 0);
-  real(mu, cond);
-  Locked(mu, 0);
-}
-bool _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(void* mu,
-                                                                              const void* cond,
-                                                                              Duration d) {
-  WHORL_REAL(bool (*)(void*, const void*, Duration),
-             _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE);
-  ReleaseForWait(mu, 0);
-  const bool r = real(mu, cond, d);
-  Locked(mu, 0);
-  return r;
-}
-bool _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(void* mu,
-                                                                           const void* cond,
-                                                                           Time t) {
-  WHORL_REAL(bool (*)(void*, const void*, Time),
-             _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE);
-  ReleaseForWait(mu, 0);
-  const bool r = real(mu, cond, t);
-  Locked(mu, 0);
-  return r;
-}
-
-// absl::CondVar::Wait(Mutex*) and its timed forms.
-void _ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(void* cv, void* mu) {
-  WHORL_REAL(void (*)(void*, void*), _ZN4absl7debian37CondVar4WaitEPNS0_5MutexE);
-  ReleaseForWait(mu, 0);
-  real(cv, mu);
-  Locked(mu, 0);
-}
-bool _ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(void* cv, void* mu,
-                                                                          Duration d) {
-  WHORL_REAL(bool (*)(void*, void*, Duration),
-             _ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE);
-  ReleaseForWait(mu, 0);
-  const bool r = real(cv, mu, d);
-  Locked(mu, 0);
-  return r;
-}
-bool _ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(void* cv, void* mu, Time t) {
-  WHORL_REAL(bool (*)(void*, void*, Time),
-             _ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE);
-  ReleaseForWait(mu, 0);
-  const bool r = real(cv, mu, t);
-  Locked(mu, 0);
-  return r;
-}
+WHORL_WRAP(void, _ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE, Kind::kLock, m,
+           (void* m, Cond c), (void*, Cond), m, c)
+WHORL_WRAP(bool, _ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE,
+           Kind::kLock, m, (void* m, Cond c, Duration d), (void*, Cond, Duration), m, c, d)
+WHORL_WRAP(bool, _ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE,
+           Kind::kLock, m, (void* m, Cond c, Time t), (void*, Cond, Time), m, c, t)
+// absl::Mutex::Await(const Condition&) and its timed forms.
+WHORL_WRAP(void, _ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE, Kind::kWait, m, (void* m, Cond c),
+           (void*, Cond), m, c)
+WHORL_WRAP(bool, _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE,
+           Kind::kWait, m, (void* m, Cond c, Duration d), (void*, Cond, Duration), m, c, d)
+WHORL_WRAP(bool, _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE, Kind::kWait,
+           m, (void* m, Cond c, Time t), (void*, Cond, Time), m, c, t)
+// absl::CondVar::Wait(Mutex*) and its timed forms: the mutex is the second argument.
+WHORL_WRAP(void, _ZN4absl7debian37CondVar4WaitEPNS0_5MutexE, Kind::kWait, m, (void* cv, void* m),
+           (void*, void*), cv, m)
+WHORL_WRAP(bool, _ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE, Kind::kWait,
+           m, (void* cv, void* m, Duration d), (void*, void*, Duration), cv, m, d)
+WHORL_WRAP(bool, _ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE, Kind::kWait, m,
+           (void* cv, void* m, Time t), (void*, void*, Time), cv, m, t)
 
 // absl::Mutex::~Mutex(): TSan forgets the lock, so a new Mutex at the same address starts fresh.
-void _ZN4absl7debian35MutexD1Ev(void* mu) {
-  WHORL_REAL(void (*)(void*), _ZN4absl7debian35MutexD1Ev);
-  __tsan_mutex_destroy(mu, 0);
-  real(mu);
+extern "C" void _ZN4absl7debian35MutexD1Ev(void* m) {
+  static const auto real = Real<void (*)(void*)>("_ZN4absl7debian35MutexD1Ev");
+  __tsan_mutex_destroy(m, 0);
+  real(m);
 }
-void _ZN4absl7debian35MutexD2Ev(void* mu) {
-  WHORL_REAL(void (*)(void*), _ZN4absl7debian35MutexD2Ev);
-  __tsan_mutex_destroy(mu, 0);
-  real(mu);
+extern "C" void _ZN4absl7debian35MutexD2Ev(void* m) {
+  static const auto real = Real<void (*)(void*)>("_ZN4absl7debian35MutexD2Ev");
+  __tsan_mutex_destroy(m, 0);
+  real(m);
 }
-
-}  // extern "C"
