@@ -138,7 +138,7 @@ void ClusterMaps() {
   m.chunkstores = {{"chunk-1", "[::1]:7101", 1}, {"chunk.2_x", "host.example:7102", 3}};
   Put("cluster_map", "two_by_two", whorl::SerializeClusterMap(m));
   Put("cluster_map", "minimal",
-      R"({"format":1,"epoch":0,"metadata":[{"id":"m","address":"a:1"}],)"
+      R"({"format":1,"epoch":1,"metadata":[{"id":"m","address":"a:1"}],)"
       R"("chunkstores":[{"id":"c","address":"b:65535","weight":65536}],"extra":[null,true,1.5e3]})");
 }
 
