@@ -75,19 +75,20 @@ stage_fuzz() {
   WHORL_JOBS=$jobs bash tests/fuzz/run.sh --seconds "${WHORL_FUZZ_SECONDS:-12}"
 }
 
-# The tests that run code on several threads or processes at once without gRPC: the chunk
-# store's group commit and concurrent puts (chunk_store_test), the metadata store, and two agents
-# (uploader threads) backing up into one embedded repository at once (e2e_test_concurrency).
-# The daemons' tests are left out: Debian's gRPC is not TSan-instrumented, and under TSan
-# daemon_test takes 7.5 minutes and reports hundreds of races inside libgrpc's own code.
-tsan_tests='^(chunk_store_test|metadata_store_test|e2e_test_concurrency)$'
+# The tests that run code on several threads or processes at once: the chunk store's group
+# commit and concurrent puts (chunk_store_test), the metadata store, two agents (uploader
+# threads) backing up into one embedded repository at once (e2e_test_concurrency), and the
+# daemon tests with parallel peer calls and map reloads (daemon_tsan_test, a subset of
+# daemon_test: Debian's gRPC is not TSan-instrumented and all of it takes minutes under TSan).
+tsan_tests='^(chunk_store_test|metadata_store_test|e2e_test_concurrency|daemon_tsan_test)$'
 
 stage_tsan() {
   echo "== ThreadSanitizer build and concurrency tests (build-tsan/)"
   local logs=$root/build-tsan/tsan-reports
   cmake -S "$root" -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" -DWHORL_TSAN=ON >/dev/null
-  cmake --build build-tsan -j "$jobs" --target chunk_store_test metadata_store_test whorl
+  cmake --build build-tsan -j "$jobs" --target chunk_store_test metadata_store_test whorl \
+    daemon_test whorl-metad whorl-chunkd
   rm -rf "$logs" && mkdir -p "$logs"
   # Reports go to files, so that one from a daemon a test started is seen too.
   local rc=0

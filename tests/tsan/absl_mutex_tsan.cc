@@ -7,7 +7,8 @@
 // to ABSL_GUARDED_BY data as a race. No instrumented abseil can be had here, so this file
 // interposes the exported Mutex and CondVar entry points: each wrapper makes the annotation
 // calls abseil makes in a TSan build (__tsan_mutex_pre_lock / post_lock / pre_unlock /
-// post_unlock) around the real function, found with dlsym(RTLD_NEXT). Symbol names are those of
+// post_unlock) around the real function, found with dlsym(RTLD_NEXT). ~Mutex is left alone:
+// TSan forgets a lock when its memory is freed. Symbol names are those of
 // abseil 20220623 as Debian 12 builds it (inline namespace "debian3"); if they change, the
 // wrappers are simply never called and TSan reports the races again.
 #include <dlfcn.h>
@@ -18,7 +19,6 @@
 #include <type_traits>
 
 extern "C" {
-void __tsan_mutex_destroy(void* addr, unsigned flags);
 void __tsan_mutex_pre_lock(void* addr, unsigned flags);
 void __tsan_mutex_post_lock(void* addr, unsigned flags, int recursion);
 int __tsan_mutex_pre_unlock(void* addr, unsigned flags);
@@ -173,15 +173,3 @@ WHORL_WRAP(bool, _ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8Dura
            m, (void* cv, void* m, Duration d), (void*, void*, Duration), cv, m, d)
 WHORL_WRAP(bool, _ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE, Kind::kWait, m,
            (void* cv, void* m, Time t), (void*, void*, Time), cv, m, t)
-
-// absl::Mutex::~Mutex(): TSan forgets the lock, so a new Mutex at the same address starts fresh.
-extern "C" void _ZN4absl7debian35MutexD1Ev(void* m) {
-  static const auto real = Real<void (*)(void*)>("_ZN4absl7debian35MutexD1Ev");
-  __tsan_mutex_destroy(m, 0);
-  real(m);
-}
-extern "C" void _ZN4absl7debian35MutexD2Ev(void* m) {
-  static const auto real = Real<void (*)(void*)>("_ZN4absl7debian35MutexD2Ev");
-  __tsan_mutex_destroy(m, 0);
-  real(m);
-}
