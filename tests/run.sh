@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     --fast) only+=(release); shift ;;
     --only) IFS=, read -r -a s <<<"$2"; only+=("${s[@]}"); shift 2 ;;
     --skip) IFS=, read -r -a s <<<"$2"; skip+=("${s[@]}"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
