@@ -47,10 +47,11 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
     return absl::DataLossError("config has no integer version");
   }
   RepoConfig c;
-  c.version = j["version"].get<int>();
-  if (c.version != kRepoFormatVersion) {
-    return absl::FailedPreconditionError("unsupported repository version " +
-                                         std::to_string(c.version) + " (this whorl reads " +
+  // Compared as written: get<int>() would wrap 4294967297 to 1.
+  if (!j["version"].is_number_unsigned() ||
+      j["version"].get<uint64_t>() != static_cast<uint64_t>(kRepoFormatVersion)) {
+    return absl::FailedPreconditionError("unsupported repository version " + j["version"].dump() +
+                                         " (this whorl reads " +
                                          std::to_string(kRepoFormatVersion) + ")");
   }
   const auto& ch = j.value("chunker", nlohmann::json::object());
@@ -70,6 +71,11 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
   char* end = nullptr;
   c.chunker.polynomial = std::strtoull(poly.c_str(), &end, 16);
   if (poly.empty() || *end != '\0') return absl::DataLossError("config polynomial is not hex");
+  for (const char* key : {"min_size", "avg_size", "max_size"}) {
+    if (ch[key].get<uint64_t>() > UINT32_MAX) {  // get<uint32_t>() would keep the low bits
+      return absl::DataLossError(std::string("config chunker ") + key + " is over 2^32");
+    }
+  }
   c.chunker.min_size = ch["min_size"].get<uint32_t>();
   c.chunker.avg_size = ch["avg_size"].get<uint32_t>();
   c.chunker.max_size = ch["max_size"].get<uint32_t>();

@@ -34,6 +34,22 @@ TEST(RepoConfigTest, RefusesUnknownVersion) {
             std::string::npos);
 }
 
+// Found by repo_config_fuzz: the version and the chunk sizes were narrowed to 32 bits, so
+// version 2^32+1 read as 1 and a min_size of 2^32+8192 as 8192.
+TEST(RepoConfigTest, RefusesNumbersThatOnlyFitAfterTruncation) {
+  const std::string rest =
+      R"("id": "00112233445566778899aabbccddeeff", "compression": "zstd:3", "chunker": )"
+      R"({"polynomial": "0x3da3358b4dc173", "avg_size": 32768, "max_size": 131072, "min_size": )";
+  ASSERT_TRUE(RepoConfig::FromJson(R"({"version": 1, )" + rest + "8192}}").ok());
+  auto version = RepoConfig::FromJson(R"({"version": 4294967297, )" + rest + "8192}}");
+  EXPECT_EQ(version.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(version.status().message(),
+            "unsupported repository version 4294967297 (this whorl reads 1)");
+  auto size = RepoConfig::FromJson(R"({"version": 1, )" + rest + "4294975488}}");
+  EXPECT_EQ(size.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(size.status().message(), "config chunker min_size is over 2^32");
+}
+
 TEST(RepoConfigTest, RefusesGarbageAndBadFields) {
   EXPECT_EQ(RepoConfig::FromJson("not json").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(RepoConfig::FromJson("[]").status().code(), absl::StatusCode::kDataLoss);

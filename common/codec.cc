@@ -24,8 +24,8 @@ absl::StatusOr<CompressionSpec> CompressionSpec::Parse(std::string_view text) {
       return CompressionSpec{Codec::kZstd, level};
     }
   }
-  return absl::InvalidArgumentError("compression must be 'none' or 'zstd:N' with N in 1..19, got '" +
-                                    std::string(text) + "'");
+  return absl::InvalidArgumentError(
+      "compression must be 'none' or 'zstd:N' with N in 1..19, got '" + std::string(text) + "'");
 }
 
 namespace {
@@ -66,9 +66,20 @@ absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_
       }
       return std::string(stored);
     case Codec::kZstd: {
+      // The frame header records the plain size (Encode always writes it): check it before
+      // allocating, so that a few hostile bytes claiming a huge chunk cost nothing.
+      const unsigned long long framed = ZSTD_getFrameContentSize(stored.data(), stored.size());
+      if (framed == ZSTD_CONTENTSIZE_ERROR) return absl::DataLossError("zstd: not a zstd frame");
+      if (framed == ZSTD_CONTENTSIZE_UNKNOWN) {
+        return absl::DataLossError("zstd frame does not record its size");
+      }
+      if (framed != plain_size) {
+        return absl::DataLossError("zstd frame holds " + std::to_string(framed) + " bytes, want " +
+                                   std::to_string(plain_size));
+      }
       std::string out(plain_size, '\0');
-      const size_t n = ZSTD_decompressDCtx(Contexts().d, out.data(), out.size(), stored.data(),
-                                           stored.size());
+      const size_t n =
+          ZSTD_decompressDCtx(Contexts().d, out.data(), out.size(), stored.data(), stored.size());
       if (ZSTD_isError(n)) {
         return absl::DataLossError(std::string("zstd: ") + ZSTD_getErrorName(n));
       }

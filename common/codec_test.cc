@@ -1,6 +1,7 @@
 #include "common/codec.h"
 
 #include <gtest/gtest.h>
+#include <zstd.h>
 
 namespace whorl {
 namespace {
@@ -38,6 +39,32 @@ TEST(CodecTest, DecodeRefusesGarbageAndWrongSize) {
   EXPECT_EQ(Decode(Codec::kNone, "abc", 4).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(Decode(static_cast<Codec>(7), "abc", 3).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Found by codec_fuzz: Decode allocated (and zeroed) the claimed plain size before looking at
+// the frame, so a 10-byte PutChunks item claiming 64 MiB cost 64 MiB of memset.
+TEST(CodecTest, DecodeChecksTheFrameSizeBeforeAllocating) {
+  constexpr uint64_t kHuge = uint64_t{1} << 40;  // would not fit in memory
+  auto garbage = Decode(Codec::kZstd, "not a zstd frame", kHuge);
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(garbage.status().message(), "zstd: not a zstd frame");
+  Codec codec;
+  const std::string stored = Encode(CompressionSpec{}, std::string(1000, 'a'), &codec);
+  ASSERT_EQ(codec, Codec::kZstd);
+  auto wrong = Decode(codec, stored, kHuge);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(wrong.status().message(), "zstd frame holds 1000 bytes, want 1099511627776");
+  // A frame without its size (streaming compressors write those) is refused too.
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ASSERT_EQ(ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0), 0u);
+  std::string sizeless(ZSTD_compressBound(1000), '\0');
+  const size_t n =
+      ZSTD_compress2(cctx, sizeless.data(), sizeless.size(), std::string(1000, 'a').data(), 1000);
+  ZSTD_freeCCtx(cctx);
+  ASSERT_FALSE(ZSTD_isError(n));
+  sizeless.resize(n);
+  EXPECT_EQ(Decode(Codec::kZstd, sizeless, 1000).status().message(),
+            "zstd frame does not record its size");
 }
 
 TEST(CodecTest, ParseSpec) {

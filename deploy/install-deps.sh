@@ -9,6 +9,7 @@ PACKAGES=(
   librocksdb-dev libabsl-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libssl-dev libzstd-dev
   libcli11-dev nlohmann-json3-dev prometheus-cpp-dev libisal-dev python3
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -1,0 +1,34 @@
+// DecodeTree on hostile bytes (a tree object read back from a repository). Properties: it never
+// crashes; a tree it accepts has only safe names, known types, 32-byte ids and strictly
+// increasing names; encode(decode(x)) decodes to an equal tree and is a fixed point of encoding.
+#include <google/protobuf/util/message_differencer.h>
+
+#include "agent/objects.h"
+#include "common/fingerprint.h"
+#include "tests/fuzz/fuzz_util.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using whorl::agent::DecodeTree;
+  using whorl::agent::EncodeTree;
+  absl::StatusOr<whorl::v1::Tree> tree = DecodeTree(whorl::fuzz::AsView(data, size));
+  if (!tree.ok()) {
+    FUZZ_CHECK(tree.status().code() == absl::StatusCode::kDataLoss ||
+               tree.status().code() == absl::StatusCode::kInvalidArgument);
+    return 0;
+  }
+  for (int i = 0; i < tree->nodes_size(); ++i) {
+    const whorl::v1::Node& n = tree->nodes(i);
+    FUZZ_CHECK(whorl::agent::IsValidNodeName(n.name()));
+    FUZZ_CHECK(n.type() != whorl::v1::Node::TYPE_UNSPECIFIED);
+    FUZZ_CHECK(n.type() != whorl::v1::Node::DIR || n.subtree().size() == whorl::Fingerprint::kSize);
+    for (const std::string& c : n.chunks()) FUZZ_CHECK(c.size() == whorl::Fingerprint::kSize);
+    if (i > 0) FUZZ_CHECK(tree->nodes(i - 1).name() < n.name());
+  }
+  whorl::v1::Tree copy = *tree;
+  const std::string encoded = EncodeTree(&copy);
+  absl::StatusOr<whorl::v1::Tree> again = DecodeTree(encoded);
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(google::protobuf::util::MessageDifferencer::Equals(*tree, *again));
+  FUZZ_CHECK(EncodeTree(&*again) == encoded);
+  return 0;
+}
