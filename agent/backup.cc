@@ -11,12 +11,16 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
+#include "absl/synchronization/mutex.h"
+#include "agent/file_reader.h"
 #include "agent/objects.h"
 #include "agent/uploader.h"
 #include "common/chunker.h"
@@ -78,6 +82,89 @@ void ScanTotals(const std::vector<std::string>& paths, ScanCounts* counts) {
   counts->done.store(true, std::memory_order_release);
 }
 
+// A file the walk hands to the worker pool to read, chunk and hash.
+struct FileJob {
+  std::string path;
+  struct stat st;
+  v1::Node node;         // metadata from the walk; the worker sets its chunks and size
+  absl::Status status;   // the file's own failure: the file is skipped
+  bool fatal = false;    // `status` is the repository's failure: the backup ends
+  bool changed = false;  // the parent snapshot had a file here (else it is new)
+  std::vector<std::string> warnings;
+};
+
+// Reads, chunks and hashes files on kWorkers threads, so that several reads are in flight (on
+// this project's 2-core VM, 4 readers take a cold 430 MiB tree of 20k files from 3.3 s to
+// 1.3 s) and hashing runs beside compression. At most kMaxQueued jobs wait, so the walk stays
+// a bounded distance ahead.
+class FilePool {
+ public:
+  static constexpr size_t kWorkers = 4;
+  static constexpr size_t kMaxQueued = 64;
+
+  explicit FilePool(std::function<void(FileChunker*, FileJob*)> work) : work_(std::move(work)) {}
+  ~FilePool() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    for (auto& t : threads_) t.join();
+  }
+
+  void Submit(std::shared_ptr<FileJob> job, const Chunker& chunker) {
+    absl::MutexLock lock(&mu_);
+    if (threads_.empty()) {
+      for (size_t i = 0; i < kWorkers; ++i)
+        threads_.emplace_back([this, &chunker] { Run(chunker); });
+    }
+    mu_.Await(absl::Condition(
+        +[](FilePool* p)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return p->queue_.size() < kMaxQueued; },
+        this));
+    queue_.push_back(job);
+  }
+
+  // Waits for `job`, or for `timeout` (then false).
+  bool Wait(const FileJob* job, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this, job]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_.contains(job); };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) return false;
+    done_.erase(job);
+    return true;
+  }
+
+ private:
+  void Run(const Chunker& chunker) {
+    FileChunker file_chunker(chunker, ChunkFileOptions{});
+    for (;;) {
+      std::shared_ptr<FileJob> job;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](FilePool* p)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) { return !p->queue_.empty() || p->stop_; },
+            this));
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      work_(&file_chunker, job.get());
+      absl::MutexLock lock(&mu_);
+      done_.insert(job.get());
+    }
+  }
+
+  std::function<void(FileChunker*, FileJob*)> work_;
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<FileJob>> queue_ ABSL_GUARDED_BY(mu_);
+  std::unordered_set<const FileJob*> done_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+// The files of one directory being read while the walk goes on: (index in the tree, job).
+using PendingFiles = std::vector<std::pair<int, std::shared_ptr<FileJob>>>;
+
 class Archiver {
  public:
   Archiver(Repository* repo, const BackupOptions& options,
@@ -89,7 +176,7 @@ class Archiver {
         on_progress_(on_progress),
         chunker_(repo->config().chunker),
         uploader_(repo),
-        buffer_(std::max<size_t>(8 << 20, 2 * repo->config().chunker.max_size), '\0') {}
+        pool_([this](FileChunker* fc, FileJob* job) { ReadFile(fc, job); }) {}
 
   // Saves the trie below "/" as the root tree; returns its fingerprint.
   absl::StatusOr<Fingerprint> SaveRoot(const PathTrie& trie, const v1::Tree* parent) {
@@ -207,6 +294,7 @@ class Archiver {
   absl::StatusOr<v1::Tree> SaveTrie(const std::string& prefix, const PathTrie& trie,
                                     const v1::Tree* parent) {
     v1::Tree tree;
+    PendingFiles pending;
     for (const auto& [name, child] : trie.children) {
       const std::string path = prefix + "/" + name;
       struct stat st;
@@ -216,9 +304,7 @@ class Archiver {
       }
       const v1::Node* parent_node = FindChild(parent, name);
       if (child.target) {
-        absl::StatusOr<std::optional<v1::Node>> node = SaveEntry(path, name, st, parent_node);
-        if (!node.ok()) return node.status();
-        if (node->has_value()) *tree.add_nodes() = **node;
+        WHORL_RETURN_IF_ERROR(SaveEntry(path, name, st, parent_node, &tree, &pending));
         continue;
       }
       if (!S_ISDIR(st.st_mode)) continue;  // a target below a non-directory cannot exist
@@ -229,6 +315,7 @@ class Archiver {
       node.set_subtree(fp.ToBytes());
       *tree.add_nodes() = std::move(node);
     }
+    WHORL_RETURN_IF_ERROR(Resolve(&tree, pending));
     return tree;
   }
 
@@ -261,21 +348,17 @@ class Archiver {
     return node;
   }
 
-  // Saves one filesystem entry. nullopt: skipped (error recorded). Non-OK: fatal.
-  absl::StatusOr<std::optional<v1::Node>> SaveEntry(const std::string& path,
-                                                    const std::string& name, const struct stat& st,
-                                                    const v1::Node* parent_node) {
+  // Saves one filesystem entry into `tree`; a file to read goes to the pool and into `pending`.
+  // An entry's own failure is recorded and skips it; a non-OK return is fatal.
+  absl::Status SaveEntry(const std::string& path, const std::string& name, const struct stat& st,
+                         const v1::Node* parent_node, v1::Tree* tree, PendingFiles* pending) {
     v1::Node node = MetadataNode(name, st);
     switch (node.type()) {
-      case v1::Node::FILE: {
-        absl::Status s = SaveFile(path, st, parent_node, &node);
-        if (!fatal_.ok()) return fatal_;
-        if (!s.ok()) {
-          Error(path, s);
-          return std::nullopt;
+      case v1::Node::FILE:
+        if (std::shared_ptr<FileJob> job = SaveFile(path, st, parent_node, &node)) {
+          pending->emplace_back(tree->nodes_size(), std::move(job));
         }
         break;
-      }
       case v1::Node::DIR: {
         if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) ++counts_.dirs_new;
         std::shared_ptr<const v1::Tree> parent_sub = ParentSubtree(parent_node);
@@ -289,7 +372,7 @@ class Archiver {
         const ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
         if (n < 0) {
           Error(path, ErrnoStatus("readlink", path, errno));
-          return std::nullopt;
+          return absl::OkStatus();
         }
         target.resize(static_cast<size_t>(n));
         node.set_symlink_target(target);
@@ -298,7 +381,42 @@ class Archiver {
       default:
         break;
     }
-    return node;
+    *tree->add_nodes() = std::move(node);
+    return absl::OkStatus();
+  }
+
+  // Waits for the files of `tree` that the pool reads, in order, and puts their chunk lists in;
+  // a file that failed is recorded and dropped from the tree.
+  absl::Status Resolve(v1::Tree* tree, const PendingFiles& pending) {
+    if (pending.empty()) return absl::OkStatus();
+    std::vector<bool> failed(tree->nodes_size(), false);
+    bool any_failed = false;
+    for (const auto& [index, job] : pending) {
+      while (!pool_.Wait(job.get(), absl::Milliseconds(250))) Progress(0);
+      if (job->fatal) return job->status;
+      for (std::string& w : job->warnings) {
+        if (on_error_) on_error_("warning: " + w);
+        warnings_.push_back(std::move(w));
+      }
+      if (!job->status.ok()) {
+        Error(job->path, job->status);
+        failed[index] = any_failed = true;
+        continue;
+      }
+      *tree->mutable_nodes(index) = std::move(job->node);
+      if (job->changed)
+        ++counts_.files_changed;
+      else
+        ++counts_.files_new;
+    }
+    if (any_failed) {
+      v1::Tree kept;
+      for (int i = 0; i < tree->nodes_size(); ++i) {
+        if (!failed[i]) *kept.add_nodes() = std::move(*tree->mutable_nodes(i));
+      }
+      tree->Swap(&kept);
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<v1::Tree> SaveDirContents(const std::string& path, const v1::Tree* parent) {
@@ -317,6 +435,7 @@ class Archiver {
     ::closedir(dir);
     std::sort(names.begin(), names.end());
     const std::string prefix = path == "/" ? "" : path;
+    PendingFiles pending;
     for (const std::string& name : names) {
       const std::string child = prefix + "/" + name;
       if (Excluded(child, name)) continue;
@@ -329,15 +448,17 @@ class Archiver {
           st.st_dev != root_dev_) {
         continue;
       }
-      WHORL_ASSIGN_OR_RETURN(std::optional<v1::Node> node,
-                             SaveEntry(child, name, st, FindChild(parent, name)));
-      if (node.has_value()) *tree.add_nodes() = *std::move(node);
+      WHORL_RETURN_IF_ERROR(SaveEntry(child, name, st, FindChild(parent, name), &tree, &pending));
+      Progress(0);
     }
+    WHORL_RETURN_IF_ERROR(Resolve(&tree, pending));
     return tree;
   }
 
-  absl::Status SaveFile(const std::string& path, const struct stat& st, const v1::Node* parent_node,
-                        v1::Node* node) {
+  // Fills `node` from the parent snapshot when the file is unchanged (nullptr); otherwise hands
+  // the file to the pool and returns its job.
+  std::shared_ptr<FileJob> SaveFile(const std::string& path, const struct stat& st,
+                                    const v1::Node* parent_node, v1::Node* node) {
     node->set_size(static_cast<uint64_t>(st.st_size));
     ++counts_.total_files_processed;
     counts_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
@@ -346,78 +467,68 @@ class Archiver {
         parent_node->ctime_ns() == node->ctime_ns() && parent_node->inode() == node->inode()) {
       *node->mutable_chunks() = parent_node->chunks();
       ++counts_.files_unmodified;
-      Progress(static_cast<uint64_t>(st.st_size));
-      return absl::OkStatus();
+      read_bytes_.fetch_add(static_cast<uint64_t>(st.st_size), std::memory_order_relaxed);
+      return nullptr;
     }
-    WHORL_RETURN_IF_ERROR(ReadAndChunk(path, st, node));
-    if (parent_node != nullptr)
-      ++counts_.files_changed;
-    else
-      ++counts_.files_new;
-    return absl::OkStatus();
+    auto job = std::make_shared<FileJob>();
+    job->path = path;
+    job->st = st;
+    job->node = *node;
+    job->changed = parent_node != nullptr;
+    pool_.Submit(job, chunker_);
+    return job;
   }
 
-  absl::Status ReadAndChunk(const std::string& path, const struct stat& st, v1::Node* node) {
+  // On a pool thread: reads, chunks and hashes one file and queues its chunks for upload.
+  void ReadFile(FileChunker* file_chunker, FileJob* job) {
+    if (stopping_.load(std::memory_order_relaxed)) {
+      job->status = absl::CancelledError("backup stopped");
+      return;
+    }
+    const std::string& path = job->path;
     int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
     if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return ErrnoStatus("open", path, errno);
-    absl::Status s = ChunkFd(fd, path, node);
+    if (fd < 0) {
+      job->status = ErrnoStatus("open", path, errno);
+      return;
+    }
+    v1::Node* node = &job->node;
+    node->clear_chunks();
+    absl::StatusOr<uint64_t> size = file_chunker->Chunk(
+        fd, path,
+        [this, job, node](std::string_view chunk) {
+          const Fingerprint fp = Sha256(chunk);
+          if (absl::Status up = uploader_.Add(fp, chunk); !up.ok()) {
+            job->fatal = true;
+            stopping_.store(true, std::memory_order_relaxed);
+            return up;
+          }
+          node->add_chunks(fp.ToBytes());
+          return absl::OkStatus();
+        },
+        [this](uint64_t n) { read_bytes_.fetch_add(n, std::memory_order_relaxed); });
+    if (!size.ok()) {
+      job->status = size.status();
+      ::close(fd);
+      return;
+    }
+    node->set_size(*size);
     struct stat after;
-    if (s.ok() && ::fstat(fd, &after) == 0 &&
-        (after.st_size != st.st_size || Ns(after.st_mtim) != Ns(st.st_mtim) ||
-         static_cast<uint64_t>(after.st_size) != node->size())) {
-      warnings_.push_back(path + ": file changed while it was read");
-      if (on_error_) on_error_("warning: " + warnings_.back());
+    if (::fstat(fd, &after) == 0 &&
+        (after.st_size != job->st.st_size || Ns(after.st_mtim) != Ns(job->st.st_mtim) ||
+         static_cast<uint64_t>(after.st_size) != *size)) {
+      job->warnings.push_back(path + ": file changed while it was read");
     }
     ::close(fd);
-    return s;
   }
 
-  // Reads the file through the chunker. The buffer holds >= 2 max_size bytes, so after moving
-  // an unfinished chunk (< max_size) to the front there is always room to read more.
-  absl::Status ChunkFd(int fd, const std::string& path, v1::Node* node) {
-    size_t begin = 0, end = 0;
-    bool eof = false;
-    uint64_t total = 0;
-    node->clear_chunks();
-    while (true) {
-      const size_t len = chunker_.NextChunk(
-          reinterpret_cast<const uint8_t*>(buffer_.data() + begin), end - begin, eof);
-      if (len > 0) {
-        const std::string_view chunk(buffer_.data() + begin, len);
-        const Fingerprint fp = Sha256(chunk);
-        if (absl::Status up = uploader_.Add(fp, chunk); !up.ok()) {
-          fatal_ = up;
-          return up;
-        }
-        node->add_chunks(fp.ToBytes());
-        begin += len;
-        total += len;
-        continue;
-      }
-      if (eof) break;
-      std::memmove(buffer_.data(), buffer_.data() + begin, end - begin);
-      end -= begin;
-      begin = 0;
-      while (!eof && end < buffer_.size()) {
-        const ssize_t n = ::read(fd, buffer_.data() + end, buffer_.size() - end);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return ErrnoStatus("read", path, errno);
-        eof = n == 0;
-        end += static_cast<size_t>(n);
-        Progress(static_cast<uint64_t>(n));
-      }
-    }
-    node->set_size(total);
-    return absl::OkStatus();
-  }
-
-  void Progress(uint64_t bytes) {
-    progress_.bytes += bytes;
+  // Reports progress (from the walk's thread), at most every 250 ms.
+  void Progress(uint64_t /*unused*/) {
     if (!on_progress_) return;
     const auto now = Clock::now();
     if (now - last_progress_ < std::chrono::milliseconds(250)) return;
     last_progress_ = now;
+    progress_.bytes = read_bytes_.load(std::memory_order_relaxed);
     progress_.files = counts_.total_files_processed;
     if (totals_ != nullptr) {
       progress_.total_files = totals_->files.load(std::memory_order_relaxed);
@@ -438,7 +549,10 @@ class Archiver {
   std::function<void(const BackupProgress&)> on_progress_;
   Chunker chunker_;
   ChunkUploader uploader_;
-  std::string buffer_;
+  // Bytes read by the pool (and those of unchanged files), for the progress line.
+  std::atomic<uint64_t> read_bytes_{0};
+  // Set by a repository failure: jobs not yet started are skipped.
+  std::atomic<bool> stopping_{false};
   // The parent snapshot's trees loaded ahead of the walk (PreloadParentTrees), by fingerprint.
   std::unordered_map<Fingerprint, std::shared_ptr<const v1::Tree>, FingerprintHash> preloaded_;
   struct Counts {
@@ -452,9 +566,8 @@ class Archiver {
   std::vector<std::string> errors_;
   std::vector<std::string> warnings_;
   BackupProgress progress_;
-  // A repository failure ends the backup; a file's own failure only skips the file.
-  absl::Status fatal_;
   Clock::time_point last_progress_{};
+  FilePool pool_;  // last: its threads use the members above, so it stops first
 };
 
 // The newest snapshot of the same host and paths, if any.

@@ -11,10 +11,12 @@ ChunkUploader::~ChunkUploader() {
     absl::MutexLock lock(&mu_);
     stop_ = true;
   }
-  if (thread_.joinable()) thread_.join();
+  if (encoder_.joinable()) encoder_.join();
+  if (storer_.joinable()) storer_.join();
 }
 
 absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain) {
+  absl::MutexLock add_lock(&add_mu_);
   if (known_.contains(fp)) return absl::OkStatus();
   // Bounded memory whatever the backup's size: forgetting only costs a question to the index
   // for a chunk seen again (present chunks are never uploaded twice: the index answers).
@@ -28,7 +30,10 @@ absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain) {
 }
 
 absl::Status ChunkUploader::Submit() {
-  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  if (!encoder_.joinable()) {
+    encoder_ = std::thread([this] { RunEncoder(); });
+    storer_ = std::thread([this] { RunStorer(); });
+  }
   Batch batch;
   batch.swap(pending_);
   pending_bytes_ = 0;
@@ -44,17 +49,20 @@ absl::Status ChunkUploader::Submit() {
 }
 
 absl::Status ChunkUploader::Flush() {
-  if (!pending_.empty()) WHORL_RETURN_IF_ERROR(Submit());
+  {
+    absl::MutexLock add_lock(&add_mu_);
+    if (!pending_.empty()) WHORL_RETURN_IF_ERROR(Submit());
+  }
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-        return (u->queue_.empty() && !u->busy_) || !u->error_.ok();
+        return (u->queue_.empty() && u->encoded_.empty() && u->busy_ == 0) || !u->error_.ok();
       },
       this));
   return error_;
 }
 
-void ChunkUploader::Run() {
+void ChunkUploader::RunEncoder() {
   for (;;) {
     Batch batch;
     {
@@ -66,20 +74,43 @@ void ChunkUploader::Run() {
       if (queue_.empty()) return;  // stopping, nothing left
       batch = std::move(queue_.front());
       queue_.pop_front();
-      busy_ = true;
+      ++busy_;
+      if (!error_.ok()) batch.clear();  // after an error nothing more is uploaded
     }
-    bool failed;
-    {
-      absl::MutexLock lock(&mu_);
-      failed = !error_.ok();
-    }
-    absl::Status s = failed ? absl::OkStatus() : Process(std::move(batch));
+    absl::Status s = batch.empty() ? absl::OkStatus() : Process(std::move(batch));
     absl::MutexLock lock(&mu_);
-    busy_ = false;
+    --busy_;
     if (!s.ok() && error_.ok()) error_ = s;
   }
 }
 
+void ChunkUploader::RunStorer() {
+  for (;;) {
+    std::vector<EncodedChunk> chunks;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ChunkUploader* u)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) { return !u->encoded_.empty() || u->stop_; },
+          this));
+      if (encoded_.empty()) return;
+      chunks = std::move(encoded_.front());
+      encoded_.pop_front();
+      ++busy_;
+      if (!error_.ok()) chunks.clear();
+    }
+    uint64_t added = 0;
+    for (const auto& c : chunks) added += c.data.size();
+    absl::Status s = chunks.empty() ? absl::OkStatus() : repo_->PutChunks(std::move(chunks));
+    if (s.ok()) data_added_ += added;
+    absl::MutexLock lock(&mu_);
+    --busy_;
+    if (!s.ok() && error_.ok()) error_ = s;
+  }
+}
+
+// Asks which chunks of the batch are missing and compresses those, then hands them to the
+// storer (waiting while kMaxQueued encoded batches already wait).
 absl::Status ChunkUploader::Process(Batch batch) {
   std::vector<Fingerprint> fps;
   fps.reserve(batch.size());
@@ -90,6 +121,7 @@ absl::Status ChunkUploader::Process(Batch batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     if (missing[i]) todo.push_back(i);
   }
+  if (todo.empty()) return absl::OkStatus();
   // Compression is the costly step: spread it over the cores.
   std::vector<EncodedChunk> chunks(todo.size());
   const CompressionSpec spec = repo_->config().compression;
@@ -108,11 +140,14 @@ absl::Status ChunkUploader::Process(Batch batch) {
   for (auto& t : threads) t.join();
   batch.clear();
 
-  if (chunks.empty()) return absl::OkStatus();
-  uint64_t added = 0;
-  for (const auto& c : chunks) added += c.data.size();
-  WHORL_RETURN_IF_ERROR(repo_->PutChunks(std::move(chunks)));
-  data_added_ += added;
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+        return u->encoded_.size() < kMaxQueued || !u->error_.ok() || u->stop_;
+      },
+      this));
+  if (!error_.ok()) return error_;
+  encoded_.push_back(std::move(chunks));
   return absl::OkStatus();
 }
 

@@ -3,12 +3,13 @@
 // and stores them (one PutChunks: one group commit). Chunks already known in this session are
 // not asked again.
 //
-// Batches are processed on a background thread while the caller goes on reading, chunking and
-// hashing the next one: the stages overlap, and at most kMaxQueued full batches wait, so memory
-// stays bounded (about (kMaxQueued + 2) x kBatchBytes of plain data) whatever the backup's size.
+// Two background threads make a pipeline while the callers go on reading, chunking and hashing:
+// one asks and compresses batch k+1 while the other stores batch k (its fsyncs cost no CPU). At
+// most kMaxQueued full batches wait for each, so memory stays bounded (about
+// (2 kMaxQueued + 3) x kBatchBytes) whatever the backup's size.
 //
-// Thread-compatible: one thread calls Add/Flush. An error of a batch is returned by a later Add
-// or by Flush; after an error nothing more is uploaded.
+// Thread-safe: several threads may call Add at once (Flush once they are done). An error of a
+// batch is returned by a later Add or by Flush; after an error nothing more is uploaded.
 #ifndef WHORL_AGENT_UPLOADER_H_
 #define WHORL_AGENT_UPLOADER_H_
 
@@ -40,7 +41,7 @@ class ChunkUploader {
   ChunkUploader(const ChunkUploader&) = delete;
   ChunkUploader& operator=(const ChunkUploader&) = delete;
 
-  // Queues a chunk; hands a full batch to the background thread (waiting while kMaxQueued
+  // Queues a chunk; hands a full batch to the background threads (waiting while kMaxQueued
   // batches already wait). Returns the error of an earlier batch, if any.
   absl::Status Add(const Fingerprint& fp, std::string_view plain);
   // Uploads everything queued and waits. On OK every chunk added so far is durable in the
@@ -53,22 +54,26 @@ class ChunkUploader {
  private:
   using Batch = std::vector<std::pair<Fingerprint, std::string>>;
 
-  absl::Status Submit();
+  absl::Status Submit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status Process(Batch batch);
-  void Run();
+  void RunEncoder();
+  void RunStorer();
 
   Repository* repo_;
-  Batch pending_;
-  size_t pending_bytes_ = 0;
-  std::unordered_set<Fingerprint, FingerprintHash> known_;  // present or queued
+  absl::Mutex add_mu_;  // taken before mu_, never after
+  Batch pending_ ABSL_GUARDED_BY(add_mu_);
+  size_t pending_bytes_ ABSL_GUARDED_BY(add_mu_) = 0;
+  // Present or queued.
+  std::unordered_set<Fingerprint, FingerprintHash> known_ ABSL_GUARDED_BY(add_mu_);
   std::atomic<uint64_t> data_added_{0};
 
   absl::Mutex mu_;
-  std::deque<Batch> queue_ ABSL_GUARDED_BY(mu_);
-  bool busy_ ABSL_GUARDED_BY(mu_) = false;  // the thread is processing a batch
+  std::deque<Batch> queue_ ABSL_GUARDED_BY(mu_);                        // to ask and compress
+  std::deque<std::vector<EncodedChunk>> encoded_ ABSL_GUARDED_BY(mu_);  // to store
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // batches a thread is working on
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;  // started with the first batch
+  std::thread encoder_, storer_;  // started with the first batch
 };
 
 }  // namespace whorl::agent

@@ -329,11 +329,15 @@ TEST_F(HostileRequestTest, EveryHostileRequestIsRefusedWholeAndChangesNothing) {
   const uint64_t rss_after = PeakRss("chunk-1");
   std::cout << "chunk-1 peak RSS " << (rss_before >> 20) << " MiB before, " << (rss_after >> 20)
             << " MiB after the hostile requests\n";
+  // Under ASan freed blocks wait in its quarantine (256 MiB by default) instead of going back,
+  // so the bound is checked by the Release build only.
+#if !defined(__SANITIZE_ADDRESS__)
   EXPECT_LT(rss_after, rss_before + 3ull * kCap)
       << "chunk-1 peak RSS " << (rss_after >> 20) << " MiB";
   for (const auto& n : cluster_.map_.metadata) {
     EXPECT_LT(PeakRss(n.id), 3ull * kCap) << n.id;
   }
+#endif
   // And the refused items can still be stored honestly.
   ClusterTest::Put({good0, good1});
   EXPECT_FALSE(Missing(good0));

@@ -1,0 +1,239 @@
+#include "agent/file_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "common/file_util.h"
+
+namespace whorl::agent {
+namespace {
+
+constexpr size_t kAlign = 4096;  // O_DIRECT: buffer address, file offset and length
+
+size_t RoundUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// One aligned allocation: `prefix` bytes for the previous block's unfinished tail, then the
+// block the reads fill.
+class Block {
+ public:
+  Block(size_t prefix, size_t size) : prefix_(prefix), size_(size) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, kAlign, prefix + size) != 0) std::abort();  // out of memory
+    base_.reset(static_cast<uint8_t*>(p));
+  }
+  uint8_t* data() const { return base_.get() + prefix_; }
+  size_t size() const { return size_; }
+  size_t prefix() const { return prefix_; }
+  size_t filled = 0;  // bytes the last read put in data()
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  size_t prefix_, size_;
+  std::unique_ptr<uint8_t, Free> base_;
+};
+
+// Fills `block` from fd's current offset until it is full or the file ends. With O_DIRECT on, a
+// read the filesystem refuses (EINVAL) or a short one (the unaligned end of the file) turns
+// O_DIRECT off for the rest: the page cache serves what remains.
+absl::Status Fill(int fd, const std::string& path, bool* direct, Block* block) {
+  block->filled = 0;
+  while (block->filled < block->size()) {
+    const ssize_t n = ::read(fd, block->data() + block->filled, block->size() - block->filled);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINVAL && *direct) {
+      *direct = false;
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_DIRECT);
+      continue;
+    }
+    if (n < 0) return ErrnoStatus("read", path, errno);
+    if (n == 0) break;
+    block->filled += static_cast<size_t>(n);
+    if (*direct && block->filled % kAlign != 0) {
+      *direct = false;
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_DIRECT);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Where the blocks come from: read on the caller's thread, or by a read-ahead thread.
+class BlockSource {
+ public:
+  virtual ~BlockSource() = default;
+  // The next block of the file (filled == 0 at its end). The previous block stays valid until
+  // this call returns, so its tail can be copied into the new block's prefix.
+  virtual absl::StatusOr<Block*> Next() = 0;
+};
+
+// The caller's thread reads, alternating two blocks (kept by the FileChunker between files).
+class SyncSource : public BlockSource {
+ public:
+  SyncSource(int fd, const std::string& path, Block* a, Block* b)
+      : fd_(fd), path_(path), blocks_{a, b} {}
+  absl::StatusOr<Block*> Next() override {
+    Block* b = blocks_[next_];
+    next_ ^= 1;
+    bool direct = false;
+    if (absl::Status s = Fill(fd_, path_, &direct, b); !s.ok()) return s;
+    return b;
+  }
+
+ private:
+  int fd_;
+  const std::string& path_;
+  Block* blocks_[2];
+  int next_ = 0;
+};
+
+// A thread reads ahead into kBlocks blocks: while the caller chunks and hashes one block and
+// keeps the previous one for its tail, the disk fills the next.
+class ReadAheadSource : public BlockSource {
+ public:
+  static constexpr int kBlocks = 3;
+
+  ReadAheadSource(int fd, const std::string& path, size_t prefix, size_t size)
+      : fd_(fd), path_(path) {
+    for (int i = 0; i < kBlocks; ++i) {
+      blocks_.push_back(std::make_unique<Block>(prefix, size));
+      free_.push_back(blocks_.back().get());
+    }
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~ReadAheadSource() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+  absl::StatusOr<Block*> Next() override {
+    absl::MutexLock lock(&mu_);
+    if (previous_ != nullptr) free_.push_back(previous_);  // the one before the caller's last
+    previous_ = current_;
+    mu_.Await(absl::Condition(
+        +[](ReadAheadSource* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+          return !s->filled_.empty() || !s->error_.ok();
+        },
+        this));
+    if (!error_.ok()) return error_;
+    current_ = filled_.front();
+    filled_.pop_front();
+    return current_;
+  }
+
+ private:
+  void Run() {
+    bool direct = true;
+    for (;;) {
+      Block* b;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](ReadAheadSource* s)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) { return !s->free_.empty() || s->stop_; },
+            this));
+        if (stop_) return;
+        b = free_.front();
+        free_.pop_front();
+      }
+      absl::Status s = Fill(fd_, path_, &direct, b);
+      absl::MutexLock lock(&mu_);
+      if (!s.ok()) {
+        error_ = s;
+        return;
+      }
+      filled_.push_back(b);
+      if (b->filled == 0) return;  // the end: the caller stops asking
+    }
+  }
+
+  int fd_;
+  const std::string& path_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  absl::Mutex mu_;
+  std::deque<Block*> free_ ABSL_GUARDED_BY(mu_);
+  std::deque<Block*> filled_ ABSL_GUARDED_BY(mu_);
+  Block* current_ ABSL_GUARDED_BY(mu_) = nullptr;   // the caller's block
+  Block* previous_ ABSL_GUARDED_BY(mu_) = nullptr;  // the one before it, still read for its tail
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: started once everything above exists
+};
+
+}  // namespace
+
+class FileChunker::Buffers {
+ public:
+  Buffers(size_t prefix, size_t size) : a(prefix, size), b(prefix, size) {}
+  Block a, b;
+};
+
+FileChunker::FileChunker(const Chunker& chunker, const ChunkFileOptions& options)
+    : chunker_(chunker), options_(options) {}
+
+FileChunker::~FileChunker() = default;
+
+absl::StatusOr<uint64_t> FileChunker::Chunk(
+    int fd, const std::string& path, const std::function<absl::Status(std::string_view)>& on_chunk,
+    const std::function<void(uint64_t)>& on_read) {
+  const size_t max = chunker_.params().max_size;
+  // The unfinished tail of a block is shorter than max_size (the chunker cuts at max_size).
+  const size_t prefix = RoundUp(max);
+  struct stat st;
+  const bool big =
+      ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) >= options_.direct_min_size;
+  std::unique_ptr<BlockSource> source;
+  if (big && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_DIRECT) == 0) {
+    source = std::make_unique<ReadAheadSource>(fd, path, prefix,
+                                               RoundUp(std::max(options_.direct_block_size, max)));
+  } else {
+    if (buffers_ == nullptr) {
+      buffers_ = std::make_unique<Buffers>(prefix, RoundUp(std::max(options_.block_size, max)));
+    }
+    source = std::make_unique<SyncSource>(fd, path, &buffers_->a, &buffers_->b);
+  }
+
+  uint64_t total = 0;
+  const uint8_t* tail = nullptr;  // the unfinished chunk at the end of the previous block
+  size_t tail_len = 0;
+  for (;;) {
+    absl::StatusOr<Block*> next = source->Next();
+    if (!next.ok()) return next.status();
+    Block* b = *next;
+    on_read(b->filled);
+    uint8_t* begin = b->data() - tail_len;
+    if (tail_len > 0) std::memmove(begin, tail, tail_len);
+    const bool eof = b->filled == 0;
+    size_t n = tail_len + b->filled;
+    for (;;) {
+      const size_t len = chunker_.NextChunk(begin, n, eof);
+      if (len == 0) break;
+      if (absl::Status s = on_chunk(std::string_view(reinterpret_cast<const char*>(begin), len));
+          !s.ok()) {
+        return s;
+      }
+      begin += len;
+      n -= len;
+      total += len;
+    }
+    if (eof) return total;
+    tail = begin;
+    tail_len = n;
+  }
+}
+
+}  // namespace whorl::agent

@@ -1,0 +1,62 @@
+// ChunkFile: reads an open file from its start and cuts it into content-defined chunks.
+//
+// Reads go into aligned blocks, each with room before it for the unfinished end of the previous
+// block, so the chunker always sees contiguous bytes and nothing is copied but that tail (less
+// than one maximum chunk per block). Files of at least `direct_min_size` bytes are read with
+// O_DIRECT by a read-ahead thread (two blocks in flight), so the disk works while the caller
+// hashes, and the kernel spends no CPU on the page cache; measured on this project's 2-core VM,
+// a cold 1 GiB file costs 0.07 s of system CPU this way against 1.7 s through the page cache.
+// Smaller files, and files whose filesystem refuses O_DIRECT (tmpfs), are read through the page
+// cache, whose own read-ahead serves them.
+//
+// Thread-compatible: each call uses its own buffers; run several on different files at once.
+#ifndef WHORL_AGENT_FILE_READER_H_
+#define WHORL_AGENT_FILE_READER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/chunker.h"
+
+namespace whorl::agent {
+
+struct ChunkFileOptions {
+  // Files at least this big (by fstat) are read with O_DIRECT when the filesystem allows it.
+  uint64_t direct_min_size = 1 << 20;
+  // Bytes per read, through the page cache and with O_DIRECT. Rounded up to a multiple of 4096
+  // and to at least the chunker's max_size.
+  size_t block_size = 1 << 20;
+  size_t direct_block_size = 2 << 20;
+};
+
+// One per thread: keeps its page-cache buffers between files.
+class FileChunker {
+ public:
+  FileChunker(const Chunker& chunker, const ChunkFileOptions& options);
+  ~FileChunker();
+  FileChunker(const FileChunker&) = delete;
+  FileChunker& operator=(const FileChunker&) = delete;
+
+  // Reads `fd` (open for reading, at offset 0) to its end, calling `on_chunk` with each chunk's
+  // bytes in order (valid only during the call) and `on_read` with each read's byte count.
+  // Returns the file's length. An error of `on_chunk` stops the read and is returned as it is;
+  // a read error is returned as "read PATH: reason".
+  absl::StatusOr<uint64_t> Chunk(int fd, const std::string& path,
+                                 const std::function<absl::Status(std::string_view)>& on_chunk,
+                                 const std::function<void(uint64_t)>& on_read);
+
+ private:
+  class Buffers;
+  const Chunker& chunker_;
+  const ChunkFileOptions options_;
+  std::unique_ptr<Buffers> buffers_;  // the page-cache path's two blocks, made on first use
+};
+
+}  // namespace whorl::agent
+
+#endif  // WHORL_AGENT_FILE_READER_H_

@@ -1,0 +1,145 @@
+#include "agent/file_reader.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace whorl::agent {
+namespace {
+
+// Small chunks and blocks, so that a few hundred KiB cross many block boundaries.
+ChunkerParams Params() {
+  std::mt19937_64 rng(7);
+  ChunkerParams p;
+  p.polynomial = DrawIrreduciblePolynomial([&] { return rng(); });
+  p.min_size = 1024;
+  p.avg_size = 4096;
+  p.max_size = 16384;
+  return p;
+}
+
+// The chunk lengths of `data` cut in memory, all at once: what reading must reproduce.
+std::vector<size_t> Reference(const Chunker& chunker, const std::string& data) {
+  std::vector<size_t> out;
+  const auto* p = reinterpret_cast<const uint8_t*>(data.data());
+  for (size_t off = 0; off < data.size();) {
+    const size_t len = chunker.NextChunk(p + off, data.size() - off, true);
+    out.push_back(len);
+    off += len;
+  }
+  return out;
+}
+
+class FileChunkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Under the build tree's disk, not /dev/shm: tmpfs refuses O_DIRECT.
+    char tmpl[] = "/tmp/whorl-file-reader-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes `data` to a file and reads it back through `fc`: chunk lengths, bytes seen, reads.
+  void ReadBack(FileChunker* fc, const std::string& data, std::vector<size_t>* lengths,
+                std::string* seen, uint64_t* read_total) {
+    const std::string path = dir_ + "/f";
+    {
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+      ::close(fd);
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    absl::StatusOr<uint64_t> n = fc->Chunk(
+        fd, path,
+        [&](std::string_view chunk) {
+          lengths->push_back(chunk.size());
+          seen->append(chunk);
+          return absl::OkStatus();
+        },
+        [&](uint64_t r) { *read_total += r; });
+    ::close(fd);
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(*n, data.size());
+  }
+
+  std::string dir_;
+};
+
+TEST_F(FileChunkerTest, SameCutsAsInMemoryForEverySizeAndPath) {
+  const Chunker chunker(Params());
+  std::mt19937_64 rng(11);
+  // direct_min_size 0: every file takes the O_DIRECT read-ahead path; huge: the page cache.
+  for (uint64_t direct_min : {uint64_t{0}, ~uint64_t{0}}) {
+    ChunkFileOptions options;
+    options.direct_min_size = direct_min;
+    options.block_size = 16384;  // == max_size: tails move at every block
+    options.direct_block_size = 20480;
+    FileChunker fc(chunker, options);  // reused across files, as a worker does
+    for (size_t size :
+         {0, 1, 1023, 1024, 4095, 4096, 16383, 16384, 16385, 20480, 40961, 300000, 1 << 20}) {
+      std::string data(size, '\0');
+      for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(rng());
+      if (size > 100000) std::fill(data.begin() + 50000, data.begin() + 90000, '\0');  // zeros
+      std::vector<size_t> lengths;
+      std::string seen;
+      uint64_t read_total = 0;
+      ReadBack(&fc, data, &lengths, &seen, &read_total);
+      EXPECT_EQ(lengths, Reference(chunker, data))
+          << "size " << size << " direct_min " << direct_min;
+      EXPECT_EQ(seen, data) << "size " << size;
+      EXPECT_EQ(read_total, size);
+    }
+  }
+}
+
+TEST_F(FileChunkerTest, AnErrorOfTheCallbackStopsTheRead) {
+  const Chunker chunker(Params());
+  for (uint64_t direct_min : {uint64_t{0}, ~uint64_t{0}}) {
+    ChunkFileOptions options;
+    options.direct_min_size = direct_min;
+    FileChunker fc(chunker, options);
+    const std::string path = dir_ + "/f";
+    {
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ASSERT_GE(fd, 0);
+      const std::string data(5 << 20, 'x');
+      ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+      ::close(fd);
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    int calls = 0;
+    absl::StatusOr<uint64_t> n = fc.Chunk(
+        fd, path,
+        [&](std::string_view) {
+          return ++calls == 3 ? absl::UnavailableError("store down") : absl::OkStatus();
+        },
+        [](uint64_t) {});
+    ::close(fd);
+    EXPECT_EQ(n.status(), absl::UnavailableError("store down"));
+    EXPECT_EQ(calls, 3);
+  }
+}
+
+TEST_F(FileChunkerTest, AReadErrorNamesThePath) {
+  const Chunker chunker(Params());
+  FileChunker fc(chunker, ChunkFileOptions{});
+  const int fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);  // read(2) on it: EISDIR
+  ASSERT_GE(fd, 0);
+  absl::StatusOr<uint64_t> n = fc.Chunk(
+      fd, dir_, [](std::string_view) { return absl::OkStatus(); }, [](uint64_t) {});
+  ::close(fd);
+  ASSERT_FALSE(n.ok());
+  EXPECT_NE(n.status().message().find("read " + dir_), std::string::npos) << n.status();
+}
+
+}  // namespace
+}  // namespace whorl::agent
