@@ -23,6 +23,7 @@
 #include "agent/file_reader.h"
 #include "agent/objects.h"
 #include "agent/uploader.h"
+#include "agent/walk_ahead.h"
 #include "common/chunker.h"
 #include "common/file_util.h"
 #include "common/kill_point.h"
@@ -43,6 +44,16 @@ struct PathTrie {
   bool target = false;
   std::map<std::string, PathTrie> children;
 };
+
+// Whether an --exclude glob matches: globs without '/' match the base name, others the path.
+bool IsExcluded(const std::vector<std::string>& excludes, const std::string& path,
+                const std::string& name) {
+  for (const std::string& glob : excludes) {
+    const bool with_slash = glob.find('/') != std::string::npos;
+    if (fnmatch(glob.c_str(), (with_slash ? path : name).c_str(), 0) == 0) return true;
+  }
+  return false;
+}
 
 // Scans, chunks and saves; one per backup run. Thread-compatible.
 // Totals counted by the progress scan (ScanTotals) while the backup runs.
@@ -213,11 +224,7 @@ class Archiver {
   }
 
   bool Excluded(const std::string& path, const std::string& name) const {
-    for (const std::string& glob : options_.excludes) {
-      const bool with_slash = glob.find('/') != std::string::npos;
-      if (fnmatch(glob.c_str(), (with_slash ? path : name).c_str(), 0) == 0) return true;
-    }
-    return false;
+    return IsExcluded(options_.excludes, path, name);
   }
 
   static const v1::Node* FindChild(const v1::Tree* tree, const std::string& name) {
@@ -673,6 +680,10 @@ absl::StatusOr<BackupResult> RunBackup(
     struct stat st;
     if (::stat(paths.front().c_str(), &st) == 0) archiver.root_dev_ = st.st_dev;
   }
+  // Warms the caches for the walk (an unchanged night is a walk and nothing else).
+  WalkAhead walk_ahead(paths, [&options](const std::string& path, const std::string& name) {
+    return IsExcluded(options.excludes, path, name);
+  });
   WHORL_ASSIGN_OR_RETURN(Fingerprint root, archiver.SaveRoot(trie, parent_root.get()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
   WHORL_RETURN_IF_ERROR(archiver.Finish());

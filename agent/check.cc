@@ -59,6 +59,7 @@ class RetryingRepository : public Repository {
     return ReadChunkRetrying(inner_, fp, kReadAttempts);
   }
   void Prefetch(const std::vector<Fingerprint>& fps) override { inner_->Prefetch(fps); }
+  void ForgetPrefetched() override { inner_->ForgetPrefetched(); }
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
     return inner_->CommitSnapshot(snapshot);
   }
@@ -119,6 +120,7 @@ absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprin
 
 absl::StatusOr<std::vector<std::string>> RunCheck(Repository* data_repo,
                                                   const CheckOptions& options) {
+  data_repo->ForgetPrefetched();  // every chunk is read from the store now
   RetryingRepository retrying(data_repo);
   Repository* repo = &retrying;
   std::vector<std::string> problems;

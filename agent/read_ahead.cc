@@ -66,6 +66,13 @@ std::optional<std::string> ReadAhead::Take(const Fingerprint& fp) {
   return bytes;
 }
 
+void ReadAhead::Forget() {
+  absl::MutexLock lock(&mu_);
+  entries_.clear();
+  plan_.clear();
+  held_bytes_ = 0;
+}
+
 void ReadAhead::Work() {
   while (true) {
     std::vector<Fingerprint> batch;
@@ -98,7 +105,7 @@ void ReadAhead::Work() {
       ++fetched_;
       fetched_bytes_ += plain.size();
       auto it = entries_.find(batch[i]);
-      if (it != entries_.end()) {
+      if (it != entries_.end() && it->second.state == State::kInFlight) {  // else forgotten
         held_bytes_ += plain.size();
         it->second.bytes = std::move(plain);
         it->second.state = State::kReady;

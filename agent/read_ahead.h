@@ -56,6 +56,10 @@ class ReadAhead {
   // The chunk's bytes if fetched, on the way or due (waits); nullopt if it was not announced,
   // its fetch failed, or the cap stops it being fetched. Uses up one announcement.
   std::optional<std::string> Take(const Fingerprint& fp);
+  // Drops every announcement and every chunk held (those on the way are dropped on arrival):
+  // a reader that stops early calls it, so nothing it announced is served to a later reader
+  // from before it.
+  void Forget();
 
   // Counters, for tests and metrics.
   uint64_t fetched() const;     // chunks delivered by fetches

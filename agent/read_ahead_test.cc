@@ -113,6 +113,25 @@ TEST(ReadAheadTest, DuplicateIsFetchedOnceAndTakenAsOftenAsAnnounced) {
   EXPECT_EQ(src.times(a), 1);
 }
 
+TEST(ReadAheadTest, ForgetDropsHeldAndPlannedChunks) {
+  Source src;
+  std::vector<Fingerprint> fps;
+  for (int i = 0; i < 20; ++i) fps.push_back(src.Add(Bytes(i)));
+  ReadAhead ra(FetchFrom(&src), {.threads = 2, .batch = 2, .max_bytes = 1 << 20});
+  ra.Announce(fps);
+  Settle(ra);
+  ASSERT_EQ(ra.fetched(), 20u);
+  ASSERT_GT(ra.held_bytes(), 0u);
+  ra.Forget();
+  EXPECT_EQ(ra.held_bytes(), 0u);
+  for (const Fingerprint& fp : fps) EXPECT_FALSE(ra.Take(fp).has_value());
+  // Announced again, each is fetched afresh.
+  ra.Announce({fps[3]});
+  Settle(ra);
+  EXPECT_EQ(ra.Take(fps[3]).value_or("missing"), Bytes(3));
+  EXPECT_EQ(src.times(fps[3]), 2);
+}
+
 TEST(ReadAheadTest, StaysUnderItsCapAndResumesAsChunksAreTaken) {
   Source src;
   std::vector<Fingerprint> fps;

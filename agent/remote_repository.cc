@@ -432,6 +432,7 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   // works; GetChunk takes them (a restore or a walk of parent trees then costs a few round trips
   // per directory, not one per chunk). Failures are left for GetChunk to meet and report.
   void Prefetch(const std::vector<Fingerprint>& fps) override { read_ahead_.Announce(fps); }
+  void ForgetPrefetched() override { read_ahead_.Forget(); }
   bool ReadsCostARoundTrip() const override { return true; }
 
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {

@@ -55,6 +55,9 @@ class Repository {
   // A hint that these chunks will be read soon (in any order): a remote repository fetches
   // them in parallel batches. Errors are not reported here but by GetChunk.
   virtual void Prefetch(const std::vector<Fingerprint>& fps) { (void)fps; }
+  // Drops what Prefetch announced and what it read ahead: the next GetChunk of each chunk reads
+  // the store (restore calls it when done, check before it reads).
+  virtual void ForgetPrefetched() {}
   // True when each read waits for a round trip to another machine (worth announcing reads in
   // bulk with Prefetch); false for a local repository.
   virtual bool ReadsCostARoundTrip() const { return false; }

@@ -1,0 +1,51 @@
+#include "agent/walk_ahead.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+namespace whorl::agent {
+namespace {
+
+// Waits until the walk has read `want` directories or 10 s passed; then waits 100 ms more,
+// so that a walk reading too much is seen too.
+size_t ReadCount(const WalkAhead& w, size_t want) {
+  for (int i = 0; i < 1000 && w.dirs_read() < want; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  return w.dirs_read();
+}
+
+TEST(WalkAheadTest, ReadsEveryDirectoryOnceButExcludedOnes) {
+  char tmpl[] = "/tmp/whorl-walk-ahead-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  namespace fs = std::filesystem;
+  // 1 root + 10 dirs with 3 subdirs each = 41 directories, plus an excluded one with 5 inside.
+  for (int i = 0; i < 10; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      fs::create_directories(root + "/d" + std::to_string(i) + "/s" + std::to_string(j));
+      std::ofstream(root + "/d" + std::to_string(i) + "/f" + std::to_string(j)) << "x";
+    }
+  }
+  for (int j = 0; j < 5; ++j) fs::create_directories(root + "/skip/s" + std::to_string(j));
+  fs::create_symlink(root + "/d0", root + "/link");  // not followed
+  {
+    WalkAhead w({root}, [](const std::string&, const std::string& name) { return name == "skip"; });
+    EXPECT_EQ(ReadCount(w, 41), 41u);
+  }
+  {
+    WalkAhead w({root + "/d1", root + "/d2/f0", root + "/missing"},
+                [](const std::string&, const std::string&) { return false; });
+    EXPECT_EQ(ReadCount(w, 4), 4u);  // d1 and its 3 subdirs; a file or a missing root: nothing
+  }
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace whorl::agent
