@@ -466,6 +466,8 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
+  db_options.keep_log_file_num = 3;  // an info log per open: keep the last few only
+  db_options.max_log_file_size = 1 << 20;
   const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {kPackEndsColumnFamily, rocksdb::ColumnFamilyOptions()}};

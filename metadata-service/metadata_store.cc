@@ -269,6 +269,10 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(const std::st
   rocksdb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
+  // RocksDB starts a new info log at every open (every whorl command on an embedded
+  // repository); keep the last few, not one per run forever.
+  options.keep_log_file_num = 3;
+  options.max_log_file_size = 1 << 20;
   // Tuned for FindMissing (tests/bench/whorl_bench.cc measures it): keys are SHA-256 digests,
   // which no compressor shrinks, so blocks are stored plain and a lookup never decompresses;
   // the filters and indexes stay in a block cache of their own size class; the memtable has a

@@ -76,18 +76,20 @@ stage_fuzz() {
 }
 
 # The tests that run code on several threads or processes at once: the chunk store's group
-# commit and concurrent puts (chunk_store_test), the metadata store, two agents (uploader
-# threads) backing up into one embedded repository at once (e2e_test_concurrency), and the
+# commit and concurrent puts (chunk_store_test), the metadata store, the agent's read-ahead,
+# file reader and walk-ahead threads (agent_test), backups and restores with the file workers,
+# the uploader's two threads and the embedded read-ahead (e2e_test_backup, e2e_test_restore),
+# two agents backing up into one embedded repository at once (e2e_test_concurrency), and the
 # daemon tests with parallel peer calls and map reloads (daemon_tsan_test, a subset of
 # daemon_test: Debian's gRPC is not TSan-instrumented and all of it takes minutes under TSan).
-tsan_tests='^(chunk_store_test|metadata_store_test|e2e_test_concurrency|daemon_tsan_test)$'
+tsan_tests='^(chunk_store_test|metadata_store_test|agent_test|e2e_test_backup|e2e_test_restore|e2e_test_concurrency|daemon_tsan_test)$'
 
 stage_tsan() {
   echo "== ThreadSanitizer build and concurrency tests (build-tsan/)"
   local logs=$root/build-tsan/tsan-reports
   cmake -S "$root" -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" -DWHORL_TSAN=ON >/dev/null
-  cmake --build build-tsan -j "$jobs" --target chunk_store_test metadata_store_test whorl \
+  cmake --build build-tsan -j "$jobs" --target chunk_store_test metadata_store_test agent_test whorl \
     daemon_test whorl-metad whorl-chunkd
   rm -rf "$logs" && mkdir -p "$logs"
   # Reports go to files, so that one from a daemon a test started is seen too.
