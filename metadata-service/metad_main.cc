@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
     std::cerr << "whorl-metad: " << cluster.status().message() << "\n";
     return 2;
   }
-  auto store = whorl::metadata::MetadataStore::Open(flags.data);
+  auto store = whorl::metadata::MetadataStore::Open(
+      flags.data, whorl::metadata::MetadataStoreOptions{
+                      .block_cache_bytes = whorl::metadata::kDaemonBlockCacheBytes});
   if (!store.ok()) {
     std::cerr << "whorl-metad: " << store.status().message() << "\n";
     return 1;

@@ -42,11 +42,21 @@ struct SnapshotRecord {
   v1::Snapshot snapshot;
 };
 
+struct MetadataStoreOptions {
+  // RocksDB's block cache (filled only as blocks are read). An embedded repository keeps the
+  // default; whorl-metad uses kDaemonBlockCacheBytes, which holds the blocks of ~15M
+  // fingerprints, so FindMissing on a big shard answers from memory (tests/bench/whorl_bench.cc:
+  // 10M stored, 256 MiB: 0.72M fingerprints/s; 1 GiB: 0.89M).
+  uint64_t block_cache_bytes = 256 << 20;
+};
+inline constexpr uint64_t kDaemonBlockCacheBytes = uint64_t{1} << 30;
+
 class MetadataStore {
  public:
   // Opens or creates the shard's database in `dir`. DATA_LOSS / INTERNAL with RocksDB's message
   // if the database is damaged or held by another process.
-  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<MetadataStore>> Open(
+      const std::string& dir, const MetadataStoreOptions& options = {});
   virtual ~MetadataStore() = default;
 
   // For each fingerprint, true if the index does NOT hold it (same order as `fps`).

@@ -40,7 +40,8 @@ else
   bash "$root/deploy/install-deps.sh"
   cmake -S "$root" -B "$root/build-bench" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   # whorl-probe: deploy/local-cluster.sh health-checks the daemons with it.
-  daemons=(whorl-metad whorl-chunkd)
+  # whorl-bench: the primitives' figures (chunker, SHA-256, FindMissing, pack writes).
+  daemons=(whorl-metad whorl-chunkd whorl-bench)
   if cmake --build "$root/build-bench" --target help 2>/dev/null | grep -q '^whorl-probe:'; then
     daemons+=(whorl-probe)
   fi

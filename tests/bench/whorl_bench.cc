@@ -217,7 +217,8 @@ int Run(int argc, char** argv) {
   if (n_fps > 0) {
     const std::string meta_dir = dir + "/meta";
     {
-      auto store = metadata::MetadataStore::Open(meta_dir);
+      auto store = metadata::MetadataStore::Open(
+          meta_dir, {.block_cache_bytes = metadata::kDaemonBlockCacheBytes});  // as whorl-metad
       if (!store.ok()) {
         Log("metadata store: " + std::string(store.status().message()));
         return 1;
