@@ -32,7 +32,7 @@ class ChunkUploader {
   static constexpr size_t kBatchBytes = 4 << 20;
   static constexpr size_t kBatchChunks = 4096;
   // Full batches that may wait for the background thread.
-  static constexpr size_t kMaxQueued = 2;
+  static constexpr size_t kMaxQueued = 1;
   // Fingerprints remembered between batches (~20 MB at most).
   static constexpr size_t kMaxKnown = 1 << 18;
 
