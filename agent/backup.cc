@@ -428,29 +428,26 @@ class Archiver {
 
   absl::StatusOr<v1::Tree> SaveDirContents(const std::string& path, const v1::Tree* parent) {
     v1::Tree tree;
-    DIR* dir = ::opendir(path.c_str());
-    if (dir == nullptr) {
-      Error(path, ErrnoStatus("open directory", path, errno));
-      return tree;
+    std::optional<std::vector<DirEntry>> listing;
+    if (walk_ahead_ != nullptr) listing = walk_ahead_->Take(path);
+    if (!listing.has_value()) {
+      listing.emplace();
+      if (const int err = ReadListing(path, &*listing); err != 0) {
+        Error(path, ErrnoStatus("open directory", path, err));
+        return tree;
+      }
     }
-    std::vector<std::string> names;
-    errno = 0;
-    while (struct dirent* e = ::readdir(dir)) {
-      std::string name = e->d_name;
-      if (name != "." && name != "..") names.push_back(std::move(name));
-    }
-    ::closedir(dir);
-    std::sort(names.begin(), names.end());
     const std::string prefix = path == "/" ? "" : path;
     PendingFiles pending;
-    for (const std::string& name : names) {
+    for (const DirEntry& entry : *listing) {
+      const std::string& name = entry.name;
       const std::string child = prefix + "/" + name;
       if (Excluded(child, name)) continue;
-      struct stat st;
-      if (::lstat(child.c_str(), &st) != 0) {
-        Error(child, ErrnoStatus("stat", child, errno));
+      if (entry.err != 0) {
+        Error(child, ErrnoStatus("stat", child, entry.err));
         continue;
       }
+      const struct stat& st = entry.st;
       if (options_.one_file_system && S_ISDIR(st.st_mode) && root_dev_ != 0 &&
           st.st_dev != root_dev_) {
         continue;
@@ -548,6 +545,7 @@ class Archiver {
  public:
   dev_t root_dev_ = 0;
   const ScanCounts* totals_ = nullptr;
+  WalkAhead* walk_ahead_ = nullptr;  // listings read ahead, if any
 
  private:
   Repository* repo_;
@@ -684,6 +682,7 @@ absl::StatusOr<BackupResult> RunBackup(
   WalkAhead walk_ahead(paths, [&options](const std::string& path, const std::string& name) {
     return IsExcluded(options.excludes, path, name);
   });
+  archiver.walk_ahead_ = &walk_ahead;
   WHORL_ASSIGN_OR_RETURN(Fingerprint root, archiver.SaveRoot(trie, parent_root.get()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
   WHORL_RETURN_IF_ERROR(archiver.Finish());

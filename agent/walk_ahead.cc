@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 namespace whorl::agent {
 
@@ -63,35 +65,60 @@ void WalkAhead::Run() {
   }
 }
 
+std::optional<std::vector<DirEntry>> WalkAhead::Take(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  auto it = kept_.find(path);
+  if (it == kept_.end()) return std::nullopt;
+  std::vector<DirEntry> entries = std::move(it->second);
+  kept_.erase(it);
+  kept_entries_ -= entries.size();
+  return entries;
+}
+
 void WalkAhead::Read(const Dir& dir) {
-  const int fd = ::open(dir.path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return;
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
-    ::close(fd);
-    return;
-  }
+  std::vector<DirEntry> entries;
+  if (ReadListing(dir.path, &entries) != 0) return;
   const std::string prefix = dir.path == "/" ? "" : dir.path;
   std::vector<std::string> subdirs;
-  while (struct dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    if (stopping_.load(std::memory_order_relaxed)) break;
-    struct stat st;
-    if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (S_ISDIR(st.st_mode) && static_cast<unsigned long>(st.st_dev) == dir.dev &&
-        !excluded_(prefix + "/" + name, name)) {
-      subdirs.push_back(name);
+  for (const DirEntry& e : entries) {
+    if (stopping_.load(std::memory_order_relaxed)) return;
+    if (e.err == 0 && S_ISDIR(e.st.st_mode) && static_cast<unsigned long>(e.st.st_dev) == dir.dev &&
+        !excluded_(prefix + "/" + e.name, e.name)) {
+      subdirs.push_back(e.name);
     }
   }
-  ::closedir(d);
-  // Pushed in reverse name order: the smallest name is taken next, as the backup goes.
-  std::sort(subdirs.rbegin(), subdirs.rend());
   absl::MutexLock lock(&mu_);
-  for (const std::string& name : subdirs) {
+  // Pushed in reverse name order: the smallest name is taken next, as the backup goes.
+  for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) {
     if (stack_.size() >= kMaxPending) break;
-    stack_.push_back(Dir{prefix + "/" + name, dir.dev});
+    stack_.push_back(Dir{prefix + "/" + *it, dir.dev});
   }
+  if (kept_entries_ + entries.size() <= kMaxKeptEntries) {
+    kept_entries_ += entries.size();
+    kept_[dir.path] = std::move(entries);
+  }
+}
+
+int ReadListing(const std::string& path, std::vector<DirEntry>* entries) {
+  entries->clear();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  DIR* d = ::fdopendir(fd);
+  if (d == nullptr) {
+    const int err = errno;
+    ::close(fd);
+    return err;
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    DirEntry& entry = entries->emplace_back();
+    entry.name = e->d_name;
+    if (::fstatat(fd, e->d_name, &entry.st, AT_SYMLINK_NOFOLLOW) != 0) entry.err = errno;
+  }
+  ::closedir(d);
+  std::sort(entries->begin(), entries->end(),
+            [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+  return 0;
 }
 
 }  // namespace whorl::agent

@@ -1,32 +1,50 @@
 // WalkAhead: threads that walk the backup's directories ahead of it, reading each directory and
-// lstat-ing its entries, so that the backup's own walk finds the kernel's dentry and inode
-// caches warm instead of waiting for one disk read per directory block and inode in turn.
+// lstat-ing its entries. The listings (names and lstat results) are kept, up to kMaxKeptEntries
+// entries, for the backup's walk to Take instead of reading the directory again; the rest at
+// least leaves the kernel's dentry and inode caches warm.
 //
 // Why: a nightly run over an unchanged tree costs a readdir per directory and an lstat per file,
 // nothing else; with a cold cache each waits for the disk. Several threads keep several reads in
-// flight. They go depth first in name order, as the backup does, so what they warm is what the
-// backup needs next. Results are not used: only the caches are (a hint; failures are ignored).
+// flight. They go depth first in name order, as the backup does, so what they read is what the
+// backup needs next. A directory the walk finds no listing for (not read yet, or over the cap)
+// it reads itself (ReadListing), so the walk never waits for these threads. A listing may be
+// taken a moment after it was read: the backup sees the directory as of that moment.
 //
 // Never descends into a directory on another device than the root it started from (a network
 // mount the backup may skip with --one-file-system must not be walked here either), nor into
-// one the caller excludes. Memory stays bounded: at most kMaxPending directories wait; beyond
-// that subtrees are not warmed.
+// one the caller excludes. Memory stays bounded: at most kMaxPending directories wait and
+// kMaxKeptEntries entries are kept; beyond that subtrees are not read ahead.
 #ifndef WHORL_AGENT_WALK_AHEAD_H_
 #define WHORL_AGENT_WALK_AHEAD_H_
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 
 namespace whorl::agent {
 
+// A directory's entries in name order ("." and ".." left out), each with its lstat result.
+struct DirEntry {
+  std::string name;
+  struct stat st;
+  int err = 0;  // lstat failed with this errno (st is unset)
+};
+
+// Reads directory `path` (never following a symlink to it). Returns 0, or the errno of opening it.
+int ReadListing(const std::string& path, std::vector<DirEntry>* entries);
+
 class WalkAhead {
  public:
   static constexpr size_t kMaxPending = 1 << 16;
+  static constexpr size_t kMaxKeptEntries = 1 << 13;  // ~1.5 MB of listings at most
 
   // `excluded(path, name)` says whether the backup skips a directory entry.
   WalkAhead(const std::vector<std::string>& roots,
@@ -36,6 +54,9 @@ class WalkAhead {
   ~WalkAhead();
   WalkAhead(const WalkAhead&) = delete;
   WalkAhead& operator=(const WalkAhead&) = delete;
+
+  // The listing of `path` if it was read ahead and kept (handed over once), else nullopt.
+  std::optional<std::vector<DirEntry>> Take(const std::string& path);
 
   // Directories read so far (for tests).
   size_t dirs_read() const;
@@ -53,6 +74,8 @@ class WalkAhead {
   std::vector<Dir> stack_ ABSL_GUARDED_BY(mu_);  // the next directory is at the back
   size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
   size_t dirs_read_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unordered_map<std::string, std::vector<DirEntry>> kept_ ABSL_GUARDED_BY(mu_);
+  size_t kept_entries_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // stop_, read without the lock between entries
   std::vector<std::thread> threads_;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 namespace whorl::agent {
 namespace {
@@ -38,6 +39,24 @@ TEST(WalkAheadTest, ReadsEveryDirectoryOnceButExcludedOnes) {
   {
     WalkAhead w({root}, [](const std::string&, const std::string& name) { return name == "skip"; });
     EXPECT_EQ(ReadCount(w, 41), 41u);
+    // Each listing is handed over once, in name order with lstat results, as ReadListing reads it.
+    std::optional<std::vector<DirEntry>> d1 = w.Take(root + "/d1");
+    ASSERT_TRUE(d1.has_value());
+    std::vector<std::string> names;
+    for (const DirEntry& e : *d1) {
+      names.push_back(e.name);
+      EXPECT_EQ(e.err, 0);
+      EXPECT_EQ(S_ISDIR(e.st.st_mode), e.name[0] == 's') << e.name;
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"f0", "f1", "f2", "s0", "s1", "s2"}));
+    std::vector<DirEntry> direct;
+    ASSERT_EQ(ReadListing(root + "/d1", &direct), 0);
+    ASSERT_EQ(direct.size(), d1->size());
+    for (size_t i = 0; i < direct.size(); ++i) EXPECT_EQ(direct[i].st.st_ino, (*d1)[i].st.st_ino);
+    EXPECT_FALSE(w.Take(root + "/d1").has_value());
+    EXPECT_FALSE(w.Take(root + "/skip").has_value());  // excluded: never read
+    // A symlink is not followed (O_DIRECTORY with O_NOFOLLOW: ENOTDIR on Linux).
+    EXPECT_EQ(ReadListing(root + "/link", &direct), ENOTDIR);
   }
   {
     WalkAhead w({root + "/d1", root + "/d2/f0", root + "/missing"},
