@@ -45,32 +45,12 @@ std::chrono::milliseconds RetryPause(int attempt) {
 
 // Reads through `inner`, each failed read retried (ReadChunkRetrying): the tree walks of check
 // see a transient fault as nothing at all.
-class RetryingRepository : public Repository {
+class RetryingRepository : public ForwardingRepository {
  public:
-  explicit RetryingRepository(Repository* inner) : inner_(inner) {}
-  const RepoConfig& config() const override { return inner_->config(); }
-  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
-    return inner_->FindMissing(fps);
-  }
-  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
-    return inner_->PutChunks(std::move(chunks));
-  }
+  using ForwardingRepository::ForwardingRepository;
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
-    return ReadChunkRetrying(inner_, fp, kReadAttempts);
+    return ReadChunkRetrying(inner(), fp, kReadAttempts);
   }
-  void Prefetch(const std::vector<Fingerprint>& fps) override { inner_->Prefetch(fps); }
-  void ForgetPrefetched() override { inner_->ForgetPrefetched(); }
-  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
-    return inner_->CommitSnapshot(snapshot);
-  }
-  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
-    return inner_->ListSnapshots();
-  }
-  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return inner_->ListChunks(); }
-  absl::StatusOr<RepoStats> Stats() override { return inner_->Stats(); }
-
- private:
-  Repository* inner_;
 };
 
 // Reads every chunk of `fps`; the failed ones are read again, all together after one pause,

@@ -349,19 +349,12 @@ TEST_F(CorruptionTest, AFlippedPackHeaderByteRefusesToOpenNamingThePack) {
 // UNAVAILABLE, as an I/O error would, and DATA_LOSS, as a bit flipped in transit would), and one
 // chunk fails every time. A decorator over the real repository, not a fake: the faults are
 // injected, the bytes are real.
-class FlakyRepository : public Repository {
+class FlakyRepository : public ForwardingRepository {
  public:
   FlakyRepository(Repository* real, std::optional<Fingerprint> always_bad)
-      : real_(real), always_bad_(always_bad) {}
+      : ForwardingRepository(real), always_bad_(always_bad) {}
   std::map<Fingerprint, int> reads;
 
-  const RepoConfig& config() const override { return real_->config(); }
-  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
-    return real_->FindMissing(fps);
-  }
-  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
-    return real_->PutChunks(std::move(chunks));
-  }
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
     const int n = ++reads[fp];
     if (always_bad_ == fp) return absl::DataLossError("injected: always bad");
@@ -369,19 +362,10 @@ class FlakyRepository : public Repository {
       return (fp.bytes[0] & 1) ? absl::UnavailableError("injected: transient I/O error")
                                : absl::DataLossError("injected: bit flipped in transit");
     }
-    return real_->GetChunk(fp);
+    return inner()->GetChunk(fp);
   }
-  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& s) override {
-    return real_->CommitSnapshot(s);
-  }
-  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
-    return real_->ListSnapshots();
-  }
-  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return real_->ListChunks(); }
-  absl::StatusOr<RepoStats> Stats() override { return real_->Stats(); }
 
  private:
-  Repository* real_;
   std::optional<Fingerprint> always_bad_;
 };
 

@@ -74,6 +74,41 @@ class Repository {
   virtual absl::StatusOr<RepoStats> Stats() = 0;
 };
 
+// Passes every call to another repository. A wrapper that changes some calls (check's retrying
+// reads, tests' injected faults) derives from it and overrides only those.
+class ForwardingRepository : public Repository {
+ public:
+  explicit ForwardingRepository(Repository* inner) : inner_(inner) {}
+
+  const RepoConfig& config() const override { return inner_->config(); }
+  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
+    return inner_->FindMissing(fps);
+  }
+  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
+    return inner_->PutChunks(std::move(chunks));
+  }
+  absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
+    return inner_->GetChunk(fp);
+  }
+  void Prefetch(const std::vector<Fingerprint>& fps) override { inner_->Prefetch(fps); }
+  void ForgetPrefetched() override { inner_->ForgetPrefetched(); }
+  bool ReadsCostARoundTrip() const override { return inner_->ReadsCostARoundTrip(); }
+  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
+    return inner_->CommitSnapshot(snapshot);
+  }
+  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
+    return inner_->ListSnapshots();
+  }
+  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return inner_->ListChunks(); }
+  absl::StatusOr<RepoStats> Stats() override { return inner_->Stats(); }
+
+ protected:
+  Repository* inner() const { return inner_; }
+
+ private:
+  Repository* inner_;
+};
+
 // Loads and validates the tree with fingerprint `fp_bytes` (32 bytes) from `repo`.
 absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
 

@@ -66,33 +66,15 @@ v1::Node Named(const std::string& name, v1::Node::Type type) {
 // A fake repository, used only where the real one cannot go: content addressing makes a tree
 // that contains its own fingerprint impossible (it would be a SHA-256 fixed point), so only a
 // store that lies about what it holds can serve one.
-class LyingRepository : public Repository {
+class LyingRepository : public ForwardingRepository {
  public:
-  explicit LyingRepository(Repository* real) : real_(real) {}
+  explicit LyingRepository(Repository* real) : ForwardingRepository(real) {}
   std::map<Fingerprint, std::string> overrides;
 
-  const RepoConfig& config() const override { return real_->config(); }
-  absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) override {
-    return real_->FindMissing(fps);
-  }
-  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
-    return real_->PutChunks(std::move(chunks));
-  }
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
     if (auto it = overrides.find(fp); it != overrides.end()) return it->second;
-    return real_->GetChunk(fp);
+    return inner()->GetChunk(fp);
   }
-  absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& s) override {
-    return real_->CommitSnapshot(s);
-  }
-  absl::StatusOr<std::vector<metadata::SnapshotRecord>> ListSnapshots() override {
-    return real_->ListSnapshots();
-  }
-  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return real_->ListChunks(); }
-  absl::StatusOr<RepoStats> Stats() override { return real_->Stats(); }
-
- private:
-  Repository* real_;
 };
 
 class HostileRestoreTest : public ::testing::Test {
