@@ -9,11 +9,15 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <system_error>
+#include <thread>
+#include <utility>
 
+#include "absl/synchronization/mutex.h"
 #include "agent/check.h"
 #include "agent/objects.h"
 #include "common/file_util.h"
@@ -112,12 +116,27 @@ class FileWriter {
   bool direct_;
 };
 
+// The order of the entry being restored on this thread: errors are reported in walk order
+// whichever thread met them.
+thread_local uint64_t current_entry = 0;
+
 // Restores one snapshot; thread-compatible.
+//
+// The calling thread walks the trees, creates directories, links, symlinks and special files,
+// and hands each regular file to one of kWriters threads, which create and write it (the
+// per-file system calls then run on both cores, beside the read-ahead's decompression and
+// hashing). A directory's own mode and times are set once its walk and every file in it are
+// done, by whichever thread finishes last, so a read-only directory is never closed to its own
+// files and file creation does not disturb its restored mtime.
 class Restorer {
  public:
+  static constexpr size_t kWriters = 3;
+  static constexpr size_t kMaxQueuedFiles = 64;
+
   Restorer(Repository* repo, const RestoreOptions& options,
            const std::function<void(const std::string&)>& on_error)
       : repo_(repo), options_(options), on_error_(on_error), is_root_(::geteuid() == 0) {}
+  ~Restorer() { StopWriters(); }
 
   absl::StatusOr<RestoreResult> Run(const v1::Snapshot& snapshot) {
     std::error_code ec;
@@ -132,10 +151,18 @@ class Restorer {
       ::close(target_fd_);
       return Annotate(root.status(), "snapshot root");
     }
+    for (size_t i = 0; i < kWriters; ++i) writers_.emplace_back([this] { RunWriter(); });
     ancestors_.push_back(snapshot.root());
-    RestoreDir(target_fd_, "", *root, 0);
+    auto* top = new DirState{target_fd_, "", nullptr, nullptr, 1};
+    RestoreDir(top, *root, 0);
+    Release(top);
+    StopWriters();
     repo_->ForgetPrefetched();  // what a failed file left announced
     ::close(target_fd_);
+    absl::MutexLock lock(&mu_);
+    std::stable_sort(errors_.begin(), errors_.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (auto& e : errors_) result_.errors.push_back(std::move(e.second));
     return std::move(result_);
   }
 
@@ -144,12 +171,90 @@ class Restorer {
   // write control sequences to the operator's terminal.
   void Error(const std::string& path, std::string_view what) {
     std::string msg = PrintableName(path) + ": " + std::string(what);
+    absl::MutexLock lock(&mu_);
     if (on_error_) on_error_(msg);
-    result_.errors.push_back(std::move(msg));
+    errors_.emplace_back(current_entry, std::move(msg));
   }
   void Refuse(const std::string& path, std::string_view why) {
-    ++result_.refused;
+    {
+      absl::MutexLock lock(&mu_);
+      ++result_.refused;
+    }
     Error(path, "refused: " + std::string(why));
+  }
+
+  // A directory being restored. `pending` counts its walk (until RestoreDir returns), its
+  // queued or running file jobs and its unfinished subdirectories; at zero its mode and times
+  // are set and its fd closed (the target's own, with no node, is left to Run).
+  struct DirState {
+    int fd;
+    std::string path;
+    std::unique_ptr<v1::Node> node;  // without its chunk list; null for the target
+    DirState* parent;
+    int pending;
+  };
+  void Acquire(DirState* dir) {
+    absl::MutexLock lock(&mu_);
+    ++dir->pending;
+  }
+  void Release(DirState* dir) {
+    while (dir != nullptr) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (--dir->pending > 0) return;
+      }
+      DirState* parent = dir->parent;
+      if (dir->node != nullptr) {
+        SetMetadata(dir->fd, dir->path, *dir->node);
+        ::close(dir->fd);
+      }
+      delete dir;
+      dir = parent;
+    }
+  }
+
+  // A regular file for a writer thread.
+  struct FileJob {
+    DirState* dir;
+    std::string path;
+    v1::Node node;
+    uint64_t entry;
+  };
+  void Submit(FileJob job) {
+    Acquire(job.dir);
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](Restorer* r)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return r->jobs_.size() < kMaxQueuedFiles; },
+        this));
+    jobs_.push_back(std::move(job));
+  }
+  void RunWriter() {
+    Block block;
+    for (;;) {
+      FileJob job;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Restorer* r)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) { return !r->jobs_.empty() || r->stop_; },
+            this));
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      current_entry = job.entry;
+      RestoreFile(job.dir->fd, job.path, job.node, &block);
+      Release(job.dir);
+    }
+  }
+  void StopWriters() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    for (std::thread& t : writers_) t.join();
+    writers_.clear();
   }
 
   // A tree's entries as stored, without DecodeTree's whole-tree checks: each entry is checked
@@ -206,7 +311,8 @@ class Restorer {
     return out;
   }
 
-  void RestoreDir(int dirfd, const std::string& path, const v1::Tree& tree, int depth) {
+  void RestoreDir(DirState* dir, const v1::Tree& tree, int depth) {
+    const std::string& path = dir->path;
     if (depth > kMaxDepth) {
       Refuse(path, "trees nested deeper than " + std::to_string(kMaxDepth));
       return;
@@ -214,13 +320,14 @@ class Restorer {
     const std::vector<const v1::Node*> entries = SafeEntries(path, tree);
     Prefetch(path, entries);
     for (const v1::Node* node : entries) {
+      current_entry = ++entries_seen_;
       const std::string child = path + "/" + node->name();
       const bool selected = Selected(child);
       if (!selected && !LeadsToInclude(child)) continue;
       if (node->type() == v1::Node::DIR) {
-        RestoreSubdir(dirfd, child, *node, depth);
+        RestoreSubdir(dir, child, *node, depth);
       } else if (selected) {
-        RestoreLeaf(dirfd, child, *node);
+        RestoreLeaf(dir, child, *node);
       }
     }
   }
@@ -246,7 +353,8 @@ class Restorer {
     repo_->Prefetch(fps);
   }
 
-  void RestoreSubdir(int dirfd, const std::string& path, const v1::Node& node, int depth) {
+  void RestoreSubdir(DirState* parent, const std::string& path, const v1::Node& node, int depth) {
+    const int dirfd = parent->fd;
     const char* name = node.name().c_str();
     if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST) {
       Error(path, std::strerror(errno));
@@ -260,21 +368,25 @@ class Restorer {
                       : std::strerror(errno));
       return;
     }
+    auto meta = std::make_unique<v1::Node>(node);
+    meta->clear_chunks();
+    Acquire(parent);
+    auto* dir = new DirState{fd, path, std::move(meta), parent, 1};
     if (std::find(ancestors_.begin(), ancestors_.end(), node.subtree()) != ancestors_.end()) {
       // Impossible with SHA-256 addressing, unless the repository itself lies.
       Refuse(path, "directory refers to a tree that contains it (a cycle)");
     } else if (absl::StatusOr<v1::Tree> sub = LoadRawTree(node.subtree()); sub.ok()) {
       ancestors_.push_back(node.subtree());
-      RestoreDir(fd, path, *sub, depth + 1);
+      RestoreDir(dir, *sub, depth + 1);
       ancestors_.pop_back();
     } else {
       Error(path, std::string(sub.status().message()));
     }
-    SetMetadata(fd, path, node);
-    ::close(fd);
+    Release(dir);  // its metadata is set once its files are written
   }
 
-  void RestoreLeaf(int dirfd, const std::string& path, const v1::Node& node) {
+  void RestoreLeaf(DirState* dir, const std::string& path, const v1::Node& node) {
+    const int dirfd = dir->fd;
     const char* name = node.name().c_str();
     // Replace whatever non-directory is there; unlinkat never follows a symlink.
     if (::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) {
@@ -283,7 +395,12 @@ class Restorer {
     }
     switch (node.type()) {
       case v1::Node::FILE:
-        RestoreFile(dirfd, path, node);
+        if (node.links() > 1) {
+          // Hard-link groups stay on this thread: a later link needs the first file written.
+          RestoreFile(dirfd, path, node, &block_);
+        } else {
+          Submit(FileJob{dir, path, node, current_entry});
+        }
         return;
       case v1::Node::SYMLINK:
         if (::symlinkat(node.symlink_target().c_str(), dirfd, name) != 0) {
@@ -333,7 +450,13 @@ class Restorer {
     SetTimesAt(dirfd, path, node);
   }
 
-  void RestoreFile(int dirfd, const std::string& path, const v1::Node& node) {
+  // An aligned block for FileWriter, made on first use.
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  using Block = std::unique_ptr<char, Free>;
+
+  void RestoreFile(int dirfd, const std::string& path, const v1::Node& node, Block* block) {
     const char* name = node.name().c_str();
     const auto link_key = std::make_pair(node.device(), node.inode());
     if (node.links() > 1) {
@@ -349,7 +472,7 @@ class Restorer {
       Error(path, std::strerror(errno));
       return;
     }
-    absl::Status s = WriteChunks(fd, path, node);
+    absl::Status s = WriteChunks(fd, path, node, block);
     if (!s.ok()) {
       ::close(fd);
       ::unlinkat(dirfd, name, 0);  // never leave a file that looks whole but is not
@@ -362,6 +485,7 @@ class Restorer {
       hardlinks_[link_key] = LinkSource{path.substr(1), st.st_dev, st.st_ino};
     }
     ::close(fd);
+    absl::MutexLock lock(&mu_);
     ++result_.files;
     result_.bytes += node.size();
   }
@@ -389,13 +513,13 @@ class Restorer {
     }
   }
 
-  absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node) {
-    if (block_ == nullptr) {
+  absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node, Block* block) {
+    if (*block == nullptr) {
       void* p = nullptr;
       if (::posix_memalign(&p, FileWriter::kAlign, FileWriter::kBlock) != 0) std::abort();
-      block_.reset(static_cast<char*>(p));
+      block->reset(static_cast<char*>(p));
     }
-    FileWriter writer(fd, path, node.size(), block_.get());
+    FileWriter writer(fd, path, node.size(), block->get());
     uint64_t written = 0;
     for (const std::string& id : node.chunks()) {
       WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(id));
@@ -438,15 +562,20 @@ class Restorer {
   std::function<void(const std::string&)> on_error_;
   const bool is_root_;
   int target_fd_ = -1;
-  RestoreResult result_;
+  // The walking thread's own: hard links, the walk's position and its FileWriter block.
   // (device, inode) of a multiply-linked file -> its restored path relative to the target.
   std::map<std::pair<uint64_t, uint64_t>, LinkSource> hardlinks_;
   // Fingerprints of the trees from the root down to the directory being restored.
   std::vector<std::string> ancestors_;
-  struct Free {
-    void operator()(char* p) const { std::free(p); }
-  };
-  std::unique_ptr<char, Free> block_;  // FileWriter's aligned block, made on first use
+  uint64_t entries_seen_ = 0;
+  Block block_;
+
+  absl::Mutex mu_;
+  RestoreResult result_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, std::string>> errors_ ABSL_GUARDED_BY(mu_);  // (entry, message)
+  std::deque<FileJob> jobs_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> writers_;
 };
 
 }  // namespace

@@ -33,8 +33,9 @@ class ChunkUploader {
   static constexpr size_t kBatchChunks = 4096;
   // Full batches that may wait for the background thread.
   static constexpr size_t kMaxQueued = 1;
-  // Fingerprints remembered between batches (~20 MB at most).
-  static constexpr size_t kMaxKnown = 1 << 18;
+  // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
+  // many chunks a backup has; forgetting costs one more question to the index).
+  static constexpr size_t kMaxKnown = 1 << 16;
 
   explicit ChunkUploader(Repository* repo) : repo_(repo) {}
   ~ChunkUploader();

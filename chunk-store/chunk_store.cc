@@ -468,9 +468,15 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   db_options.create_missing_column_families = true;
   db_options.keep_log_file_num = 3;  // an info log per open: keep the last few only
   db_options.max_log_file_size = 1 << 20;
+  // The locator's memtable: ~60 bytes per chunk. A small one keeps the agent's memory flat
+  // (an embedded repository's first backup would otherwise grow it to RocksDB's 64 MiB).
+  rocksdb::ColumnFamilyOptions locator_options;
+  locator_options.write_buffer_size = options.locator_write_buffer_bytes;
+  rocksdb::ColumnFamilyOptions pack_ends_options;
+  pack_ends_options.write_buffer_size = 1 << 20;  // one small entry per pack
   const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kPackEndsColumnFamily, rocksdb::ColumnFamilyOptions()}};
+      {rocksdb::kDefaultColumnFamilyName, locator_options},
+      {kPackEndsColumnFamily, pack_ends_options}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
   WHORL_RETURN_IF_ERROR(

@@ -41,6 +41,9 @@ struct ChunkStoreOptions {
   // value the store was written with: recovery takes a larger record in the newest pack for
   // damage (and then refuses to open if the locator indexes it or anything after it).
   uint64_t max_chunk_bytes = 64ull << 20;
+  // RocksDB memtable of the locator, in bytes, before a flush to a table file. Default: 4 MiB
+  // (~70k chunks).
+  uint64_t locator_write_buffer_bytes = 4ull << 20;
 };
 
 // One chunk to store: its fingerprint, its encoded bytes and how they were encoded.

@@ -32,6 +32,9 @@ namespace {
 struct ZstdContexts {
   ZSTD_CCtx* c = ZSTD_createCCtx();
   ZSTD_DCtx* d = ZSTD_createDCtx();
+  // Encode compresses here and copies out the exact size: a string sized to the bound would
+  // keep ~bound bytes of capacity per stored chunk while a batch waits to be stored.
+  std::string scratch;
   ~ZstdContexts() {
     ZSTD_freeCCtx(c);
     ZSTD_freeDCtx(d);
@@ -45,13 +48,14 @@ ZstdContexts& Contexts() {
 
 std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* codec) {
   if (spec.codec == Codec::kZstd && !plain.empty()) {
-    std::string out(ZSTD_compressBound(plain.size()), '\0');
-    const size_t n = ZSTD_compressCCtx(Contexts().c, out.data(), out.size(), plain.data(),
-                                       plain.size(), spec.level);
+    ZstdContexts& z = Contexts();
+    const size_t bound = ZSTD_compressBound(plain.size());
+    if (z.scratch.size() < bound) z.scratch.resize(bound);
+    const size_t n =
+        ZSTD_compressCCtx(z.c, z.scratch.data(), bound, plain.data(), plain.size(), spec.level);
     if (!ZSTD_isError(n) && n < plain.size()) {
-      out.resize(n);
       *codec = Codec::kZstd;
-      return out;
+      return std::string(z.scratch.data(), n);
     }
   }
   *codec = Codec::kNone;

@@ -294,6 +294,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   // whole-key Bloom filter, so an absent key skips the skip-list walk; data blocks carry a hash
   // index (RocksDB reads old and new blocks alike), so a present key skips the binary search.
   options.compression = rocksdb::kNoCompression;
+  options.write_buffer_size = store_options.write_buffer_bytes;
   options.memtable_prefix_bloom_size_ratio = 0.05;
   options.memtable_whole_key_filtering = true;
   rocksdb::BlockBasedTableOptions table;

@@ -48,7 +48,12 @@ struct MetadataStoreOptions {
   // fingerprints, so FindMissing on a big shard answers from memory (tests/bench/whorl_bench.cc:
   // 10M stored, 256 MiB: 0.72M fingerprints/s; 1 GiB: 0.89M).
   uint64_t block_cache_bytes = 256 << 20;
+  // RocksDB's memtable: bytes written before a flush to a table file. The agent's peak memory
+  // grows with it until the first flush (a first backup writes ~100 bytes per chunk), so an
+  // embedded repository keeps it small; whorl-metad uses kDaemonWriteBufferBytes.
+  uint64_t write_buffer_bytes = 4 << 20;
 };
+inline constexpr uint64_t kDaemonWriteBufferBytes = 64 << 20;
 inline constexpr uint64_t kDaemonBlockCacheBytes = uint64_t{1} << 30;
 
 class MetadataStore {

@@ -218,7 +218,8 @@ int Run(int argc, char** argv) {
     const std::string meta_dir = dir + "/meta";
     {
       auto store = metadata::MetadataStore::Open(
-          meta_dir, {.block_cache_bytes = metadata::kDaemonBlockCacheBytes});  // as whorl-metad
+          meta_dir, {.block_cache_bytes = metadata::kDaemonBlockCacheBytes,
+                     .write_buffer_bytes = metadata::kDaemonWriteBufferBytes});  // as whorl-metad
       if (!store.ok()) {
         Log("metadata store: " + std::string(store.status().message()));
         return 1;

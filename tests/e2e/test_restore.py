@@ -24,6 +24,12 @@ class RestoreFidelityTest(w.WhorlTestCase):
         w.makedirs(j("dir_750"), 0o750)
         w.write_file(j("dir_750", "inner"), b"inner")
         w.makedirs(j("empty_dir"), 0o700)
+        # Many files in one read-only directory: restore writes them on several threads and
+        # sets the directory's mode and mtime only after the last one.
+        w.makedirs(j("ro_dir"))
+        for i in range(40):
+            w.write_file(j("ro_dir", f"f{i:02d}"), os.urandom(i * 997), 0o644)
+        os.chmod(j("ro_dir"), 0o555)
         w.makedirs(j("deep", "a", "b", "c"))
         w.write_file(j("deep", "a", "b", "c", "leaf"), b"leaf\n")
         w.makedirs(j("links"))
