@@ -432,10 +432,12 @@ class Archiver {
     if (walk_ahead_ != nullptr) listing = walk_ahead_->Take(path);
     if (!listing.has_value()) {
       listing.emplace();
-      if (const int err = ReadListing(path, &*listing); err != 0) {
+      unsigned long dev = 0;
+      if (const int err = ReadListing(path, &*listing, &dev); err != 0) {
         Error(path, ErrnoStatus("open directory", path, err));
         return tree;
       }
+      if (walk_ahead_ != nullptr) walk_ahead_->Walked(path, dev, *listing);
     }
     const std::string prefix = path == "/" ? "" : path;
     PendingFiles pending;

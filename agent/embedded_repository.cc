@@ -38,8 +38,10 @@ class EmbeddedRepository : public Repository {
             [this](const std::vector<Fingerprint>& fps, const ReadAhead::Deliver& deliver) {
               FetchBatch(fps, deliver);
             },
-            ReadAhead::Options{
-                .threads = kReadAheadThreads, .batch = 16, .max_bytes = kReadAheadBytes})) {}
+            ReadAhead::Options{.threads = kReadAheadThreads,
+                               .batch = 16,
+                               .max_bytes = kReadAheadBytes,
+                               .wait_for_planned = false})) {}
   ~EmbeddedRepository() override {
     read_ahead_.reset();  // its threads read the stores
     meta_.reset();

@@ -47,7 +47,7 @@ std::optional<std::string> ReadAhead::Take(const Fingerprint& fp) {
       auto e = entries_.find(fp);
       if (e == entries_.end() || e->second.state == State::kReady || stop_) return true;
       return e->second.state == State::kPlanned &&
-             held_bytes_ + InFlightEstimate() >= options_.max_bytes;
+             (!options_.wait_for_planned || held_bytes_ + InFlightEstimate() >= options_.max_bytes);
     };
     mu_.Await(absl::Condition(&settled));
     it = entries_.find(fp);

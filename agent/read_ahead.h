@@ -44,6 +44,10 @@ class ReadAhead {
     size_t threads = 4;             // batches fetched at once
     size_t batch = 256;             // chunks per batch
     uint64_t max_bytes = 64 << 20;  // cap on bytes held, fetched or on the way
+    // Whether Take waits for a chunk still planned (not yet on the way) while there is room to
+    // fetch it. Worth it where a direct read costs a round trip (remote); where it costs what a
+    // worker's read costs (embedded), the reader reads it itself instead of sleeping and waking.
+    bool wait_for_planned = true;
   };
 
   ReadAhead(BatchFetch fetch, Options options);

@@ -6,9 +6,11 @@
 // Why: a nightly run over an unchanged tree costs a readdir per directory and an lstat per file,
 // nothing else; with a cold cache each waits for the disk. Several threads keep several reads in
 // flight. They go depth first in name order, as the backup does, so what they read is what the
-// backup needs next. A directory the walk finds no listing for (not read yet, or over the cap)
-// it reads itself (ReadListing), so the walk never waits for these threads. A listing may be
-// taken a moment after it was read: the backup sees the directory as of that moment.
+// backup needs next. Each directory is read once: the walk waits for a listing a thread is
+// reading right now; one no thread has started (the walk got there first, or it is over the
+// cap) the walk claims, reads itself (ReadListing) and hands back (Walked), so the threads skip
+// it and go on below it. A listing may be taken a moment after it was read: the backup sees the
+// directory as of that moment.
 //
 // Never descends into a directory on another device than the root it started from (a network
 // mount the backup may skip with --one-file-system must not be walked here either), nor into
@@ -25,6 +27,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -38,8 +41,10 @@ struct DirEntry {
   int err = 0;  // lstat failed with this errno (st is unset)
 };
 
-// Reads directory `path` (never following a symlink to it). Returns 0, or the errno of opening it.
-int ReadListing(const std::string& path, std::vector<DirEntry>* entries);
+// Reads directory `path` (never following a symlink to it) and, if `dev` is given, the device it
+// is on. Returns 0, or the errno of opening it.
+int ReadListing(const std::string& path, std::vector<DirEntry>* entries,
+                unsigned long* dev = nullptr);
 
 class WalkAhead {
  public:
@@ -55,8 +60,13 @@ class WalkAhead {
   WalkAhead(const WalkAhead&) = delete;
   WalkAhead& operator=(const WalkAhead&) = delete;
 
-  // The listing of `path` if it was read ahead and kept (handed over once), else nullopt.
+  // The listing of `path` if it was read ahead and kept (handed over once), waiting for it if a
+  // thread is reading it now. Else nullopt, and `path` is claimed: the caller reads it itself
+  // and should pass the listing to Walked.
   std::optional<std::vector<DirEntry>> Take(const std::string& path);
+  // The caller read the claimed directory `path` (on device `dev`): its subdirectories are
+  // walked ahead of the caller.
+  void Walked(const std::string& path, unsigned long dev, const std::vector<DirEntry>& entries);
 
   // Directories read so far (for tests).
   size_t dirs_read() const;
@@ -68,14 +78,18 @@ class WalkAhead {
   };
   void Run();
   void Read(const Dir& dir);
+  void PushSubdirs(const Dir& dir, const std::vector<DirEntry>& entries)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static constexpr size_t kMaxClaimed = 1 << 16;
 
   const std::function<bool(const std::string&, const std::string&)> excluded_;
   mutable absl::Mutex mu_;
   std::vector<Dir> stack_ ABSL_GUARDED_BY(mu_);  // the next directory is at the back
-  size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
   size_t dirs_read_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_map<std::string, std::vector<DirEntry>> kept_ ABSL_GUARDED_BY(mu_);
   size_t kept_entries_ ABSL_GUARDED_BY(mu_) = 0;
+  std::unordered_set<std::string> reading_ ABSL_GUARDED_BY(mu_);  // by a thread, right now
+  std::unordered_set<std::string> claimed_ ABSL_GUARDED_BY(mu_);  // read by the caller
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // stop_, read without the lock between entries
   std::vector<std::thread> threads_;
