@@ -128,6 +128,15 @@ absl::StatusOr<std::vector<std::string>> RunCheck(Repository* data_repo,
   if (options.read_data) damaged = ReadAllData(data_repo, stored_list);
   for (const Fingerprint& fp : absent) damaged[fp] = "missing from the chunk store";
 
+  // Packs: without reading data, a pack file missing, empty, with a bad header or cut short
+  // loses the chunks the locator places in it (a read error, if any, says more: it stays).
+  WHORL_ASSIGN_OR_RETURN(const std::vector<PackDamage> packs, data_repo->CheckPacks());
+  for (const PackDamage& p : packs) {
+    problems.push_back(p.pack + " is damaged: " + p.problem + " (" + std::to_string(p.lost.size()) +
+                       (p.lost.size() == 1 ? " chunk lost)" : " chunks lost)"));
+    for (const Fingerprint& fp : p.lost) damaged.emplace(fp, "in damaged " + p.pack);
+  }
+
   if (!damaged.empty()) {
     std::unordered_map<Fingerprint, std::vector<std::string>, FingerprintHash> users;
     for (const auto& snap : snaps) {

@@ -1,7 +1,9 @@
 // Check: verifies a repository's structure (every snapshot's trees and file chunks are in the
-// index and in the chunk store) and, with read_data, every stored chunk's bytes against its
-// fingerprint, naming each damaged chunk and the snapshots and files that use it. A chunk is
-// damaged only if kReadAttempts reads of it all fail (see ReadChunkRetrying).
+// index and in the chunk store, and every pack file is there with a good header and all its
+// indexed bytes: Repository::CheckPacks) and, with read_data, every stored chunk's bytes
+// against its fingerprint, naming each damaged pack, each damaged chunk and the snapshots and
+// files that use it. A chunk is damaged only if kReadAttempts reads of it all fail (see
+// ReadChunkRetrying).
 #ifndef WHORL_AGENT_CHECK_H_
 #define WHORL_AGENT_CHECK_H_
 

@@ -320,23 +320,49 @@ TEST_F(CorruptionTest, EveryFlippedPackByteIsDetectedAndNamesItsChunkAndFiles) {
   EXPECT_TRUE(problems->empty()) << (*problems)[0];
 }
 
-// The 16-byte pack header is read when the store opens, not per chunk: a flipped header byte
-// makes the repository (and so `whorl check`) refuse to open, naming the pack.
-TEST_F(CorruptionTest, AFlippedPackHeaderByteRefusesToOpenNamingThePack) {
+// The 16-byte pack header is read when the store opens, not per chunk. A flipped header byte
+// does not lock the repository: it opens, nothing is served from the pack (each of its chunks
+// reads as DATA_LOSS naming it), and `check` names the pack and every chunk in it, even without
+// --read-data.
+TEST_F(CorruptionTest, AFlippedPackHeaderByteIsReportedByPlainCheckAndNothingIsServed) {
   const Region& header = regions_[0];
   ASSERT_TRUE(header.pack_header);
+  std::set<std::string> in_pack;
+  for (const Region& r : regions_) {
+    if (!r.pack_header && r.pack == header.pack) in_pack.insert(r.fp.ToHex());
+  }
+  const std::string pack_line = "pack 00000001 is damaged: " + header.pack.string() + ": ";
   for (uint64_t off : {uint64_t{0}, uint64_t{7}, uint64_t{8}, uint64_t{12}, uint64_t{15}}) {
     repo_.reset();
     const uint8_t saved = ByteAt(header.pack, off);
     SetByte(header.pack, off, saved ^ 0x20);
-    auto repo = OpenEmbeddedRepository(repo_dir_.string());
-    EXPECT_FALSE(repo.ok()) << "pack header byte " << off << " flipped, and the store opened";
-    if (!repo.ok()) {
-      EXPECT_EQ(repo.status().code(), absl::StatusCode::kDataLoss) << repo.status();
-      EXPECT_NE(std::string(repo.status().message()).find(header.pack.string()), std::string::npos)
-          << repo.status();
+    Open();
+    ASSERT_NE(repo_, nullptr) << "pack header byte " << off;
+    for (bool read_data : {false, true}) {
+      auto problems = RunCheck(repo_.get(), CheckOptions{read_data});
+      ASSERT_TRUE(problems.ok()) << problems.status();
+      std::vector<std::string> pack_lines, rest;
+      for (const std::string& p : *problems) {
+        (p.rfind("pack ", 0) == 0 ? pack_lines : rest).push_back(p);
+      }
+      ASSERT_EQ(pack_lines.size(), 1u) << "byte " << off;
+      EXPECT_EQ(pack_lines[0].rfind(pack_line, 0), 0u) << pack_lines[0];
+      EXPECT_NE(pack_lines[0].find("(" + std::to_string(in_pack.size()) + " chunks lost)"),
+                std::string::npos)
+          << pack_lines[0];
+      std::set<std::string> reported;
+      for (const auto& [hex, line] : DamageReported(rest)) reported.insert(hex);
+      EXPECT_EQ(reported, in_pack) << "byte " << off << ", read_data " << read_data;
     }
-    repo = absl::StatusOr<std::unique_ptr<Repository>>(absl::UnknownError("closed"));
+    const absl::Status s = repo_->GetChunk(regions_[1].fp).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+    EXPECT_NE(std::string(s.message()).find(header.pack.string()), std::string::npos) << s;
+    std::set<Fingerprint> all;
+    for (const Region& r : regions_) {
+      if (!r.pack_header) all.insert(r.fp);
+    }
+    ExpectRestoreOfTheRest(all);
+    repo_.reset();
     SetByte(header.pack, off, saved);
     Open();
   }

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 
+#include "absl/strings/str_format.h"
 #include "agent/read_ahead.h"
 #include "agent/repository.h"
 #include "chunk-store/chunk_store.h"
@@ -97,6 +98,16 @@ class EmbeddedRepository : public Repository {
           out.push_back(fp);
           return absl::OkStatus();
         }));
+    return out;
+  }
+
+  absl::StatusOr<std::vector<PackDamage>> CheckPacks() override {
+    WHORL_ASSIGN_OR_RETURN(std::vector<chunkstore::PackProblem> problems, chunks_->CheckPacks());
+    std::vector<PackDamage> out;
+    for (chunkstore::PackProblem& p : problems) {
+      out.push_back(PackDamage{absl::StrFormat("pack %08u", p.pack_id), std::move(p.problem),
+                               std::move(p.lost)});
+    }
     return out;
   }
 

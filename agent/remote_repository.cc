@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <random>
@@ -17,6 +18,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/read_ahead.h"
 #include "common/bloom_filter.h"
@@ -520,6 +522,51 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       }));
       all.clear();
       for (auto& v : per) all.insert(all.end(), v.begin(), v.end());
+      return absl::OkStatus();
+    }));
+    return all;
+  }
+
+  absl::StatusOr<std::vector<PackDamage>> CheckPacks() override {
+    std::vector<PackDamage> all;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<std::vector<PackDamage>> per(r.chunks.size());
+      WHORL_RETURN_IF_ERROR(ParallelFor(r.chunks.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.chunks[i];
+        v1::CheckPacksRequest req;
+        client_->FillHeader(req.mutable_header(), r.map.epoch);
+        return client_->Call(node, [&](grpc::ClientContext* ctx) {
+          per[i].clear();
+          std::unique_ptr<grpc::ClientReader<v1::CheckPacksResponse>> reader =
+              node.chunks->CheckPacks(ctx, req);
+          v1::CheckPacksResponse resp;
+          bool bad = false;
+          uint32_t last_id = 0;
+          while (reader->Read(&resp)) {
+            const std::string& b = resp.lost();
+            if (b.size() % Fingerprint::kSize != 0) bad = true;
+            // Pages of one pack arrive one after the other.
+            if (per[i].empty() || resp.pack_id() != last_id) {
+              per[i].push_back(
+                  PackDamage{absl::StrFormat("%s: pack %08u", node.describe, resp.pack_id()),
+                             resp.problem(),
+                             {}});
+              last_id = resp.pack_id();
+            }
+            for (size_t o = 0; o + Fingerprint::kSize <= b.size(); o += Fingerprint::kSize) {
+              per[i].back().lost.push_back(
+                  *Fingerprint::FromBytes(std::string_view(b.data() + o, Fingerprint::kSize)));
+            }
+          }
+          grpc::Status s = reader->Finish();
+          if (s.ok() && bad) {
+            return grpc::Status(grpc::StatusCode::INTERNAL, "fingerprint list of a bad length");
+          }
+          return s;
+        });
+      }));
+      all.clear();
+      for (auto& v : per) std::move(v.begin(), v.end(), std::back_inserter(all));
       return absl::OkStatus();
     }));
     return all;

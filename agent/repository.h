@@ -28,6 +28,14 @@ struct EncodedChunk {
   std::string data;
 };
 
+// A pack file that cannot serve the chunks it should hold (missing, empty, bad header, shorter
+// than its indexed records), found without reading chunk data.
+struct PackDamage {
+  std::string pack;     // "pack 00000003"; for a cluster "chunk-store node ID at ADDR: pack ..."
+  std::string problem;  // what is wrong, naming the file
+  std::vector<Fingerprint> lost;  // the chunks it held that cannot be read
+};
+
 struct RepoStats {
   uint64_t snapshots = 0;
   uint64_t logical_bytes = 0;  // file bytes referenced, summed over snapshots
@@ -71,6 +79,10 @@ class Repository {
   // Every stored chunk's fingerprint (for check).
   virtual absl::StatusOr<std::vector<Fingerprint>> ListChunks() = 0;
 
+  // Every damaged pack of the chunk store(s), with the chunks lost with it (for check; cheap:
+  // no chunk data is read). Empty if all packs are sound.
+  virtual absl::StatusOr<std::vector<PackDamage>> CheckPacks() = 0;
+
   virtual absl::StatusOr<RepoStats> Stats() = 0;
 };
 
@@ -100,6 +112,7 @@ class ForwardingRepository : public Repository {
     return inner_->ListSnapshots();
   }
   absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return inner_->ListChunks(); }
+  absl::StatusOr<std::vector<PackDamage>> CheckPacks() override { return inner_->CheckPacks(); }
   absl::StatusOr<RepoStats> Stats() override { return inner_->Stats(); }
 
  protected:

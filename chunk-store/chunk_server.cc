@@ -162,6 +162,31 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
     return scope.Finish(ToGrpc(s), out_bytes);
   }
 
+  grpc::Status CheckPacks(grpc::ServerContext* ctx, const v1::CheckPacksRequest* req,
+                          grpc::ServerWriter<v1::CheckPacksResponse>* writer) override {
+    RpcScope scope(metrics_, "CheckPacks", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = cluster_->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    absl::StatusOr<std::vector<PackProblem>> problems = store_->CheckPacks();
+    if (!problems.ok()) return scope.Finish(ToGrpc(problems.status()));
+    size_t out_bytes = 0;
+    for (const PackProblem& p : *problems) {
+      size_t next = 0;
+      do {  // at least one message per pack, even with nothing lost
+        v1::CheckPacksResponse resp;
+        resp.set_pack_id(p.pack_id);
+        resp.set_problem(p.problem);
+        for (size_t n = 0; n < kListPage && next < p.lost.size(); ++n, ++next) {
+          resp.mutable_lost()->append(p.lost[next].ToBytes());
+        }
+        out_bytes += resp.ByteSizeLong();
+        if (!writer->Write(resp)) return scope.Finish(grpc::Status::CANCELLED, out_bytes);
+      } while (next < p.lost.size());
+    }
+    return scope.Finish(grpc::Status::OK, out_bytes);
+  }
+
   grpc::Status GetStats(grpc::ServerContext* ctx, const v1::ChunkStoreStatsRequest* req,
                         v1::ChunkStoreStatsResponse* resp) override {
     RpcScope scope(metrics_, "GetStats", ctx, req->header(), req->ByteSizeLong());

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <limits>
 #include <map>
+#include <optional>
+#include <set>
 #include <unordered_set>
 #include <utility>
 
@@ -52,6 +54,28 @@ std::string PackEndValue(uint64_t end) {
   std::string value(kPackEndValueSize, '\0');
   for (size_t i = 0; i < kPackEndValueSize; ++i) value[i] = static_cast<char>(end >> (8 * i));
   return value;
+}
+
+absl::StatusOr<uint32_t> DecodePackEndKey(const rocksdb::Slice& key) {
+  if (key.size() != 4) {
+    return absl::DataLossError(absl::StrCat("locator: pack end key of ", key.size(), " bytes"));
+  }
+  uint32_t id = 0;
+  for (size_t i = 0; i < 4; ++i) id = (id << 8) | static_cast<unsigned char>(key[i]);
+  return id;
+}
+
+absl::StatusOr<uint64_t> DecodePackEnd(uint32_t pack_id, const rocksdb::Slice& value) {
+  if (value.size() != kPackEndValueSize) {
+    return absl::DataLossError(absl::StrCat("locator: pack end of ", PackIdString(pack_id),
+                                            ": value of ", value.size(), " bytes, want ",
+                                            kPackEndValueSize));
+  }
+  uint64_t end = 0;
+  for (size_t i = 0; i < kPackEndValueSize; ++i) {
+    end |= static_cast<uint64_t>(static_cast<unsigned char>(value[i])) << (8 * i);
+  }
+  return end;
 }
 
 rocksdb::Slice KeyOf(const Fingerprint& fp) {
@@ -137,8 +161,20 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::Status ForEach(
       const std::function<absl::Status(const Fingerprint&, const ChunkLocation&)>& fn) override;
   absl::StatusOr<ChunkStoreStats> Stats() override;
+  absl::StatusOr<std::vector<PackProblem>> CheckPacks() override;
 
  private:
+  // Checks the header of closed pack `pack_id`: a damaged one goes into damaged_.
+  absl::Status CheckClosedPack(uint32_t pack_id);
+  // Recovers the newest pack's tail and opens it for appending, or leaves it alone (in
+  // damaged_ if its header is bad) for the next put to start a new pack.
+  absl::Status RecoverNewest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every pack's indexed end (pack_ends).
+  absl::StatusOr<std::map<uint32_t, uint64_t>> AllIndexedEnds();
+  // What CheckPacks says of pack `pack_id` with indexed end `end`: nullopt if sound. Sets
+  // `*readable` to how many of its leading bytes can still be read.
+  absl::StatusOr<std::optional<std::string>> PackProblemOf(uint32_t pack_id, uint64_t end,
+                                                           uint64_t* readable);
   // For each fingerprint, whether the locator holds a (well-formed) entry for it.
   absl::StatusOr<std::vector<bool>> LookupMany(const std::vector<Fingerprint>& fps);
   // The highest pack id the locator indexes records in (0 if none).
@@ -167,6 +203,9 @@ class ChunkStoreImpl final : public ChunkStore {
   const std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* const pack_ends_;  // owned; destroyed before db_
   std::atomic<uint64_t> pack_count_{0};
+  // Packs found damaged at open (empty, short or bad header) with why: never read or appended
+  // to. Written only by Recover, before the store is shared; read-only afterwards.
+  std::map<uint32_t, std::string> damaged_;
 
   absl::Mutex mu_;
   // The newest pack, open for appending. Null after a failed cut-back: the next put starts a
@@ -189,27 +228,52 @@ absl::Status ChunkStoreImpl::Recover() {
     // pack of that id again (a new record would sit where the locator places a lost chunk, and
     // Get could only report the mismatch): the next put starts the pack after it. Closed packs
     // are checked as usual; Get and `check` report the lost chunks.
-    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, id)));
+    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckClosedPack(id));
     newest_pack_id_ = highest_indexed;
     return absl::OkStatus();
   }
   if (ids.empty()) return StartNewPack();
-  for (size_t i = 0; i + 1 < ids.size(); ++i) {
-    WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, ids[i])));
-  }
+  for (size_t i = 0; i + 1 < ids.size(); ++i) WHORL_RETURN_IF_ERROR(CheckClosedPack(ids[i]));
   newest_pack_id_ = ids.back();
+  return RecoverNewest();
+}
+
+absl::Status ChunkStoreImpl::CheckClosedPack(uint32_t pack_id) {
+  const absl::StatusOr<uint64_t> size = CheckPackFile(PackPath(packs_dir_, pack_id));
+  if (absl::IsDataLoss(size.status())) {
+    // Like a missing pack, it must not lock the whole store: the chunks elsewhere stay
+    // readable, and Get and `check` name this pack for the chunks it held.
+    damaged_[pack_id] = std::string(size.status().message());
+    return absl::OkStatus();
+  }
+  return size.status();
+}
+
+absl::Status ChunkStoreImpl::RecoverNewest() {
+  const std::string path = PackPath(packs_dir_, newest_pack_id_);
   WHORL_ASSIGN_OR_RETURN(const uint64_t indexed_end, IndexedEnd(newest_pack_id_));
   // With records indexed its header must be whole and good (with none, a short header is an
   // interrupted creation, which recovery repairs).
   if (indexed_end > kPackHeaderSize) {
-    WHORL_RETURN_IF_ERROR(CheckPackFile(PackPath(packs_dir_, newest_pack_id_)));
+    const absl::StatusOr<uint64_t> size = CheckPackFile(path);
+    if (absl::IsDataLoss(size.status())) {
+      // Acknowledged records behind a header that is gone: treated as a damaged closed pack;
+      // the next put starts a new pack (writer_ stays null).
+      damaged_[newest_pack_id_] = std::string(size.status().message());
+      return absl::OkStatus();
+    }
+    if (!size.ok()) return size.status();
   }
-  absl::StatusOr<PackScan> scan = RecoverNewestPack(PackPath(packs_dir_, newest_pack_id_),
-                                                    options_.max_chunk_bytes, indexed_end);
-  if (absl::IsDataLoss(scan.status()) && indexed_end > kPackHeaderSize) {
-    // Acknowledged bytes of the newest pack are gone (the file was cut or replaced): leave it
-    // as it is for `check` to report, and start the next put in a new pack so that no new
-    // record lands at an offset the locator gives to an old one.
+  absl::StatusOr<PackScan> scan = RecoverNewestPack(path, options_.max_chunk_bytes, indexed_end);
+  if (absl::IsDataLoss(scan.status())) {
+    if (indexed_end <= kPackHeaderSize) {
+      // Nothing indexed, but a whole header that is not a pack header: not ours to cut or
+      // rewrite. Never appended to; CheckPacks reports it.
+      damaged_[newest_pack_id_] = std::string(scan.status().message());
+    }
+    // Otherwise acknowledged bytes of the newest pack are gone (the file was cut or replaced):
+    // leave it as it is for `check` to report. Either way the next put starts a new pack, so
+    // that no new record lands at an offset the locator gives to an old one.
     return absl::OkStatus();
   }
   if (!scan.ok()) return scan.status();
@@ -225,13 +289,7 @@ absl::StatusOr<uint32_t> ChunkStoreImpl::HighestIndexedPack() {
     WHORL_RETURN_IF_ERROR(FromRocks(it->status(), "pack ends"));
     return 0;
   }
-  const rocksdb::Slice key = it->key();
-  if (key.size() != 4) {
-    return absl::DataLossError(absl::StrCat("locator: pack end key of ", key.size(), " bytes"));
-  }
-  uint32_t id = 0;
-  for (size_t i = 0; i < 4; ++i) id = (id << 8) | static_cast<unsigned char>(key[i]);
-  return id;
+  return DecodePackEndKey(it->key());
 }
 
 absl::StatusOr<uint64_t> ChunkStoreImpl::IndexedEnd(uint32_t pack_id) {
@@ -240,16 +298,18 @@ absl::StatusOr<uint64_t> ChunkStoreImpl::IndexedEnd(uint32_t pack_id) {
       db_->Get(rocksdb::ReadOptions(), pack_ends_, PackEndKey(pack_id), &value);
   if (s.IsNotFound()) return kPackHeaderSize;
   WHORL_RETURN_IF_ERROR(FromRocks(s, "pack end of " + PackIdString(pack_id)));
-  if (value.size() != kPackEndValueSize) {
-    return absl::DataLossError(absl::StrCat("locator: pack end of ", PackIdString(pack_id),
-                                            ": value of ", value.size(), " bytes, want ",
-                                            kPackEndValueSize));
+  return DecodePackEnd(pack_id, value);
+}
+
+absl::StatusOr<std::map<uint32_t, uint64_t>> ChunkStoreImpl::AllIndexedEnds() {
+  std::map<uint32_t, uint64_t> ends;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), pack_ends_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    WHORL_ASSIGN_OR_RETURN(const uint32_t id, DecodePackEndKey(it->key()));
+    WHORL_ASSIGN_OR_RETURN(ends[id], DecodePackEnd(id, it->value()));
   }
-  uint64_t end = 0;
-  for (size_t i = 0; i < kPackEndValueSize; ++i) {
-    end |= static_cast<uint64_t>(static_cast<unsigned char>(value[i])) << (8 * i);
-  }
-  return end;
+  WHORL_RETURN_IF_ERROR(FromRocks(it->status(), "pack ends"));
+  return ends;
 }
 
 absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
@@ -410,6 +470,9 @@ absl::StatusOr<ChunkLocation> ChunkStoreImpl::Locate(const Fingerprint& fp) {
 absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
   WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
   const std::string where = Where(loc.pack_id, loc.offset);
+  if (auto it = damaged_.find(loc.pack_id); it != damaged_.end()) {
+    return absl::DataLossError(absl::StrCat(where, ": pack file damaged: ", it->second));
+  }
   absl::StatusOr<std::shared_ptr<const PackReader>> reader = Reader(loc.pack_id);
   if (absl::IsNotFound(reader.status())) {
     // The locator names it, so the store lost it.
@@ -456,6 +519,63 @@ absl::StatusOr<ChunkStoreStats> ChunkStoreImpl::Stats() {
   }));
   stats.packs = pack_count_;
   return stats;
+}
+
+absl::StatusOr<std::vector<PackProblem>> ChunkStoreImpl::CheckPacks() {
+  uint32_t newest = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    newest = newest_pack_id_;
+  }
+  // Ends first, files second: a pack file only grows past the end read here (a failed put cuts
+  // back to where it started, at or after it), so a put racing with this never looks like damage.
+  using PackEnds = std::map<uint32_t, uint64_t>;
+  WHORL_ASSIGN_OR_RETURN(const PackEnds ends, AllIndexedEnds());
+  WHORL_ASSIGN_OR_RETURN(const std::vector<uint32_t> files, ListPackIds(packs_dir_));
+  std::set<uint32_t> ids(files.begin(), files.end());
+  for (const auto& [id, end] : ends) ids.insert(id);
+  std::map<uint32_t, PackProblem> problems;
+  std::map<uint32_t, uint64_t> readable;
+  for (uint32_t id : ids) {
+    if (id > newest) continue;  // being created by a put right now
+    const auto end = ends.find(id);
+    WHORL_ASSIGN_OR_RETURN(
+        std::optional<std::string> problem,
+        PackProblemOf(id, end == ends.end() ? kPackHeaderSize : end->second, &readable[id]));
+    if (problem.has_value()) problems[id] = PackProblem{id, *std::move(problem), {}};
+  }
+  if (!problems.empty()) {
+    WHORL_RETURN_IF_ERROR(ForEach([&](const Fingerprint& fp, const ChunkLocation& loc) {
+      auto it = problems.find(loc.pack_id);
+      if (it != problems.end() &&
+          loc.offset + kRecordHeaderSize + loc.stored_size > readable[loc.pack_id]) {
+        it->second.lost.push_back(fp);
+      }
+      return absl::OkStatus();
+    }));
+  }
+  std::vector<PackProblem> out;
+  for (auto& [id, p] : problems) out.push_back(std::move(p));
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> ChunkStoreImpl::PackProblemOf(uint32_t pack_id,
+                                                                         uint64_t end,
+                                                                         uint64_t* readable) {
+  *readable = 0;
+  if (auto it = damaged_.find(pack_id); it != damaged_.end()) return it->second;
+  const std::string path = PackPath(packs_dir_, pack_id);
+  const absl::StatusOr<uint64_t> size = CheckPackFile(path);
+  if (absl::IsNotFound(size.status())) {
+    // No file and nothing indexed in it is no problem (a pack id never used).
+    if (end <= kPackHeaderSize) return std::nullopt;
+    return path + ": pack file missing";
+  }
+  if (absl::IsDataLoss(size.status())) return std::string(size.status().message());
+  if (!size.ok()) return size.status();
+  *readable = *size;
+  if (*size >= end) return std::nullopt;
+  return absl::StrCat(path, ": ", *size, " bytes, but its indexed records end at ", end);
 }
 
 }  // namespace

@@ -63,6 +63,18 @@ struct ChunkLocation {
   Codec codec = Codec::kNone;
 };
 
+// A pack file that cannot serve (all of) the chunks the locator places in it (CheckPacks).
+struct PackProblem {
+  uint32_t pack_id = 0;
+  // What is wrong, naming the file: "DIR/packs/00000003.pack: pack file missing", "...: empty
+  // pack file (0 bytes)", "...: bad pack magic (not a whorl pack file)", "...: 4096 bytes, but
+  // its indexed records end at 9000".
+  std::string problem;
+  // The chunks the locator places (wholly or partly) in bytes that are gone or unreadable, in
+  // fingerprint order. Empty for a damaged pack the locator indexes nothing in.
+  std::vector<Fingerprint> lost;
+};
+
 struct ChunkStoreStats {
   uint64_t chunks = 0;        // unique chunks in the locator
   uint64_t stored_bytes = 0;  // bytes their records take in packs (headers included)
@@ -73,7 +85,10 @@ struct ChunkStoreStats {
 class ChunkStore {
  public:
   // Opens the store in `dir`, creating it if absent, and recovers the newest pack's tail.
-  // Errors: DATA_LOSS if the locator or a pack header is damaged beyond the tail rule.
+  // A damaged pack does not stop the store from opening (the rest stays readable): a pack file
+  // that is missing, empty or has a bad header is never read or appended to, Get of a chunk in
+  // it is DATA_LOSS naming the file, and CheckPacks reports it.
+  // Errors: DATA_LOSS if the locator is damaged; I/O errors.
   static absl::StatusOr<std::unique_ptr<ChunkStore>> Open(const std::string& dir,
                                                           const ChunkStoreOptions& options);
   virtual ~ChunkStore() = default;
@@ -103,6 +118,13 @@ class ChunkStore {
       const std::function<absl::Status(const Fingerprint&, const ChunkLocation&)>& fn) = 0;
 
   virtual absl::StatusOr<ChunkStoreStats> Stats() = 0;
+
+  // Every pack that is missing, empty, has a bad header or is shorter than the end of the
+  // records the locator indexes in it, in pack id order, with the chunks lost with it; empty if
+  // all are sound. Reads no chunk data (a damaged record inside a sound pack is found by Get,
+  // i.e. `check --read-data`): a stat and a 16-byte read per pack, plus one locator scan only
+  // if some pack has a problem. Safe to call while puts run.
+  virtual absl::StatusOr<std::vector<PackProblem>> CheckPacks() = 0;
 };
 
 }  // namespace whorl::chunkstore

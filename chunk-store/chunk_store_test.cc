@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -439,7 +440,9 @@ TEST(ChunkStoreTest, MissingPackFileIsDataLoss) {
   ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(1, 200)), MakeChunk(Bytes(2, 200))}).ok());
   ASSERT_EQ(store->Locate(Sha256(Bytes(1, 200)))->pack_id, 1u);
   std::filesystem::remove(PackFile(dir.path(), 1));
-  EXPECT_EQ(store->Get(Sha256(Bytes(1, 200))).status().code(), absl::StatusCode::kDataLoss);
+  const absl::Status s = store->Get(Sha256(Bytes(1, 200))).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find(PackFileName(1)), absl::string_view::npos) << s;
 }
 
 TEST(ChunkStoreTest, PackRotationCreatesSeveralPacks) {
@@ -467,19 +470,28 @@ TEST(ChunkStoreTest, PackRotationCreatesSeveralPacks) {
   ExpectReadsBack(*store, plains);
 }
 
-TEST(ChunkStoreTest, PackWithBadMagicFailsOpen) {
+TEST(ChunkStoreTest, PackWithBadMagicIsReportedNotServed) {
   for (uint32_t damaged : {1u, 2u}) {  // a closed pack, then the newest
     TempDir dir;
     ChunkStoreOptions options;
     options.max_pack_bytes = 100;
+    const std::vector<std::string> plains = {Bytes(1, 200), Bytes(2, 200)};
     {
       auto store = OpenOrDie(dir.path(), options);
-      ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(1, 200)), MakeChunk(Bytes(2, 200))}).ok());
+      ASSERT_TRUE(store->PutBatch({MakeChunk(plains[0]), MakeChunk(plains[1])}).ok());
     }
     FlipByte(PackFile(dir.path(), damaged), 0);
-    const absl::Status s = ChunkStore::Open(dir.path(), options).status();
+    const uint64_t pack2_size = std::filesystem::file_size(PackFile(dir.path(), 2));
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_NE(store, nullptr);
+    const absl::Status s = store->Get(Sha256(plains[damaged - 1])).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
     EXPECT_NE(s.message().find(PackFileName(damaged)), absl::string_view::npos) << s;
+    EXPECT_NE(s.message().find("bad pack magic"), absl::string_view::npos) << s;
+    ExpectReadsBack(*store, {plains[2 - damaged]});
+    ASSERT_TRUE(store->PutBatch({MakeChunk("new")}).ok());
+    EXPECT_EQ(store->Locate(Sha256("new"))->pack_id, 3u) << damaged;
+    EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 2)), pack2_size);
   }
 }
 
@@ -752,19 +764,207 @@ TEST(ChunkStoreTest, ClosedPackNotInTheLocatorIsNeverServed) {
   ExpectLocatorInsidePacks(*store, dir.path(), "orphan pack");
 }
 
-TEST(ChunkStoreTest, ZeroLengthClosedPackFailsOpenNamingIt) {
+// How a pack file is damaged, and a phrase the store's message about it must hold.
+struct PackDamage {
+  const char* name;
+  std::function<void(const std::string& path)> apply;
+  const char* phrase;
+};
+
+std::vector<PackDamage> PackDamages() {
+  auto overwrite = [](uint64_t offset, std::string bytes) {
+    return [offset, bytes](const std::string& path) {
+      std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+      f.seekp(static_cast<std::streamoff>(offset));
+      f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      ASSERT_TRUE(f.good()) << path;
+    };
+  };
+  return {
+      {"zero length", [](const std::string& p) { std::filesystem::resize_file(p, 0); },
+       "empty pack file (0 bytes)"},
+      {"header cut", [](const std::string& p) { std::filesystem::resize_file(p, 10); },
+       "pack header incomplete (10 bytes)"},
+      {"bad magic", overwrite(0, "WHORLPAX"), "bad pack magic"},
+      {"unknown version", overwrite(8, std::string("\x02\0\0\0", 4)), "unknown pack version 2"},
+      {"nonzero reserved", overwrite(12, "x"), "nonzero reserved field in pack header"},
+  };
+}
+
+// Three packs of one 200-byte chunk each (max_pack_bytes 100); returns their plain bytes.
+std::vector<std::string> ThreePacks(const std::string& dir, const ChunkStoreOptions& options) {
+  const std::vector<std::string> plains = {Bytes(1, 200), Bytes(2, 200), Bytes(3, 200)};
+  auto store = OpenOrDie(dir, options);
+  EXPECT_TRUE(
+      store->PutBatch({MakeChunk(plains[0]), MakeChunk(plains[1]), MakeChunk(plains[2])}).ok());
+  for (uint32_t id = 1; id <= 3; ++id) {
+    EXPECT_EQ(store->Locate(Sha256(plains[id - 1]))->pack_id, id);
+  }
+  return plains;
+}
+
+void ExpectOneProblem(ChunkStore& store, uint32_t pack_id, const std::string& phrase,
+                      const std::vector<std::string>& lost, const std::string& what) {
+  absl::StatusOr<std::vector<PackProblem>> problems = store.CheckPacks();
+  ASSERT_TRUE(problems.ok()) << what << ": " << problems.status();
+  ASSERT_EQ(problems->size(), 1u) << what;
+  const PackProblem& p = problems->front();
+  EXPECT_EQ(p.pack_id, pack_id) << what;
+  EXPECT_NE(p.problem.find(PackFileName(pack_id)), std::string::npos) << what << ": " << p.problem;
+  EXPECT_NE(p.problem.find(phrase), std::string::npos) << what << ": " << p.problem;
+  std::set<Fingerprint> want;
+  for (const std::string& l : lost) want.insert(Sha256(l));
+  EXPECT_EQ(std::set<Fingerprint>(p.lost.begin(), p.lost.end()), want) << what;
+}
+
+// A damaged closed pack is handled like a missing one: the store opens, the other packs serve,
+// Get of its chunks is DATA_LOSS naming the file, CheckPacks reports it, and it is never
+// appended to.
+TEST(ChunkStoreTest, DamagedClosedPackIsReportedNeverServedAndOpenSucceeds) {
+  for (const PackDamage& damage : PackDamages()) {
+    TempDir dir;
+    ChunkStoreOptions options;
+    options.max_pack_bytes = 100;
+    const std::vector<std::string> plains = ThreePacks(dir.path(), options);
+    const std::string pack1 = PackFile(dir.path(), 1);
+    damage.apply(pack1);
+    const uint64_t damaged_size = std::filesystem::file_size(pack1);
+    for (int reopen = 0; reopen < 2; ++reopen) {
+      const std::string what = std::string(damage.name) + (reopen ? ", reopened" : "");
+      auto store = OpenOrDie(dir.path(), options);
+      ASSERT_NE(store, nullptr) << what;
+      const absl::Status s = store->Get(Sha256(plains[0])).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << what;
+      EXPECT_NE(s.message().find(PackFileName(1)), absl::string_view::npos) << what << ": " << s;
+      EXPECT_NE(s.message().find(damage.phrase), absl::string_view::npos) << what << ": " << s;
+      ExpectReadsBack(*store, {plains[1], plains[2]});
+      ExpectOneProblem(*store, 1, damage.phrase, {plains[0]}, what);
+      const std::string fresh = "after damage " + std::to_string(reopen);
+      ASSERT_TRUE(store->PutBatch({MakeChunk(fresh)}).ok()) << what;
+      EXPECT_GE(store->Locate(Sha256(fresh))->pack_id, 3u) << what;
+      EXPECT_EQ(std::filesystem::file_size(pack1), damaged_size) << what;  // left alone
+    }
+  }
+}
+
+TEST(ChunkStoreTest, ZeroLengthNewestPackWithIndexedRecordsIsReportedNotReused) {
   TempDir dir;
   ChunkStoreOptions options;
   options.max_pack_bytes = 100;
+  const std::vector<std::string> plains = ThreePacks(dir.path(), options);
+  std::filesystem::resize_file(PackFile(dir.path(), 3), 0);
   {
     auto store = OpenOrDie(dir.path(), options);
-    ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(1, 200)), MakeChunk(Bytes(2, 200))}).ok());
+    ASSERT_NE(store, nullptr);
+    const absl::Status s = store->Get(Sha256(plains[2])).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(s.message().find(PackFileName(3)), absl::string_view::npos) << s;
+    ExpectReadsBack(*store, {plains[0], plains[1]});
+    ExpectOneProblem(*store, 3, "empty pack file (0 bytes)", {plains[2]}, "newest");
+    // Not rewritten as an empty pack (its records were acknowledged), never appended to.
+    ASSERT_TRUE(store->PutBatch({MakeChunk("new")}).ok());
+    EXPECT_EQ(store->Locate(Sha256("new"))->pack_id, 4u);
+    EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 3)), 0u);
   }
-  std::filesystem::resize_file(PackFile(dir.path(), 1), 0);
-  const absl::Status s = ChunkStore::Open(dir.path(), options).status();
+  auto store = OpenOrDie(dir.path(), options);
+  ExpectReadsBack(*store, {plains[0], plains[1], "new"});
+  EXPECT_EQ(store->Get(Sha256(plains[2])).status().code(), absl::StatusCode::kDataLoss);
+  ExpectOneProblem(*store, 3, "empty pack file (0 bytes)", {plains[2]}, "reopened");
+}
+
+TEST(ChunkStoreTest, NewestPackWithForeignHeaderAndNothingIndexedIsLeftAlone) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("a")}).ok());
+  }
+  const std::string pack2 = PackFile(dir.path(), 2);
+  const std::string foreign = "NOTAPACK" + std::string(40, 'x');
+  AppendToFile(pack2, foreign);
+  auto store = OpenOrDie(dir.path());
+  ASSERT_NE(store, nullptr);
+  ExpectOneProblem(*store, 2, "bad pack magic", {}, "foreign");
+  ASSERT_TRUE(store->PutBatch({MakeChunk("b")}).ok());
+  EXPECT_EQ(store->Locate(Sha256("b"))->pack_id, 3u);
+  ExpectReadsBack(*store, {"a", "b"});
+  EXPECT_EQ(std::filesystem::file_size(pack2), foreign.size());
+}
+
+TEST(ChunkStoreTest, CheckPacksOfASoundStoreIsEmpty) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 100;
+  ThreePacks(dir.path(), options);
+  auto store = OpenOrDie(dir.path(), options);
+  absl::StatusOr<std::vector<PackProblem>> problems = store->CheckPacks();
+  ASSERT_TRUE(problems.ok()) << problems.status();
+  EXPECT_TRUE(problems->empty());
+}
+
+TEST(ChunkStoreTest, CheckPacksReportsAMissingPackWhileOpen) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 100;
+  const std::vector<std::string> plains = ThreePacks(dir.path(), options);
+  auto store = OpenOrDie(dir.path(), options);
+  std::filesystem::remove(PackFile(dir.path(), 2));
+  ExpectOneProblem(*store, 2, "pack file missing", {plains[1]}, "missing");
+  const absl::Status s = store->Get(Sha256(plains[1])).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(s.message().find(PackFileName(1)), absl::string_view::npos) << s;
-  EXPECT_NE(s.message().find("incomplete"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find(PackFileName(2)), absl::string_view::npos) << s;
+  store.reset();
+  store = OpenOrDie(dir.path(), options);
+  ExpectOneProblem(*store, 2, "pack file missing", {plains[1]}, "missing, reopened");
+  ExpectReadsBack(*store, {plains[0], plains[2]});
+}
+
+TEST(ChunkStoreTest, CheckPacksNamesOnlyTheChunksPastACutInAClosedPack) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 250;  // the four short records fit (16 + 60 + 60 + 63 < 250)
+  const std::vector<std::string> plains = {"kept one", "kept two", "cut in half", "after it"};
+  ChunkLocation cut;
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    for (const std::string& p : plains) {
+      ASSERT_TRUE(store->PutBatch({MakeChunk(p, Codec::kNone)}).ok());
+    }
+    ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(9, 300))}).ok());
+    ASSERT_EQ(store->Locate(Sha256(Bytes(9, 300)))->pack_id, 2u);
+    cut = *store->Locate(Sha256(plains[2]));
+    ASSERT_EQ(cut.pack_id, 1u);
+  }
+  std::filesystem::resize_file(PackFile(dir.path(), 1), cut.offset + 10);
+  auto store = OpenOrDie(dir.path(), options);
+  ASSERT_NE(store, nullptr);
+  ExpectOneProblem(*store, 1,
+                   std::to_string(cut.offset + 10) + " bytes, but its indexed records end at",
+                   {plains[2], plains[3]}, "cut");
+  ExpectReadsBack(*store, {plains[0], plains[1], Bytes(9, 300)});
+  for (int i : {2, 3}) {
+    const absl::Status s = store->Get(Sha256(plains[i])).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << i;
+    EXPECT_NE(s.message().find(PackFileName(1)), absl::string_view::npos) << s;
+  }
+}
+
+TEST(ChunkStoreTest, NewestPackCutInsideItsLastAcknowledgedRecordIsReported) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 100;
+  const std::vector<std::string> plains = ThreePacks(dir.path(), options);
+  const std::string pack3 = PackFile(dir.path(), 3);
+  const uint64_t cut = std::filesystem::file_size(pack3) - 100;  // inside its only record
+  std::filesystem::resize_file(pack3, cut);
+  auto store = OpenOrDie(dir.path(), options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(std::filesystem::file_size(pack3), cut);  // left alone, not cut back as a torn tail
+  ExpectOneProblem(*store, 3, std::to_string(cut) + " bytes, but its indexed records end at",
+                   {plains[2]}, "newest cut");
+  EXPECT_EQ(store->Get(Sha256(plains[2])).status().code(), absl::StatusCode::kDataLoss);
+  ExpectReadsBack(*store, {plains[0], plains[1]});
+  ASSERT_TRUE(store->PutBatch({MakeChunk("new")}).ok());
+  EXPECT_EQ(store->Locate(Sha256("new"))->pack_id, 4u);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // SIGHUP re-reads the cluster map; SIGTERM/SIGINT shut down cleanly. Exit 2 on bad flags or a
 // node id not in the map, 1 on other errors.
 #include <iostream>
+#include <string>
 
 #include "chunk-store/chunk_server.h"
 #include "chunk-store/chunk_store.h"
@@ -31,6 +32,16 @@ int main(int argc, char** argv) {
   if (!store.ok()) {
     std::cerr << "whorl-chunkd: " << store.status().message() << "\n";
     return 1;
+  }
+  // A damaged pack does not stop the node (its other chunks serve); say so once at start.
+  if (auto problems = (*store)->CheckPacks(); problems.ok()) {
+    for (const whorl::chunkstore::PackProblem& p : *problems) {
+      wd::Log(wd::LogLevel::kWarn, "damaged pack",
+              {{"problem", p.problem}, {"lost_chunks", std::to_string(p.lost.size())}});
+    }
+  } else {
+    wd::Log(wd::LogLevel::kWarn, "pack check failed",
+            {{"error", std::string(problems.status().message())}});
   }
   auto metrics = wd::Metrics::Create(flags.metrics_listen);
   if (!metrics.ok()) {

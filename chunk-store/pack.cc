@@ -251,12 +251,14 @@ absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max
   return scan;
 }
 
-absl::Status CheckPackFile(const std::string& path) {
+absl::StatusOr<uint64_t> CheckPackFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
   FdCloser closer(fd);
   WHORL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd, path));
-  return ReadPackHeader(fd, path, size);
+  if (size == 0) return absl::DataLossError(path + ": empty pack file (0 bytes)");
+  WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, size));
+  return size;
 }
 
 absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string& packs_dir,

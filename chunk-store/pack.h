@@ -87,9 +87,11 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
 absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max_chunk_bytes,
                                            uint64_t indexed_end = kPackHeaderSize);
 
-// Checks only the pack header of the file at `path` (closed packs are not scanned at open):
-// DATA_LOSS naming the file if it is short, has a bad magic or an unknown version.
-absl::Status CheckPackFile(const std::string& path);
+// Checks only the pack header of the file at `path` (closed packs are not scanned at open) and
+// returns the file's length. DATA_LOSS naming the file if it is empty or short, has a bad magic,
+// an unknown version or a nonzero reserved field; NOT_FOUND (from ErrnoStatus) if it does not
+// exist.
+absl::StatusOr<uint64_t> CheckPackFile(const std::string& path);
 
 // Appends records to one pack file. Not thread-safe: the store serializes its writers.
 class PackWriter {

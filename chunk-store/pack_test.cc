@@ -312,7 +312,7 @@ TEST(PackTest, PackWithBadMagicIsRefusedNamingTheFile) {
   const absl::Status s = RecoverNewestPack(path, 1 << 20).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(s.message().find(path), absl::string_view::npos) << s;
-  EXPECT_EQ(CheckPackFile(path).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(CheckPackFile(path).status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(ReadWholeFile(path).substr(0, 8), "NOTAPACK");  // left alone
 }
 
@@ -320,7 +320,20 @@ TEST(PackTest, ShortClosedPackIsRefused) {
   TempDir dir;
   const std::string path = dir.path() + "/00000001.pack";
   WriteFile(path, EncodePackHeader().substr(0, 10));
-  EXPECT_EQ(CheckPackFile(path).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(CheckPackFile(path).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(PackTest, CheckPackFileNamesAnEmptyPackAndGivesASoundOnesLength) {
+  TempDir dir;
+  const std::string path = dir.path() + "/00000001.pack";
+  WriteFile(path, "");
+  const absl::Status s = CheckPackFile(path).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), path + ": empty pack file (0 bytes)");
+  WriteFile(path, EncodePackHeader() + "tail");
+  EXPECT_EQ(*CheckPackFile(path), kPackHeaderSize + 4);
+  EXPECT_EQ(CheckPackFile(dir.path() + "/00000002.pack").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(PackTest, WriterAppendsAndReaderReadsBack) {

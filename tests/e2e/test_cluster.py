@@ -287,5 +287,45 @@ class ClusterFailureTest(ClusterTestCase):
         self.assertEqual(self.admin_stats()["epoch"], m["epoch"])
 
 
+
+class ClusterPackDamageTest(w.WhorlTestCase):
+
+    def test_plain_check_reports_a_chunk_nodes_missing_pack(self):
+        # One shard and one chunk store: every chunk, trees too, is in chunk-1's pack 1.
+        cluster_dir = self.path("cluster")
+        cluster = Cluster(self, cluster_dir, meta=1, chunk=1)
+        self.addCleanup(cluster.stop)
+        url = cluster.url
+        self.whorl("init", "--repo", url, expect=0)
+        src = mkdir(self.path("src"))
+        for i in range(5):
+            w.write_file(os.path.join(src, f"f{i}"), os.urandom(3000))
+        _, s = self.backup(url, src)
+        chunks = self.whorl("stats", "--repo", url, "--json", expect=0)
+        lost = json.loads(chunks.stdout)["unique_chunks"]
+        r = self.whorl("check", "--repo", url, expect=0)
+        self.assertEqual(r.stdout, "no errors were found\n", r.describe())
+
+        cluster.stop()
+        pack = os.path.join(cluster_dir, "data", "chunk-1", "packs", "00000001.pack")
+        os.remove(pack)
+        cluster = Cluster(self, cluster_dir, meta=1, chunk=1)  # the same nodes again
+        node = cluster.map["chunkstores"][0]
+        want = (f"error: chunk-store node chunk-1 at {node['address']}: pack 00000001 is damaged: "
+                f"{pack}: pack file missing ({lost} chunks lost)")
+        for args in ((), ("--read-data",)):
+            r = self.whorl("check", "--repo", url, *args, expect=1)
+            lines = r.stdout.splitlines()
+            self.assertEqual([ln for ln in lines if " is damaged: " in ln and "pack 0" in ln
+                              and not ln.startswith("error: chunk ")], [want], r.describe())
+            self.assertEqual(len([ln for ln in lines if ln.startswith("error: chunk ")]), lost,
+                             r.describe())
+            self.assertIn(f"  used by snapshot {s['snapshot_id'][:8]} file /", lines,
+                          r.describe())
+            # The lost chunks, the pack, and the root tree that cannot be walked.
+            self.assertEqual(lines[-1], f"{lost + 2} errors found", r.describe())
+        r = self.whorl("restore", "--repo", url, "latest", "--target", self.path("t"))
+        self.assert_fails(r, 1, "pack 00000001")
+
 if __name__ == "__main__":
     w.main()

@@ -2,7 +2,7 @@
 // service implementations over real RocksDB stores in a scratch directory: a one-shard,
 // one-chunk-store cluster in this process. The metadata shard listens on 127.0.0.1 (the chunk
 // store registers puts with it over gRPC, as in a cluster); unary methods are called directly
-// as virtual methods with a default ServerContext; the two streaming methods go through the
+// as virtual methods with a default ServerContext; the streaming methods go through the
 // chunk store's in-process channel.
 //
 // Input: up to 16 frames of [method byte][length, 2 bytes little-endian][request bytes]; a
@@ -15,7 +15,8 @@
 //   shard's index has it (invariants 1 and 3);
 // - after an accepted Register, FindMissing reports every entry present;
 // - an accepted CommitSnapshot's root is in the index (invariant 2) and the snapshot is listed;
-// - FindMissing's indexes ascend and stay in range; GetFilter's filter parses.
+// - FindMissing's indexes ascend and stay in range; GetFilter's filter parses;
+// - CheckPacks finds no damaged pack (no request can damage one).
 #include <grpcpp/grpcpp.h>
 
 #include <fstream>
@@ -320,6 +321,16 @@ void Plain(Cluster& c, int method, std::string_view bytes) {
       s = reader->Finish();
       break;
     }
+    case 8: {
+      v1::CheckPacksRequest req;
+      if (!Parse(bytes, &req)) return;
+      grpc::ClientContext cctx;
+      auto reader = c.chunk_stub->CheckPacks(&cctx, req);
+      v1::CheckPacksResponse resp;
+      FUZZ_CHECK(!reader->Read(&resp));
+      s = reader->Finish();
+      break;
+    }
   }
   CheckCode(s);
 }
@@ -330,7 +341,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Cluster* cluster = new Cluster();
   std::string_view in = whorl::fuzz::AsView(data, size);
   for (int frame = 0; frame < 16 && in.size() >= 3; ++frame) {
-    const int method = static_cast<uint8_t>(in[0]) % 13;
+    const int method = static_cast<uint8_t>(in[0]) % 14;
     const size_t len =
         std::min<size_t>(in.size() - 3, static_cast<uint8_t>(in[1]) |
                                             static_cast<size_t>(static_cast<uint8_t>(in[2])) << 8);

@@ -372,6 +372,65 @@ TEST_F(DaemonTest, GetChunksAnswersEachFingerprintInOrderAndListChunksPages) {
   for (const auto& p : plains) EXPECT_EQ(listed.count(Sha256(p).ToBytes()), 1u);
 }
 
+TEST_F(DaemonTest, DamagedClosedPackStillStartsAndAnswersDataLossAndCheckPacks) {
+  int counter = 0;
+  const std::vector<std::string> lost = {OwnedBy(cluster_, 0, "in pack 1 ", &counter),
+                                         OwnedBy(cluster_, 0, "in pack 1 ", &counter)};
+  Put(lost);
+  cluster_.Stop("chunk-1");
+  // As after a rotation: pack 1 closed, pack 2 the (empty) newest; then pack 1 is cut to zero.
+  const std::filesystem::path packs = cluster_.dir() / "chunk-1" / "packs";
+  std::ofstream(packs / "00000002.pack", std::ios::binary)
+      << std::string("WHORLPAK\x01\0\0\0\0\0\0\0", 16);
+  std::filesystem::resize_file(packs / "00000001.pack", 0);
+  cluster_.Start("chunk-1");
+  EXPECT_NE(cluster_.Log("chunk-1").find("damaged pack"), std::string::npos)
+      << cluster_.Log("chunk-1");
+
+  const std::string kept = OwnedBy(cluster_, 0, "after damage ", &counter);
+  Put({kept});
+  v1::GetChunksRequest req;
+  Header(&req);
+  req.add_fingerprints(Sha256(lost[0]).ToBytes());
+  req.add_fingerprints(Sha256(kept).ToBytes());
+  {
+    grpc::ClientContext ctx;
+    auto reader = cluster_.Store(0)->GetChunks(&ctx, req);
+    v1::GetChunksResponse r;
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.error_code(), static_cast<int>(grpc::StatusCode::DATA_LOSS));
+    EXPECT_FALSE(r.has_chunk());
+    EXPECT_NE(r.error_message().find("00000001.pack"), std::string::npos) << r.error_message();
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.chunk().data(), kept);
+    EXPECT_FALSE(reader->Read(&r));
+    EXPECT_TRUE(reader->Finish().ok());
+  }
+  EXPECT_GT(std::filesystem::file_size(packs / "00000002.pack"), 16u);  // the put went there
+  EXPECT_EQ(std::filesystem::file_size(packs / "00000001.pack"), 0u);
+
+  for (size_t node : {0, 1}) {
+    v1::CheckPacksRequest creq;
+    Header(&creq);
+    grpc::ClientContext ctx;
+    auto reader = cluster_.Store(node)->CheckPacks(&ctx, creq);
+    std::vector<v1::CheckPacksResponse> got;
+    for (v1::CheckPacksResponse r; reader->Read(&r);) got.push_back(r);
+    EXPECT_TRUE(reader->Finish().ok());
+    if (node == 1) {
+      EXPECT_TRUE(got.empty());  // a sound node streams nothing
+      continue;
+    }
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].pack_id(), 1u);
+    EXPECT_NE(got[0].problem().find("00000001.pack: empty pack file (0 bytes)"), std::string::npos)
+        << got[0].problem();
+    std::set<std::string> fps;
+    for (size_t i = 0; i < got[0].lost().size(); i += 32) fps.insert(got[0].lost().substr(i, 32));
+    EXPECT_EQ(fps, (std::set<std::string>{Sha256(lost[0]).ToBytes(), Sha256(lost[1]).ToBytes()}));
+  }
+}
+
 TEST_F(DaemonTest, SigtermThenRestartKeepsEverythingAcknowledged) {
   std::vector<std::string> plains;
   for (int i = 0; i < 20; ++i) plains.push_back(std::string(1000 + i, static_cast<char>('a' + i)));
