@@ -1,5 +1,6 @@
 // whorl: the command-line agent. Parses flags, opens the repository, calls the agent library,
 // and maps the outcome to an exit code: 0 ok, 1 failed, 2 usage, 3 backup saved with errors.
+#include <malloc.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -479,4 +480,11 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace whorl::agent
 
-int main(int argc, char** argv) { return whorl::agent::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // glibc gives each thread that allocates its own arena (up to 8 per core), and each keeps
+  // what its thread freed: the backup's pipeline threads allocate and free chunk buffers all
+  // the time, so capping the arenas keeps the peak near what is actually live (measured on
+  // the tree's first backup: ~7 MiB less peak RSS, same wall time within the noise).
+  ::mallopt(M_ARENA_MAX, 2);
+  return whorl::agent::Main(argc, argv);
+}

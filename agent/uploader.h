@@ -29,7 +29,7 @@ namespace whorl::agent {
 
 class ChunkUploader {
  public:
-  static constexpr size_t kBatchBytes = 4 << 20;
+  static constexpr size_t kBatchBytes = 2 << 20;
   static constexpr size_t kBatchChunks = 4096;
   // Full batches that may wait for the background thread.
   static constexpr size_t kMaxQueued = 1;
