@@ -59,7 +59,8 @@ struct Flags {
   std::vector<std::string> includes;
   bool read_data = false;
   bool devices = false;
-  double timeout_s = 60;  // deadline of each cluster RPC
+  double timeout_s = 60;          // deadline of each cluster RPC
+  std::string fingerprints_file;  // debug chunks
 };
 
 RemoteOptions Remote(const Flags& f) {
@@ -277,6 +278,53 @@ int CmdCheck(const Flags& f) {
   return kExitFailed;
 }
 
+// whorl debug chunks: for the crash harness's ledger (tests/crash/), which must prove that
+// every chunk the repository acknowledged is still there. Reads FILE (one hex fingerprint a line),
+// asks the index about each and reads each (GetChunk verifies SHA-256; failed reads are retried as
+// check does). Prints "chunk HEX: WHY" per chunk missing or damaged; exit 1 if there is one.
+int CmdDebugChunks(const Flags& f) {
+  constexpr size_t kMaxFileBytes = 256 << 20;
+  constexpr size_t kSlice = 1024;  // fingerprints asked about and announced at a time
+  absl::StatusOr<std::string> text = ReadFile(f.fingerprints_file, kMaxFileBytes);
+  if (!text.ok()) return Fail(text.status());
+  std::vector<Fingerprint> fps;
+  for (size_t at = 0, nl; at < text->size(); at = nl + 1) {
+    nl = std::min(text->find('\n', at), text->size());
+    if (nl == at) continue;  // an empty line
+    absl::StatusOr<Fingerprint> fp =
+        Fingerprint::FromHex(std::string_view(*text).substr(at, nl - at));
+    if (!fp.ok()) {
+      std::cerr << "whorl: " << f.fingerprints_file << ": " << fp.status().message() << "\n";
+      return kExitUsage;
+    }
+    fps.push_back(*fp);
+  }
+  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
+  if (!repo.ok()) return Fail(repo.status());
+  Repository* r = repo->get();
+  size_t bad = 0;
+  for (size_t begin = 0; begin < fps.size(); begin += kSlice) {
+    const size_t end = std::min(fps.size(), begin + kSlice);
+    const std::vector<Fingerprint> slice(fps.begin() + begin, fps.begin() + end);
+    absl::StatusOr<std::vector<bool>> missing = r->FindMissing(slice);
+    if (!missing.ok()) return Fail(missing.status());
+    if (r->ReadsCostARoundTrip()) r->Prefetch(slice);
+    for (size_t i = 0; i < slice.size(); ++i) {
+      std::string why = (*missing)[i] ? "not in the index" : "";
+      if (absl::StatusOr<std::string> data = ReadChunkRetrying(r, slice[i], kReadAttempts);
+          !data.ok()) {
+        why += (why.empty() ? "" : "; ") + std::string(data.status().message());
+      }
+      if (why.empty()) continue;
+      ++bad;
+      std::cout << "chunk " << slice[i].ToHex() << ": " << why << "\n";
+    }
+    r->ForgetPrefetched();
+  }
+  std::cout << fps.size() << " chunks read, " << bad << " missing or damaged\n";
+  return bad == 0 ? kExitOk : kExitFailed;
+}
+
 int CmdStats(const Flags& f) {
   absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
@@ -454,6 +502,15 @@ int Main(int argc, char** argv) {
 
   CLI::App* version = app.add_subcommand("version", "print the version");
 
+  // Commands for tests, kept out of the help (group ""): see CmdDebugChunks.
+  CLI::App* debug = app.add_subcommand("debug", "commands for tests")->group("");
+  debug->require_subcommand(1);
+  CLI::App* debug_chunks = debug->add_subcommand(
+      "chunks", "read each chunk FILE lists (hex fingerprints); exit 1 if one is bad");
+  debug_chunks->group("Subcommands");  // listed in `whorl debug --help`
+  repo_option(debug_chunks);
+  debug_chunks->add_option("file", f.fingerprints_file, "one hex fingerprint a line")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -474,6 +531,7 @@ int Main(int argc, char** argv) {
   if (*check) return CmdCheck(f);
   if (*stats) return CmdStats(f);
   if (*admin_stats) return CmdAdminStats(f);
+  if (*debug_chunks) return CmdDebugChunks(f);
   return kExitUsage;
 }
 

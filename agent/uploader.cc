@@ -101,8 +101,13 @@ void ChunkUploader::RunStorer() {
     }
     uint64_t added = 0;
     for (const auto& c : chunks) added += c.data.size();
+    std::vector<Fingerprint> acked;  // for the ack log, which needs them after the put
+    if (ack_log_ != nullptr) {
+      for (const auto& c : chunks) acked.push_back(c.fingerprint);
+    }
     absl::Status s = chunks.empty() ? absl::OkStatus() : repo_->PutChunks(std::move(chunks));
     if (s.ok()) data_added_ += added;
+    if (s.ok() && ack_log_ != nullptr) s = ack_log_->Append(acked);
     absl::MutexLock lock(&mu_);
     --busy_;
     if (!s.ok() && error_.ok()) error_ = s;

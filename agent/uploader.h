@@ -8,6 +8,9 @@
 // most kMaxQueued full batches wait for each, so memory stays bounded (about
 // (2 kMaxQueued + 3) x kBatchBytes) whatever the backup's size.
 //
+// With WHORL_ACK_LOG set, the fingerprints of every batch stored are appended to that file once
+// PutChunks returned OK (agent/ack_log.h; the crash harness's ledger of acknowledged chunks).
+//
 // Thread-safe: several threads may call Add at once (Flush once they are done). An error of a
 // batch is returned by a later Add or by Flush; after an error nothing more is uploaded.
 #ifndef WHORL_AGENT_UPLOADER_H_
@@ -15,6 +18,7 @@
 
 #include <atomic>
 #include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -23,6 +27,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "agent/ack_log.h"
 #include "agent/repository.h"
 
 namespace whorl::agent {
@@ -37,7 +42,7 @@ class ChunkUploader {
   // many chunks a backup has; forgetting costs one more question to the index).
   static constexpr size_t kMaxKnown = 1 << 16;
 
-  explicit ChunkUploader(Repository* repo) : repo_(repo) {}
+  explicit ChunkUploader(Repository* repo) : repo_(repo), ack_log_(AckLog::FromEnvironment()) {}
   ~ChunkUploader();
   ChunkUploader(const ChunkUploader&) = delete;
   ChunkUploader& operator=(const ChunkUploader&) = delete;
@@ -61,7 +66,8 @@ class ChunkUploader {
   void RunStorer();
 
   Repository* repo_;
-  absl::Mutex add_mu_;  // taken before mu_, never after
+  const std::unique_ptr<const AckLog> ack_log_;  // null unless WHORL_ACK_LOG is set
+  absl::Mutex add_mu_;                           // taken before mu_, never after
   Batch pending_ ABSL_GUARDED_BY(add_mu_);
   size_t pending_bytes_ ABSL_GUARDED_BY(add_mu_) = 0;
   // Present or queued.

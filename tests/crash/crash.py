@@ -11,10 +11,15 @@ one of them dies, either by SIGKILL from outside at a random moment or at a rand
 step inside (WHORL_KILL_POINT=random:P, so mid-put and mid-commit kills are frequent).
 
 Ledger (Jepsen's set checker): a snapshot is acknowledged only once `whorl backup` exited 0 and
-printed its id, and is recorded with the tree state it was taken of. After every cycle: the
-snapshots acknowledged in it restore byte-exact, `whorl check --read-data` is clean (every
---check-every cycles) and a backup of each agent whose run failed completes. At the end every
-acknowledged snapshot restores byte-exact. Zero lost, or exit 1.
+printed its id, and is recorded with the tree state it was taken of. A chunk is acknowledged
+once a PutChunks holding it returned OK in an agent, which then appends its fingerprint to the
+file WHORL_ACK_LOG names (one file per agent run; a line torn by a kill does not count), whether
+the backup goes on to succeed or not. After every cycle: a backup of each agent whose run failed
+completes, the snapshots acknowledged in the cycle restore byte-exact, `whorl check --read-data`
+is clean (every --check-every cycles), and the chunks acknowledged are stored, indexed and hash
+to their fingerprints (`whorl debug chunks`: those of the cycle, and every one acknowledged so
+far on the cycles check runs). At the end every acknowledged snapshot restores byte-exact and
+every acknowledged chunk reads back. Zero lost, or exit 1.
 
   tests/crash/run.sh --cycles 200 --seed 5           # both modes, 200 cycles each
   python3 tests/crash/crash.py --mode cluster --cycles 20 --seed 1
@@ -39,6 +44,7 @@ class Agent:
         self.src = os.path.join(root, "src-" + name)
         self.tree = c.GrowingTree(self.src, seed=seed, keep=8)
         self.proc = self.argv = self.state = None
+        self.ack_log = None  # the WHORL_ACK_LOG file of its current run
 
 
 class Harness:
@@ -54,6 +60,9 @@ class Harness:
         self.env = {"XDG_CACHE_HOME": os.path.join(workdir, "cache")}
         self.scratch = os.path.join(workdir, "scratch")
         os.makedirs(self.scratch)
+        self.ack_dir = os.path.join(workdir, "acks")  # one WHORL_ACK_LOG file per agent run
+        os.makedirs(self.ack_dir)
+        self.runs = 0
         self.agents = [Agent(n, workdir, args.seed * 10 + i) for i, n in enumerate("ab")]
         self.cluster = None
         if mode == "cluster":
@@ -73,13 +82,19 @@ class Harness:
     def start_backup(self, agent, env=None):
         agent.state = agent.tree.grow()
         agent.started = time.time()
+        self.runs += 1
+        agent.ack_log = os.path.join(self.ack_dir, f"{self.runs:05d}-{agent.name}.log")
         agent.argv, agent.proc = c.start_whorl(
             ["backup", "--repo", self.repo, "--json", "--host", "host-" + agent.name, agent.src],
-            env=dict(self.env, **(env or {})))
+            env=dict(self.env, **(env or {}), **{c.ACK_LOG_ENV: agent.ack_log}))
 
     def finish_backup(self, agent):
         run = c.finish(agent.argv, agent.proc)
         agent.proc = None
+        try:
+            self.ledger.ack_chunks(c.read_ack_log(agent.ack_log))
+        except c.CrashTestError as e:
+            self.problems.append(f"{agent.name}: {e}")
         snap = c.snapshot_id_of(run) if run.code == 0 else None
         if snap is not None:
             self.ledger.ack(snap, agent.src, agent.state)
@@ -197,7 +212,7 @@ class Harness:
         return {"WHORL_KILL_POINT": f"random:{self.args.point_probability}",
                 "WHORL_KILL_SEED": str(self.rng.randrange(1 << 30))}
 
-    def after_cycle(self, cycle, failed, acked_before):
+    def after_cycle(self, cycle, failed, acked_before, chunks_before):
         # The next backup completes: every agent that failed (at least one agent each cycle).
         for a in failed or [self.agents[cycle % 2]]:
             t0 = time.monotonic()
@@ -215,6 +230,10 @@ class Harness:
         self.problems += self.ledger.verify(self.repo, self.scratch, new, self.env)
         if cycle % self.args.check_every == 0 or cycle == self.args.cycles:
             self.problems += c.check_clean(self.repo, self.env)
+            new_chunks = None  # all acknowledged so far
+        else:
+            new_chunks = self.ledger.chunks - chunks_before
+        self.problems += self.ledger.verify_chunks(self.repo, self.scratch, new_chunks, self.env)
         snaps = c.snapshot_list(self.repo, self.env)
         self.verify_committed_unacknowledged(cycle, snaps)
         lost = set(self.ledger.acked) - {s["id"] for s in snaps}
@@ -229,26 +248,32 @@ class Harness:
                 print(f"crash: [{self.mode}] stopping after {cycle} cycles: --max-minutes "
                       f"{self.args.max_minutes} reached", flush=True)
                 break
-            acked_before = set(self.ledger.acked)
+            acked_before, chunks_before = set(self.ledger.acked), set(self.ledger.chunks)
             t0 = time.monotonic()
             failed = self.chaos(cycle)
             t1 = time.monotonic()
-            self.after_cycle(cycle, failed, acked_before)
+            self.after_cycle(cycle, failed, acked_before, chunks_before)
             self.log(f"  chaos {t1 - t0:.1f}s, checks {time.monotonic() - t1:.1f}s")
             if self.problems:
                 break
-        # The end: every acknowledged snapshot, from the first, restores byte-exact.
+        # The end: every acknowledged snapshot, from the first, restores byte-exact, and every
+        # acknowledged chunk reads back.
         self.ledger.verified.clear()
+        self.ledger.chunks_verified.clear()
         self.problems += self.ledger.verify(self.repo, self.scratch, env=self.env)
+        self.problems += self.ledger.verify_chunks(self.repo, self.scratch, env=self.env)
         lost = len(self.ledger.acked) - len(self.ledger.verified)
+        chunks_lost = len(self.ledger.chunks) - len(self.ledger.chunks_verified)
         kills = " ".join(f"{k}={v}" for k, v in sorted(self.kills.items())) or "none"
         print(f"crash summary: mode={self.mode} seed={self.args.seed} cycles={cycle} "
               f"kills: {kills} failed_backups={self.failed_backups} "
               f"snapshots_acknowledged={len(self.ledger.acked)} "
               f"snapshots_verified={len(self.ledger.verified)} "
               f"committed_unacknowledged={len(self.committed)} lost={lost} "
+              f"chunks_acknowledged={len(self.ledger.chunks)} "
+              f"chunks_verified={len(self.ledger.chunks_verified)} chunks_lost={chunks_lost} "
               f"seconds={time.monotonic() - start:.0f}", flush=True)
-        return lost
+        return lost + chunks_lost
 
     def close(self):
         for a in self.agents:

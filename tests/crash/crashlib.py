@@ -1,6 +1,6 @@
 """Helpers shared by the crash tests: the real `whorl`, `whorl-metad` and `whorl-chunkd`
 binaries, a cluster from deploy/local-cluster.sh whose nodes can be killed and restarted one at
-a time, trees that grow every cycle, and a ledger of acknowledged snapshots.
+a time, trees that grow every cycle, and a ledger of acknowledged snapshots and chunks.
 
 Binaries come from $WHORL_BIN_DIR (ctest sets it), else <repo>/build/bin.
 """
@@ -21,6 +21,7 @@ WHORL = os.path.join(BIN_DIR, "whorl")
 PROBE = os.path.join(BIN_DIR, "whorl-probe")
 LOCAL_CLUSTER = os.path.join(ROOT, "deploy", "local-cluster.sh")
 KILL_ENV = ("WHORL_KILL_POINT", "WHORL_KILL_POINT_SKIP", "WHORL_KILL_SEED")
+ACK_LOG_ENV = "WHORL_ACK_LOG"  # agent/ack_log.h: where an agent logs the chunks acknowledged
 
 
 class CrashTestError(AssertionError):
@@ -45,7 +46,8 @@ def work_base():
 
 def clean_env(extra=None):
     """The environment for a child: no inherited kill point, plus EXTRA."""
-    env = {k: v for k, v in os.environ.items() if k not in KILL_ENV and k != "WHORL_REPO"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in KILL_ENV and k not in ("WHORL_REPO", ACK_LOG_ENV)}
     if extra:
         env.update(extra)
     return env
@@ -190,16 +192,60 @@ class GrowingTree:
 # ---------------------------------------------------------------------------------------------
 # The ledger.
 
+def read_ack_log(path):
+    """The fingerprints (hex) an agent run logged as acknowledged (ACK_LOG_ENV): whole lines
+    only, since a kill can tear the last one. Raises CrashTestError on a whole line that is not
+    a fingerprint."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []  # the run stored nothing new (or died before its first put returned)
+    lines = data.split(b"\n")
+    lines.pop()  # what follows the last newline: nothing, or a line torn by a kill
+    for line in lines:
+        if len(line) != 64 or line.strip(b"0123456789abcdef"):
+            raise CrashTestError(f"{path}: not a fingerprint: {line[:80]!r}")
+    return [line.decode() for line in lines]
+
+
 class Ledger:
-    """Snapshots acknowledged (backup exited 0 and printed the id), with the tree state they
-    were taken of, Jepsen set-checker style: after the run every one must read back."""
+    """What the store acknowledged, Jepsen set-checker style: snapshots (backup exited 0 and
+    printed the id, with the tree state they were taken of) and chunks (a PutChunks returned OK
+    in an agent, which logged them; whether its backup then succeeded or not). After the run
+    every snapshot must restore and every chunk must be stored and read back."""
 
     def __init__(self):
         self.acked = {}  # snapshot id -> (source path, state)
         self.verified = set()
+        self.chunks = set()  # hex fingerprints
+        self.chunks_verified = set()
 
     def ack(self, snap_id, source, state):
         self.acked[snap_id] = (source, state)
+
+    def ack_chunks(self, fps):
+        self.chunks.update(fps)
+
+    def verify_chunks(self, repo, scratch, fps=None, env=None):
+        """Reads each chunk of FPS (default: all acknowledged) with `whorl debug chunks`: each
+        must be in the index and hash to its fingerprint. Returns a list of problems."""
+        fps = sorted(self.chunks if fps is None else fps)
+        if not fps:
+            return []
+        path = os.path.join(scratch, "chunks-to-verify")
+        with open(path, "w") as f:
+            f.write("".join(fp + "\n" for fp in fps))
+        r = whorl(["debug", "chunks", "--repo", repo, path], env=env, timeout=300)
+        bad = {}
+        for line in r.out.splitlines():
+            if line.startswith("chunk "):
+                fp, _, why = line[len("chunk "):].partition(": ")
+                bad[fp] = why
+        if r.code not in (0, 1) or (r.code == 1) != bool(bad) or not set(bad) <= set(fps):
+            return ["debug chunks failed\n" + r.describe()]
+        self.chunks_verified.update(set(fps) - set(bad))
+        return [f"acknowledged chunk {fp} lost: {why}" for fp, why in sorted(bad.items())]
 
     def verify(self, repo, scratch, ids=None, env=None):
         """Restores each snapshot of IDS (default: all acknowledged) into SCRATCH and compares;
