@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "agent/repository.h"
+#include "agent/test_util.h"
 #include "agent/uploader.h"
 
 namespace whorl::agent {
@@ -17,10 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using testing::ReadAll;
 
 // The log's lines, each a whole line ("HEX\n").
 std::vector<std::string> Lines(const fs::path& p) {
@@ -37,9 +35,7 @@ std::vector<std::string> Lines(const fs::path& p) {
 class AckLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/whorl-acklog-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    tmp_ = tmpl;
+    tmp_ = testing::MakeTempDir("whorl-acklog");
     log_ = tmp_ / "acks.log";
   }
   void TearDown() override {

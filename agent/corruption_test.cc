@@ -29,16 +29,14 @@
 #include "agent/check.h"
 #include "agent/repository.h"
 #include "agent/restore.h"
+#include "agent/test_util.h"
 
 namespace whorl::agent {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using testing::ReadAll;
 
 uint32_t Fixed32(const std::string& s, size_t at) {
   uint32_t v = 0;
@@ -92,9 +90,7 @@ std::vector<Region> ParsePacks(const fs::path& dir) {
 class CorruptionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/whorl-corrupt-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    tmp_ = tmpl;
+    tmp_ = testing::MakeTempDir("whorl-corrupt");
     src_ = tmp_ / "src";
     std::mt19937_64 rng(42);
     // 4 directories of 10 files, 1 byte to 80 KiB of random bytes (1-3 chunks each), and two

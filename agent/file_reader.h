@@ -31,7 +31,7 @@ struct ChunkFileOptions {
   // Bytes per read, through the page cache and with O_DIRECT. Rounded up to a multiple of 4096
   // and to at least the chunker's max_size.
   size_t block_size = 256 << 10;
-  size_t direct_block_size = 512 << 10;
+  size_t direct_block_size = 1 << 20;
 };
 
 // One per thread: keeps its page-cache buffers between files.

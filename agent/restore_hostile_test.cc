@@ -18,16 +18,14 @@
 #include "agent/objects.h"
 #include "agent/repository.h"
 #include "agent/restore.h"
+#include "agent/test_util.h"
 
 namespace whorl::agent {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using testing::ReadAll;
 
 void WriteAll(const fs::path& p, const std::string& data) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
@@ -80,9 +78,7 @@ class LyingRepository : public ForwardingRepository {
 class HostileRestoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/whorl-hostile-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    tmp_ = tmpl;
+    tmp_ = testing::MakeTempDir("whorl-hostile");
     target_ = tmp_ / "target";
     outside_ = tmp_ / "outside";
     fs::create_directories(outside_);

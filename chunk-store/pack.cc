@@ -333,15 +333,18 @@ PackReader::~PackReader() { ::close(fd_); }
 
 absl::StatusOr<RecordHeader> PackReader::ReadRecord(uint64_t offset, uint32_t stored_size,
                                                     std::string* data) const {
-  std::string header;
-  WHORL_RETURN_IF_ERROR(PreadExact(fd_, offset, kRecordHeaderSize, &header, path_));
+  // Header and data in one read (one system call, and one disk request on a cold cache); the
+  // header is checked before the data is trusted.
+  WHORL_RETURN_IF_ERROR(
+      PreadExact(fd_, offset, kRecordHeaderSize + size_t{stored_size}, data, path_));
+  const std::string header = data->substr(0, kRecordHeaderSize);
   WHORL_ASSIGN_OR_RETURN(RecordHeader decoded,
                          DecodeRecordHeader(header, std::numeric_limits<uint32_t>::max()));
   if (decoded.stored_size != stored_size) {
     return absl::DataLossError(
         absl::StrCat("record stored size ", decoded.stored_size, ", locator says ", stored_size));
   }
-  WHORL_RETURN_IF_ERROR(PreadExact(fd_, offset + kRecordHeaderSize, stored_size, data, path_));
+  data->erase(0, kRecordHeaderSize);
   WHORL_RETURN_IF_ERROR(CheckRecordCrc(header, *data));
   return decoded;
 }

@@ -58,6 +58,30 @@ TEST_F(OpsTest, ANodeIdNotInTheMapExitsWith2) {
   EXPECT_NE(out.find("--listen"), std::string::npos) << out;
 }
 
+// A damaged RocksDB (here its CURRENT file overwritten with garbage) stops a daemon at start
+// with exit 1 and one line naming the store, before it serves anything.
+TEST_F(OpsTest, ADamagedStoreStopsTheDaemonAtStartNamingIt) {
+  struct Case {
+    std::string binary, id, db;  // db: the RocksDB directory below --data
+  };
+  for (const Case& c :
+       {Case{"whorl-metad", "meta-1", ""}, Case{"whorl-chunkd", "chunk-1", "locator"}}) {
+    const fs::path data = dir_ / ("damaged-" + c.id);
+    const fs::path db = c.db.empty() ? data : data / c.db;
+    fs::create_directories(db);
+    std::ofstream(db / "CURRENT", std::ios::binary) << std::string("\x01garbage\xff", 10);
+    std::string out;
+    const int status = RunCaptured({BinDir() + "/" + c.binary, "--node-id", c.id, "--listen",
+                                    "127.0.0.1:0", "--data", data.string(), "--cluster", MapPath()},
+                                   &out);
+    ASSERT_TRUE(WIFEXITED(status)) << c.binary << " " << status << ": " << out;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << c.binary << ": " << out;
+    EXPECT_NE(out.find(c.binary + ": "), std::string::npos) << out;
+    EXPECT_NE(out.find(data.string()), std::string::npos)
+        << c.binary << " does not name " << data << ": " << out;
+  }
+}
+
 TEST_F(OpsTest, PortZeroServesOnTheLoggedPort) {
   const fs::path log = dir_ / "metad.log";
   const pid_t pid =
