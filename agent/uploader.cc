@@ -1,5 +1,7 @@
 #include "agent/uploader.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 
 #include "common/status_macros.h"
@@ -107,6 +109,12 @@ void ChunkUploader::RunStorer() {
     }
     absl::Status s = chunks.empty() ? absl::OkStatus() : repo_->PutChunks(std::move(chunks));
     if (s.ok()) data_added_ += added;
+    // The chunk buffers freed by the pipeline's threads stay in malloc's arenas as free holes;
+    // hand them back to the kernel now and then, so the peak does not creep up with the size of
+    // the backup (measured, first backup of the tree and of a tree twice its size: 71 -> 96 MiB
+    // without it, 71 -> 79 MiB trimming every 64 MiB stored; every 16 MiB gave 68 -> 73 MiB but
+    // cost the 1 GiB image ~8% of its wall time).
+    if (++stored_batches_ % kTrimEveryBatches == 0) ::malloc_trim(0);
     if (s.ok() && ack_log_ != nullptr) s = ack_log_->Append(acked);
     absl::MutexLock lock(&mu_);
     --busy_;

@@ -81,6 +81,8 @@ class ChunkUploader {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_, storer_;  // started with the first batch
+  static constexpr uint64_t kTrimEveryBatches = 32;
+  uint64_t stored_batches_ = 0;  // the storer thread's own
 };
 
 }  // namespace whorl::agent
