@@ -56,30 +56,40 @@ absl::Status ChunkUploader::Flush() {
     if (!pending_.empty()) WHORL_RETURN_IF_ERROR(Submit());
   }
   absl::MutexLock lock(&mu_);
+  flushing_ = true;  // the encoder hands over what it carries once nothing else waits
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-        return (u->queue_.empty() && u->encoded_.empty() && u->busy_ == 0) || !u->error_.ok();
+        return (u->queue_.empty() && u->encoded_.empty() && u->busy_ == 0 && !u->carrying_) ||
+               !u->error_.ok();
       },
       this));
+  flushing_ = false;
   return error_;
 }
 
 void ChunkUploader::RunEncoder() {
   for (;;) {
     Batch batch;
+    bool hand_over = false;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](ChunkUploader* u)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) { return !u->queue_.empty() || u->stop_; },
+          +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+            return !u->queue_.empty() || u->stop_ || (u->flushing_ && u->carrying_);
+          },
           this));
-      if (queue_.empty()) return;  // stopping, nothing left
-      batch = std::move(queue_.front());
-      queue_.pop_front();
+      if (queue_.empty()) {
+        if (stop_) return;  // stopping, nothing left
+        hand_over = true;   // flushing: store what the encoder carries
+      } else {
+        batch = std::move(queue_.front());
+        queue_.pop_front();
+      }
       ++busy_;
       if (!error_.ok()) batch.clear();  // after an error nothing more is uploaded
     }
     absl::Status s = batch.empty() ? absl::OkStatus() : Process(std::move(batch));
+    if (s.ok() && hand_over) s = HandOver();
     absl::MutexLock lock(&mu_);
     --busy_;
     if (!s.ok() && error_.ok()) error_ = s;
@@ -153,6 +163,22 @@ absl::Status ChunkUploader::Process(Batch batch) {
   for (auto& t : threads) t.join();
   batch.clear();
 
+  // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new
+  // chunks in each batch, and each store is a group commit (fsyncs), so it is not paid per
+  // batch.
+  for (EncodedChunk& c : chunks) {
+    carry_bytes_ += c.data.size();
+    carry_.push_back(std::move(c));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    carrying_ = true;
+  }
+  if (carry_bytes_ >= kStoreBytes || carry_.size() >= kBatchChunks) return HandOver();
+  return absl::OkStatus();
+}
+
+absl::Status ChunkUploader::HandOver() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
@@ -160,7 +186,10 @@ absl::Status ChunkUploader::Process(Batch batch) {
       },
       this));
   if (!error_.ok()) return error_;
-  encoded_.push_back(std::move(chunks));
+  if (!carry_.empty()) encoded_.push_back(std::move(carry_));
+  carry_.clear();
+  carry_bytes_ = 0;
+  carrying_ = false;
   return absl::OkStatus();
 }
 

@@ -1,7 +1,8 @@
 // ChunkUploader: collects chunks (fingerprint + plain bytes) into batches; per batch it asks
 // the repository which are missing (one FindMissing), compresses only those (on every core),
-// and stores them (one PutChunks: one group commit). Chunks already known in this session are
-// not asked again.
+// and stores them (one PutChunks, one group commit, per kStoreBytes encoded: a nightly run's
+// few new chunks per batch are carried over several batches). Chunks already known in this
+// session are not asked again.
 //
 // Two background threads make a pipeline while the callers go on reading, chunking and hashing:
 // one asks and compresses batch k+1 while the other stores batch k (its fsyncs cost no CPU). At
@@ -36,6 +37,8 @@ class ChunkUploader {
  public:
   static constexpr size_t kBatchBytes = 2 << 20;
   static constexpr size_t kBatchChunks = 4096;
+  // Encoded bytes stored with one PutChunks (one group commit), at least.
+  static constexpr size_t kStoreBytes = 2 << 20;
   // Full batches that may wait for the background thread.
   static constexpr size_t kMaxQueued = 1;
   // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
@@ -62,6 +65,7 @@ class ChunkUploader {
 
   absl::Status Submit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status Process(Batch batch);
+  absl::Status HandOver();  // queues carry_ for the storer
   void RunEncoder();
   void RunStorer();
 
@@ -78,6 +82,11 @@ class ChunkUploader {
   std::deque<Batch> queue_ ABSL_GUARDED_BY(mu_);                        // to ask and compress
   std::deque<std::vector<EncodedChunk>> encoded_ ABSL_GUARDED_BY(mu_);  // to store
   int busy_ ABSL_GUARDED_BY(mu_) = 0;  // batches a thread is working on
+  bool flushing_ ABSL_GUARDED_BY(mu_) = false;
+  bool carrying_ ABSL_GUARDED_BY(mu_) = false;  // carry_ holds chunks
+  // Encoded chunks of several batches, stored together (the encoder thread's own).
+  std::vector<EncodedChunk> carry_;
+  uint64_t carry_bytes_ = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_, storer_;  // started with the first batch
