@@ -146,7 +146,8 @@ class ChunkStoreImpl final : public ChunkStore {
       : packs_dir_(dir + "/" + kPacksDirName),
         options_(options),
         db_(std::move(db)),
-        pack_ends_(pack_ends) {}
+        pack_ends_(pack_ends),
+        latch_("chunk store " + dir) {}
   ~ChunkStoreImpl() override { db_->DestroyColumnFamilyHandle(pack_ends_).PermitUncheckedError(); }
 
   // Checks pack headers, recovers the newest pack and opens it for appending.
@@ -202,6 +203,7 @@ class ChunkStoreImpl final : public ChunkStore {
   const ChunkStoreOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* const pack_ends_;  // owned; destroyed before db_
+  WriteLatch latch_;                              // the first failed locator write
   std::atomic<uint64_t> pack_count_{0};
   // Packs found damaged at open (empty, short or bad header) with why: never read or appended
   // to. Written only by Recover, before the store is shared; read-only afterwards.
@@ -385,6 +387,13 @@ absl::StatusOr<std::vector<const ChunkPut*>> ChunkStoreImpl::SelectNew(
 }
 
 absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& todo) {
+  WHORL_RETURN_IF_ERROR(latch_.Check());
+  uint64_t need = 0;
+  for (const ChunkPut* c : todo) need += kRecordHeaderSize + c->data.size();
+  const uint64_t reserve = options_.reserve_bytes != 0
+                               ? options_.reserve_bytes
+                               : 2 * options_.locator_write_buffer_bytes + (1 << 20);
+  WHORL_RETURN_IF_ERROR(CheckFreeSpace(packs_dir_, need, reserve));
   if (writer_ == nullptr) WHORL_RETURN_IF_ERROR(StartNewPack());
   const uint32_t start_pack = writer_->pack_id();
   const uint64_t start_size = writer_->size();
@@ -405,7 +414,7 @@ absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& tod
   rocksdb::WriteOptions wo;
   wo.sync = true;
   WHORL_KILL_POINT("locator.put.before");
-  WHORL_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "write"));
+  WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "write")));
   WHORL_KILL_POINT("locator.put.after");
   return absl::OkStatus();
 }

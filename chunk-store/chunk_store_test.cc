@@ -551,6 +551,34 @@ TEST(ChunkStoreTest, WriteErrorCutsTheBatchBack) {
   ExpectReadsBack(*store, {"before", Bytes(0, 10000), Bytes(1, 10000), Bytes(2, 10000)});
 }
 
+// A put that would leave less free space than the reserve is refused before anything is
+// written (RocksDB's WAL must never be what meets a full disk); reopened with the default
+// reserve, the same put succeeds.
+TEST(ChunkStoreTest, PutThatWouldEatTheReserveIsRefusedWithNothingWritten) {
+  TempDir dir;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("before")}).ok());
+  }
+  const uint64_t size_before = std::filesystem::file_size(PackFile(dir.path(), 1));
+  ChunkStoreOptions options;
+  options.reserve_bytes = uint64_t{1} << 62;
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    const absl::Status s = store->PutBatch({MakeChunk("after")});
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_NE(std::string(s.message()).find("No space left on device: " + dir.path()),
+              std::string::npos)
+        << s;
+    EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), size_before);
+    EXPECT_EQ(*store->Contains({MakeChunk("after").fingerprint}), std::vector<bool>{false});
+    EXPECT_EQ(store->Stats()->chunks, 1u);
+  }
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store->PutBatch({MakeChunk("after")}).ok());
+  ExpectReadsBack(*store, {"before", "after"});
+}
+
 TEST(ChunkStoreTest, ConcurrentOverlappingPutsStoreEachChunkOnce) {
   TempDir dir;
   ChunkStoreOptions options;

@@ -2,10 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace whorl {
 
@@ -101,6 +105,34 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
   }
   const size_t slash = path.rfind('/');
   return SyncDir(slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash)));
+}
+
+absl::Status CheckFreeSpace(const std::string& dir, uint64_t need, uint64_t reserve) {
+  struct statvfs st;
+  if (::statvfs(dir.c_str(), &st) != 0) return ErrnoStatus("statvfs", dir, errno);
+  const uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  if (free_bytes >= need && free_bytes - need >= reserve) return absl::OkStatus();
+  constexpr double kMiB = 1 << 20;
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "No space left on device: %s has %.1f MiB free; this write needs %.1f MiB and %.1f MiB "
+      "stay free for the store's database",
+      dir, free_bytes / kMiB, need / kMiB, reserve / kMiB));
+}
+
+absl::Status WriteLatch::Check() const {
+  absl::MutexLock lock(&mu_);
+  if (failed_.ok()) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(store_, ": a write failed earlier (", failed_.message(),
+                   "); it takes no more writes until it is reopened (restart the daemon)"));
+}
+
+absl::Status WriteLatch::Note(absl::Status s) {
+  if (!s.ok()) {
+    absl::MutexLock lock(&mu_);
+    if (failed_.ok()) failed_ = s;
+  }
+  return s;
 }
 
 }  // namespace whorl

@@ -2,11 +2,14 @@
 #ifndef WHORL_COMMON_FILE_UTIL_H_
 #define WHORL_COMMON_FILE_UTIL_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace whorl {
 
@@ -30,6 +33,30 @@ absl::Status WriteAll(int fd, std::string_view data, std::string_view path_for_e
 // Reads exactly `n` bytes at `offset` into `out`; DATA_LOSS if the file is shorter.
 absl::Status PreadExact(int fd, uint64_t offset, size_t n, std::string* out,
                         std::string_view path_for_errors);
+
+// OK if the filesystem holding `dir` has at least `need` + `reserve` bytes free for an
+// unprivileged writer; RESOURCE_EXHAUSTED "No space left on device: DIR has F MiB free, ..."
+// otherwise. Stores call it before a write so that the space their RocksDB needs (its WAL, a
+// memtable flush) is never the space that runs out: see WriteLatch for why.
+absl::Status CheckFreeSpace(const std::string& dir, uint64_t need, uint64_t reserve);
+
+// The first failed write of a RocksDB database, after which the store takes no more writes
+// until it is reopened. Debian 12's RocksDB 7.8 is built with assertions, and a write to a WAL
+// that failed once (a full disk) aborts the process (fixed upstream in 9.x, "Don't write to WAL
+// after previous WAL write error"). Reads go on. Thread-safe.
+class WriteLatch {
+ public:
+  explicit WriteLatch(std::string store) : store_(std::move(store)) {}
+  // OK, or FAILED_PRECONDITION naming the failed write and saying to reopen the store.
+  absl::Status Check() const;
+  // Records `s` if it is the first failure; returns `s`.
+  absl::Status Note(absl::Status s);
+
+ private:
+  const std::string store_;
+  mutable absl::Mutex mu_;
+  absl::Status failed_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace whorl
 

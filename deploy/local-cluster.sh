@@ -34,12 +34,23 @@ map_nodes() {
   python3 - "$dir/cluster.json" "$@" <<'PY'
 import json, os, socket, sys
 path, mode = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
+import random
 socks = []
+# Ports below the kernel's ephemeral range: one from the range (bind to port 0) can be handed to
+# another process's outgoing connection between this script's exit and the daemon's bind.
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+top = max(low - 1, 2048)
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)  # held until exit, so no port is handed out twice
-    return s.getsockname()[1]
+    for _ in range(1000):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", random.randint(max(top - 20000, 1024), top)))
+        except OSError:
+            s.close()
+            continue
+        socks.append(s)  # held until exit, so no port is handed out twice
+        return s.getsockname()[1]
+    sys.exit("no free loopback port below the ephemeral range")
 if mode == "new":
     meta, chunk = int(sys.argv[3]), int(sys.argv[4])
     m = {"format": 1, "epoch": 1,

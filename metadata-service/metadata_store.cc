@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "common/file_util.h"
 #include "common/kill_point.h"
 #include "common/status_macros.h"
 
@@ -85,7 +86,11 @@ int64_t NowNs() {
 // Thread-safe: RocksDB is; mu_ serialises read-modify-write in Register.
 class MetadataStoreImpl : public MetadataStore {
  public:
-  explicit MetadataStoreImpl(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+  MetadataStoreImpl(std::unique_ptr<rocksdb::DB> db, std::string dir, uint64_t reserve_bytes)
+      : db_(std::move(db)),
+        dir_(std::move(dir)),
+        reserve_bytes_(reserve_bytes),
+        latch_("metadata store " + dir_) {}
 
   // Batches at least this big are looked up on two threads.
   static constexpr size_t kParallelLookupMin = 4096;
@@ -142,10 +147,11 @@ class MetadataStoreImpl : public MetadataStore {
       batch.Put(ChunkKey(entries[i].first), EncodeEntry(e));
     }
     if (batch.Count() == 0) return absl::OkStatus();
+    WHORL_RETURN_IF_ERROR(CanWrite(batch.GetDataSize()));
     rocksdb::WriteOptions wo;
     wo.sync = true;
     WHORL_KILL_POINT("meta.index_put.before");
-    WHORL_RETURN_IF_ERROR(FromRocks(db_->Write(wo, &batch), "index register"));
+    WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "index register")));
     WHORL_KILL_POINT("meta.index_put.after");
     return absl::OkStatus();
   }
@@ -174,11 +180,12 @@ class MetadataStoreImpl : public MetadataStore {
     const Fingerprint id = SnapshotId(snapshot);
     std::string key(1, kSnapshotPrefix);
     key += id.ToBytes();
+    const std::string value = SerializeDeterministic(snapshot);
+    WHORL_RETURN_IF_ERROR(CanWrite(key.size() + value.size()));
     rocksdb::WriteOptions wo;
     wo.sync = true;
     WHORL_KILL_POINT("meta.catalog_commit.before");
-    WHORL_RETURN_IF_ERROR(
-        FromRocks(db_->Put(wo, key, SerializeDeterministic(snapshot)), "catalog commit"));
+    WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Put(wo, key, value), "catalog commit")));
     WHORL_KILL_POINT("meta.catalog_commit.after");
     return id;
   }
@@ -205,9 +212,10 @@ class MetadataStoreImpl : public MetadataStore {
       return absl::AlreadyExistsError("repository already exists");
     }
     if (!absl::IsNotFound(have.status())) return have.status();
+    WHORL_RETURN_IF_ERROR(CanWrite(config.size()));
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    return FromRocks(db_->Put(wo, kConfigKey, config), "config");
+    return latch_.Note(FromRocks(db_->Put(wo, kConfigKey, config), "config"));
   }
 
   absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) override {
@@ -258,7 +266,16 @@ class MetadataStoreImpl : public MetadataStore {
   }
 
  private:
+  // Refuses a write of about `bytes` when an earlier one failed or the disk is nearly full.
+  absl::Status CanWrite(uint64_t bytes) {
+    WHORL_RETURN_IF_ERROR(latch_.Check());
+    return CheckFreeSpace(dir_, bytes, reserve_bytes_);
+  }
+
   std::unique_ptr<rocksdb::DB> db_;
+  const std::string dir_;
+  const uint64_t reserve_bytes_;
+  WriteLatch latch_;  // the first failed write
   absl::Mutex mu_;
 };
 
@@ -307,8 +324,10 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::DB* db = nullptr;
   WHORL_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "metadata " + dir));
-  return std::unique_ptr<MetadataStore>(
-      std::make_unique<MetadataStoreImpl>(std::unique_ptr<rocksdb::DB>(db)));
+  return std::unique_ptr<MetadataStore>(std::make_unique<MetadataStoreImpl>(
+      std::unique_ptr<rocksdb::DB>(db), dir,
+      store_options.reserve_bytes != 0 ? store_options.reserve_bytes
+                                       : 2 * store_options.write_buffer_bytes + (1 << 20)));
 }
 
 }  // namespace whorl::metadata

@@ -52,6 +52,10 @@ struct MetadataStoreOptions {
   // grows with it until the first flush (a first backup writes ~100 bytes per chunk), so an
   // embedded repository keeps it small; whorl-metad uses kDaemonWriteBufferBytes.
   uint64_t write_buffer_bytes = 4 << 20;
+  // Free space a write must leave on the shard's filesystem, for RocksDB's WAL and memtable
+  // flushes; a write that would leave less is refused with RESOURCE_EXHAUSTED ("No space left
+  // on device") before anything is written. 0: twice write_buffer_bytes and 1 MiB.
+  uint64_t reserve_bytes = 0;
 };
 inline constexpr uint64_t kDaemonWriteBufferBytes = 64 << 20;
 inline constexpr uint64_t kDaemonBlockCacheBytes = uint64_t{1} << 30;

@@ -39,6 +39,34 @@ TEST_F(MetadataStoreTest, FindMissingAfterRegister) {
   EXPECT_EQ(stats->plain_bytes, 20u);
 }
 
+// Writes that would leave less free space than the reserve are refused before RocksDB sees
+// them, and change nothing.
+TEST_F(MetadataStoreTest, WritesThatWouldEatTheReserveAreRefused) {
+  const Fingerprint a = Sha256("a"), b = Sha256("b");
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{10, 20, 0, ""}}}).ok());
+  store_.reset();
+  MetadataStoreOptions options;
+  options.reserve_bytes = uint64_t{1} << 62;
+  auto full = MetadataStore::Open(dir_ + "/db", options);
+  ASSERT_TRUE(full.ok()) << full.status();
+  absl::Status s = (*full)->Register({{b, IndexEntry{10, 20, 0, ""}}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(std::string(s.message()).find("No space left on device: " + dir_ + "/db"),
+            std::string::npos)
+      << s;
+  v1::Snapshot snap;
+  snap.set_root(a.ToBytes());
+  EXPECT_EQ((*full)->CommitSnapshot(snap).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*full)->PutConfig("config").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(*(*full)->FindMissing({a, b}), (std::vector<bool>{false, true}));
+  full->reset();
+  auto store = MetadataStore::Open(dir_ + "/db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->ListSnapshots()->empty());
+  EXPECT_EQ((*store)->GetConfig().status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE((*store)->Register({{b, IndexEntry{10, 20, 0, ""}}}).ok());
+}
+
 TEST_F(MetadataStoreTest, RegisterKeepsFirstSeen) {
   const Fingerprint a = Sha256("a");
   ASSERT_TRUE(store_->Register({{a, IndexEntry{1, 1, 111, "n1"}}}).ok());

@@ -1,7 +1,7 @@
 """A full disk under whorl-chunkd: its data directory is a 32 MiB tmpfs, nearly filled by a filler
 file. The backup fails with exit 1 naming the node and "No space left on device", commits
 nothing, leaves the store sound; once the filler is deleted the next backup succeeds, and so
-does one after the chunk store restarts.
+does one after the chunk store restarts. The same for an embedded repository on the tmpfs.
 
 Needs root and tmpfs mounts. Where `mount -t tmpfs` is refused (an unprivileged CI container),
 the script says why and exits 77, which ctest reports as skipped (SKIP_RETURN_CODE)."""
@@ -19,9 +19,9 @@ SKIP = 77
 TMPFS_MIB = 32
 
 
-def mount_tmpfs(path):
-    """Mounts a TMPFS_MIB tmpfs on PATH; returns '' or why it could not."""
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", path],
+def mount_tmpfs(path, mib=TMPFS_MIB):
+    """Mounts a MIB MiB tmpfs on PATH; returns '' or why it could not."""
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mib}m", "tmpfs", path],
                        capture_output=True, text=True)
     return "" if r.returncode == 0 else (r.stderr.strip() or f"mount exited {r.returncode}")
 
@@ -82,6 +82,39 @@ class FullDiskTest(w.WhorlTestCase):
         for name in [f"f{i}" for i in range(10)] + ["after"]:
             f = os.path.join(src, name)
             self.assertEqual(w.read_bytes(w.restored_path(target, f)), w.read_bytes(f), name)
+
+    def test_full_disk_under_an_embedded_repository_fails_cleanly_and_recovers(self):
+        # Without the free-space reserve, RocksDB met the full disk in its WAL and the next
+        # write aborted the agent (Debian's RocksDB 7.8 asserts); now the put is refused first.
+        # 64 MiB: both RocksDB databases of the repository preallocate their WAL and MANIFEST
+        # (~20 MiB together on a tmpfs).
+        repo = mkdir(self.path("repo"))
+        why = mount_tmpfs(repo, 64)
+        self.assertEqual(why, "", "tmpfs mount failed after the probe succeeded")
+        self.addCleanup(umount, repo)
+        self.whorl("init", "--repo", repo, expect=0)
+        src = mkdir(self.path("src"))
+        for i in range(10):
+            w.write_file(os.path.join(src, f"f{i}"), os.urandom(1 * w.MIB))
+        st = os.statvfs(repo)
+        filler = os.path.join(repo, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 2 * w.MIB))
+        r = self.whorl("backup", "--repo", repo, src, timeout=120)
+        self.assert_fails(r, 1, "No space left on device")
+        self.assertNotIn("Assertion", r.stderr, r.describe())
+        snaps = json.loads(self.whorl("snapshots", "--repo", repo, "--json", expect=0).stdout)
+        self.assertEqual(snaps, [], "a backup that failed committed a snapshot")
+        os.remove(filler)
+        r = self.whorl("check", "--repo", repo, "--read-data", expect=0)
+        self.assertEqual(r.stdout, "no errors were found\n", r.describe())
+        _, s = self.backup(repo, src)
+        self.assertEqual(s["files_new"], 10, s)
+        target = self.path("target")
+        self.restore(repo, "latest", target, expect=0)
+        for i in range(10):
+            f = os.path.join(src, f"f{i}")
+            self.assertEqual(w.read_bytes(w.restored_path(target, f)), w.read_bytes(f), f)
 
 
 def can_mount():

@@ -12,6 +12,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -28,16 +31,36 @@ std::string BinDir() {
 }
 
 int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  // Ports from the kernel's ephemeral range (bind to port 0) can be handed to any outgoing
+  // connection of a test running alongside between this check and the daemon's bind: pick
+  // below the range instead, at random, never twice in one process.
+  static std::mutex mu;
+  static std::set<int> given;
+  static std::mt19937 rng(
+      static_cast<uint32_t>(::getpid()) * 2654435761u ^
+      static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  int low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> low;
+  const int top = std::max(low - 1, 2048);
+  const int bottom = std::max(top - 20000, 1024);
+  std::lock_guard<std::mutex> lock(mu);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = std::uniform_int_distribution<int>(bottom, top)(rng);
+    if (given.count(port) != 0) continue;
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    if (free) {
+      given.insert(port);
+      return port;
+    }
+  }
+  ADD_FAILURE() << "no free loopback port in " << bottom << "-" << top;
+  return 0;
 }
 
 std::string Addr(int port) { return "127.0.0.1:" + std::to_string(port); }
@@ -75,7 +98,17 @@ int RunCaptured(const std::vector<std::string>& argv, std::string* output) {
   fs::remove(out);
   const pid_t pid = Spawn(argv, out.string());
   int status = -1;
-  if (pid > 0) ::waitpid(pid, &status, 0);
+  // A command still running after 60 s is killed (a test of a daemon that should have refused
+  // to start fails instead of hanging).
+  for (int i = 0; pid > 0 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) {
+    if (i == 6000) {
+      ADD_FAILURE() << argv[0] << " still running after 60 s; killed";
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   *output = ReadAll(out);
   fs::remove(out);
   return status;
@@ -119,8 +152,13 @@ std::string Trailer(const grpc::ClientContext& ctx, const std::string& key) {
   return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
 }
 
-void WaitHealthy(const std::string& address) {
+void WaitHealthy(const std::string& address, pid_t pid, const std::string& log) {
   for (int i = 0; i < 300; ++i) {
+    int status = 0;
+    if (pid > 0 && ::waitpid(pid, &status, WNOHANG) == pid) {
+      FAIL() << address << ": the daemon exited (status " << status << ") before serving:\n"
+             << ReadAll(log);
+    }
     // A fresh channel each try (a distinct argument keeps it off the shared subchannel): a
     // channel that failed once waits out gRPC's reconnect backoff (1 s and growing).
     grpc::ChannelArguments args;
@@ -189,10 +227,11 @@ void Cluster::Start(const std::string& id) {
                                          metrics_[id],
                                          "--log-format",
                                          "json"};
-  const pid_t pid = Spawn(argv, (dir_ / (id + ".log")).string());
+  const std::string log = (dir_ / (id + ".log")).string();
+  const pid_t pid = Spawn(argv, log);
   ASSERT_GT(pid, 0);
   pids_[id] = pid;
-  WaitHealthy(n->address);
+  WaitHealthy(n->address, pid, log);
 }
 
 void Cluster::Stop(const std::string& id) {

@@ -31,7 +31,7 @@ std::string Addr(int port);
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log);
 
 // Runs `argv` to completion with stderr (and stdout) captured; returns the exit status as
-// waitpid gives it.
+// waitpid gives it. A command still running after 60 s is killed and the test fails.
 int RunCaptured(const std::vector<std::string>& argv, std::string* output);
 
 // A plain (codec 0) chunk of `plain`.
@@ -95,8 +95,9 @@ class Cluster {
   std::unique_ptr<HashRing> meta_ring_, chunk_ring_;
 };
 
-// Waits (up to 15 s) until ADDRESS answers grpc.health.v1 Check with SERVING.
-void WaitHealthy(const std::string& address);
+// Waits (up to 15 s) until ADDRESS answers grpc.health.v1 Check with SERVING; fails at once, with
+// the daemon's LOG, when PID (if > 0) exits first.
+void WaitHealthy(const std::string& address, pid_t pid = -1, const std::string& log = "");
 
 // A test with a 3-shard, 2-store cluster and helpers that route as an agent would.
 class ClusterTest : public ::testing::Test {

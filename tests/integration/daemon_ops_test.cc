@@ -109,6 +109,30 @@ TEST_F(OpsTest, PortZeroServesOnTheLoggedPort) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
+// A second daemon told to listen on a port another daemon serves exits 1 naming the address
+// (gRPC would otherwise share the port with SO_REUSEPORT and split the connections), and the
+// first keeps serving.
+TEST_F(ClusterTest, ASecondDaemonOnAServedPortExitsWith1) {
+  Cluster& c = cluster_;
+  for (const std::string& id : {std::string("meta-1"), std::string("chunk-1")}) {
+    const std::string binary = id == "meta-1" ? "whorl-metad" : "whorl-chunkd";
+    const std::string address = c.map_.FindNode(id)->address;
+    std::string out;
+    const int status = RunCaptured(
+        {BinDir() + "/" + binary, "--node-id", id, "--listen", address, "--data",
+         (fs::temp_directory_path() / ("whorl-second-" + std::to_string(::getpid()) + "-" + id))
+             .string(),
+         "--cluster", c.MapPath()},
+        &out);
+    fs::remove_all(fs::temp_directory_path() /
+                   ("whorl-second-" + std::to_string(::getpid()) + "-" + id));
+    ASSERT_TRUE(WIFEXITED(status)) << status << ": " << out;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+    EXPECT_NE(out.find(binary + ": cannot listen on " + address), std::string::npos) << out;
+    WaitHealthy(address);
+  }
+}
+
 using LogsAndMetricsTest = ClusterTest;
 
 TEST_F(LogsAndMetricsTest, EveryRpcIsOneJsonEventWithTheRequestIdPassedOn) {
