@@ -48,10 +48,13 @@ void WalkAhead::Run() {
     {
       absl::MutexLock lock(&mu_);
       // Idle until there is work or the walk is over: the caller may still hand back the
-      // subdirectories of a directory it read itself (Walked).
+      // subdirectories of a directory it read itself (Walked). Also while the kept listings
+      // are at the cap, until the walk takes some: a listing read and dropped would be read
+      // again by the walk, and its subdirectories pushed (and read) twice.
       mu_.Await(absl::Condition(
-          +[](WalkAhead* w)
-               ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) { return w->stop_ || !w->stack_.empty(); },
+          +[](WalkAhead* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
+            return w->stop_ || (!w->stack_.empty() && w->kept_entries_ < kMaxKeptEntries);
+          },
           this));
       if (stop_) return;
       dir = std::move(stack_.back());
@@ -94,10 +97,11 @@ void WalkAhead::Read(const Dir& dir) {
   if (ReadListing(dir.path, &entries) != 0) return;
   absl::MutexLock lock(&mu_);
   PushSubdirs(dir, entries);
-  if (kept_entries_ + entries.size() <= kMaxKeptEntries) {
-    kept_entries_ += entries.size();
-    kept_[dir.path] = std::move(entries);
-  }
+  // Always kept (threads start no read at the cap, so it is passed by at most one listing per
+  // thread): a dropped listing would be read again by the walk, which hands its subdirectories
+  // back to be read again too.
+  kept_entries_ += entries.size();
+  kept_[dir.path] = std::move(entries);
 }
 
 void WalkAhead::Walked(const std::string& path, unsigned long dev,

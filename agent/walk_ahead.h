@@ -14,8 +14,9 @@
 //
 // Never descends into a directory on another device than the root it started from (a network
 // mount the backup may skip with --one-file-system must not be walked here either), nor into
-// one the caller excludes. Memory stays bounded: at most kMaxPending directories wait and
-// kMaxKeptEntries entries are kept; beyond that subtrees are not read ahead.
+// one the caller excludes. Memory stays bounded: at most kMaxPending directories wait, and the
+// threads start no read while kMaxKeptEntries entries are kept (so at most one listing per
+// thread over it), until the walk takes some.
 #ifndef WHORL_AGENT_WALK_AHEAD_H_
 #define WHORL_AGENT_WALK_AHEAD_H_
 

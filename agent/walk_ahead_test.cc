@@ -86,5 +86,54 @@ TEST(WalkAheadTest, ReadsEveryDirectoryOnceButExcludedOnes) {
   fs::remove_all(root);
 }
 
+// More entries than the threads may keep: they stop at the cap until the walk takes listings,
+// and no directory is read twice (a listing read and dropped at the cap used to be read again
+// by the walk, and its subdirectories pushed and read again by the threads).
+TEST(WalkAheadTest, PastTheCapEveryDirectoryIsStillReadOnce) {
+  char tmpl[] = "/tmp/whorl-walk-ahead-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  namespace fs = std::filesystem;
+  // 18 dirs of 460 files and 2 subdirs each (55 dirs, 8352 entries > kMaxKeptEntries).
+  constexpr int kDirs = 18, kFiles = 460;
+  static_assert(kDirs * (kFiles + 2) > static_cast<int>(WalkAhead::kMaxKeptEntries));
+  std::ofstream(root + "/x") << "x";
+  for (int i = 0; i < kDirs; ++i) {
+    const std::string d = root + "/d" + std::to_string(100 + i);
+    fs::create_directories(d + "/a");
+    fs::create_directories(d + "/b");
+    // Hard links of one file: creating 8k inodes takes seconds on some disks, links do not.
+    for (int j = 0; j < kFiles; ++j)
+      fs::create_hard_link(root + "/x", d + "/f" + std::to_string(j));
+  }
+  const size_t total = 1 + 3 * kDirs;  // the root, each d and its a and b
+  WalkAhead w({root}, [](const std::string&, const std::string&) { return false; });
+  // Let the threads run into the cap (their count stops moving), then walk as the backup does.
+  for (size_t last = ~size_t{0}; last != w.dirs_read();) {
+    last = w.dirs_read();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_LT(w.dirs_read(), total);
+  size_t read_here = 0;
+  std::vector<std::string> todo = {root};
+  while (!todo.empty()) {
+    const std::string dir = todo.back();
+    todo.pop_back();
+    std::optional<std::vector<DirEntry>> entries = w.Take(dir);
+    if (!entries.has_value()) {
+      entries.emplace();
+      unsigned long dev = 0;
+      ASSERT_EQ(ReadListing(dir, &*entries, &dev), 0);
+      w.Walked(dir, dev, *entries);
+      ++read_here;
+    }
+    for (auto it = entries->rbegin(); it != entries->rend(); ++it) {
+      if (S_ISDIR(it->st.st_mode)) todo.push_back(dir + "/" + it->name);
+    }
+  }
+  EXPECT_EQ(ReadCount(w, total - read_here) + read_here, total);
+  fs::remove_all(root);
+}
+
 }  // namespace
 }  // namespace whorl::agent
