@@ -48,13 +48,10 @@ void WalkAhead::Run() {
     {
       absl::MutexLock lock(&mu_);
       // Idle until there is work or the walk is over: the caller may still hand back the
-      // subdirectories of a directory it read itself (Walked). Also while the kept listings
-      // are at the cap, until the walk takes some: a listing read and dropped would be read
-      // again by the walk, and its subdirectories pushed (and read) twice.
+      // subdirectories of a directory it read itself (Walked).
       mu_.Await(absl::Condition(
-          +[](WalkAhead* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
-            return w->stop_ || (!w->stack_.empty() && w->kept_entries_ < kMaxKeptEntries);
-          },
+          +[](WalkAhead* w)
+               ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) { return w->stop_ || !w->stack_.empty(); },
           this));
       if (stop_) return;
       dir = std::move(stack_.back());
@@ -82,8 +79,9 @@ std::optional<std::vector<DirEntry>> WalkAhead::Take(const std::string& path) {
   }
   auto it = kept_.find(path);
   if (it == kept_.end()) {
-    // Over the cap, bounded as the listings are: past it a directory may be read twice.
-    if (claimed_.size() < kMaxClaimed) claimed_.insert(path);
+    // A listing dropped at the cap is read again by the caller; one no thread has read yet is
+    // claimed. Past kMaxClaimed a directory may be read twice.
+    if (!dropped_.contains(path) && claimed_.size() < kMaxClaimed) claimed_.insert(path);
     return std::nullopt;
   }
   std::vector<DirEntry> entries = std::move(it->second);
@@ -97,16 +95,21 @@ void WalkAhead::Read(const Dir& dir) {
   if (ReadListing(dir.path, &entries) != 0) return;
   absl::MutexLock lock(&mu_);
   PushSubdirs(dir, entries);
-  // Always kept (threads start no read at the cap, so it is passed by at most one listing per
-  // thread): a dropped listing would be read again by the walk, which hands its subdirectories
-  // back to be read again too.
-  kept_entries_ += entries.size();
-  kept_[dir.path] = std::move(entries);
+  if (kept_entries_ + entries.size() <= kMaxKeptEntries) {
+    kept_entries_ += entries.size();
+    kept_[dir.path] = std::move(entries);
+  } else if (dropped_.size() < kMaxClaimed) {
+    // Read (so the caches are warm) but not kept: the walk reads it again, and its
+    // subdirectories, pushed just now, must not be handed back a second time.
+    dropped_.insert(dir.path);
+  }
 }
 
 void WalkAhead::Walked(const std::string& path, unsigned long dev,
                        const std::vector<DirEntry>& entries) {
   absl::MutexLock lock(&mu_);
+  // The subdirectories of a listing dropped at the cap were pushed when a thread read it.
+  if (dropped_.erase(path) > 0) return;
   if (!stop_) PushSubdirs(Dir{path, dev}, entries);
 }
 

@@ -14,9 +14,10 @@
 //
 // Never descends into a directory on another device than the root it started from (a network
 // mount the backup may skip with --one-file-system must not be walked here either), nor into
-// one the caller excludes. Memory stays bounded: at most kMaxPending directories wait, and the
-// threads start no read while kMaxKeptEntries entries are kept (so at most one listing per
-// thread over it), until the walk takes some.
+// one the caller excludes. Memory stays bounded: at most kMaxPending directories wait and
+// kMaxKeptEntries entries are kept. Past that cap the threads go on reading (the caches stay
+// warm ahead of a walk held up by a cold disk) without keeping: the walk reads such a directory
+// again, and its subdirectories, already pushed, are not handed back twice.
 #ifndef WHORL_AGENT_WALK_AHEAD_H_
 #define WHORL_AGENT_WALK_AHEAD_H_
 
@@ -91,6 +92,8 @@ class WalkAhead {
   size_t kept_entries_ ABSL_GUARDED_BY(mu_) = 0;
   std::unordered_set<std::string> reading_ ABSL_GUARDED_BY(mu_);  // by a thread, right now
   std::unordered_set<std::string> claimed_ ABSL_GUARDED_BY(mu_);  // read by the caller
+  // Read by a thread but not kept (at the cap): its subdirectories are already pushed.
+  std::unordered_set<std::string> dropped_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};  // stop_, read without the lock between entries
   std::vector<std::thread> threads_;
