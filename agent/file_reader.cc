@@ -74,8 +74,10 @@ class BlockSource {
  public:
   virtual ~BlockSource() = default;
   // The next block of the file (filled == 0 at its end). The previous block stays valid until
-  // this call returns, so its tail can be copied into the new block's prefix.
+  // TailCopied (or the next call), so its tail can be copied into the new block's prefix.
   virtual absl::StatusOr<Block*> Next() = 0;
+  // The caller is done with the block before the one Next returned last.
+  virtual void TailCopied() {}
 };
 
 // The caller's thread reads, alternating two blocks (kept by the FileChunker between files).
@@ -98,11 +100,13 @@ class SyncSource : public BlockSource {
   int next_ = 0;
 };
 
-// A thread reads ahead into kBlocks blocks: while the caller chunks and hashes one block and
-// keeps the previous one for its tail, the disk fills the next.
+// A thread reads ahead into kBlocks blocks: while the caller chunks and hashes one block, the
+// disk fills the other. The previous block goes back to the thread as soon as its tail is
+// copied (TailCopied), so two blocks keep one read in flight all the time (three did before:
+// 4.5 MB more at the peak of a tree's first backup, four threads on big files at once).
 class ReadAheadSource : public BlockSource {
  public:
-  static constexpr int kBlocks = 3;
+  static constexpr int kBlocks = 2;
 
   ReadAheadSource(int fd, const std::string& path, size_t prefix, size_t size)
       : fd_(fd), path_(path) {
@@ -122,7 +126,7 @@ class ReadAheadSource : public BlockSource {
 
   absl::StatusOr<Block*> Next() override {
     absl::MutexLock lock(&mu_);
-    if (previous_ != nullptr) free_.push_back(previous_);  // the one before the caller's last
+    if (previous_ != nullptr) free_.push_back(previous_);  // TailCopied was not called
     previous_ = current_;
     mu_.Await(absl::Condition(
         +[](ReadAheadSource* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
@@ -133,6 +137,12 @@ class ReadAheadSource : public BlockSource {
     current_ = filled_.front();
     filled_.pop_front();
     return current_;
+  }
+
+  void TailCopied() override {
+    absl::MutexLock lock(&mu_);
+    if (previous_ != nullptr) free_.push_back(previous_);
+    previous_ = nullptr;
   }
 
  private:
@@ -217,6 +227,7 @@ absl::StatusOr<uint64_t> FileChunker::Chunk(
     on_read(b->filled);
     uint8_t* begin = b->data() - tail_len;
     if (tail_len > 0) std::memmove(begin, tail, tail_len);
+    source->TailCopied();
     const bool eof = b->filled == 0;
     size_t n = tail_len + b->filled;
     for (;;) {

@@ -3,11 +3,11 @@
 // Reads go into aligned blocks, each with room before it for the unfinished end of the previous
 // block, so the chunker always sees contiguous bytes and nothing is copied but that tail (less
 // than one maximum chunk per block). Files of at least `direct_min_size` bytes are read with
-// O_DIRECT by a read-ahead thread (two blocks in flight), so the disk works while the caller
-// hashes, and the kernel spends no CPU on the page cache; measured on this project's 2-core VM,
-// a cold 1 GiB file costs 0.07 s of system CPU this way against 1.7 s through the page cache.
-// Smaller files, and files whose filesystem refuses O_DIRECT (tmpfs), are read through the page
-// cache, whose own read-ahead serves them.
+// O_DIRECT by a read-ahead thread (into one block while the caller chunks the other), so the
+// disk works while the caller hashes, and the kernel spends no CPU on the page cache; measured on
+// this project's 2-core VM, a cold 1 GiB file costs 0.07 s of system CPU this way against 1.7 s
+// through the page cache. Smaller files, and files whose filesystem refuses O_DIRECT (tmpfs), are
+// read through the page cache, whose own read-ahead serves them.
 //
 // Thread-compatible: each call uses its own buffers; run several on different files at once.
 #ifndef WHORL_AGENT_FILE_READER_H_
