@@ -192,6 +192,11 @@ class Restorer {
     std::unique_ptr<v1::Node> node;  // without its chunk list; null for the target
     DirState* parent;
     int pending;
+    // Made by this restore (mkdirat succeeded), so empty but for what it put there: a leaf
+    // needs no unlinkat of an existing entry first (duplicate names are refused before), which
+    // saves a lookup and a turn on the directory's lock per file. Should another process add
+    // an entry meanwhile, the O_EXCL create fails and the entry is reported.
+    bool fresh = false;
   };
   void Acquire(DirState* dir) {
     absl::MutexLock lock(&mu_);
@@ -356,7 +361,8 @@ class Restorer {
   void RestoreSubdir(DirState* parent, const std::string& path, const v1::Node& node, int depth) {
     const int dirfd = parent->fd;
     const char* name = node.name().c_str();
-    if (::mkdirat(dirfd, name, 0700) != 0 && errno != EEXIST) {
+    const bool fresh = ::mkdirat(dirfd, name, 0700) == 0;
+    if (!fresh && errno != EEXIST) {
       Error(path, std::strerror(errno));
       return;
     }
@@ -371,7 +377,7 @@ class Restorer {
     auto meta = std::make_unique<v1::Node>(node);
     meta->clear_chunks();
     Acquire(parent);
-    auto* dir = new DirState{fd, path, std::move(meta), parent, 1};
+    auto* dir = new DirState{fd, path, std::move(meta), parent, 1, fresh};
     if (std::find(ancestors_.begin(), ancestors_.end(), node.subtree()) != ancestors_.end()) {
       // Impossible with SHA-256 addressing, unless the repository itself lies.
       Refuse(path, "directory refers to a tree that contains it (a cycle)");
@@ -389,7 +395,7 @@ class Restorer {
     const int dirfd = dir->fd;
     const char* name = node.name().c_str();
     // Replace whatever non-directory is there; unlinkat never follows a symlink.
-    if (::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) {
+    if (!dir->fresh && ::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) {
       Error(path, std::string("cannot replace existing entry: ") + std::strerror(errno));
       return;
     }

@@ -227,10 +227,14 @@ TEST_F(HostileRestoreTest, SymlinksPlantedInTheTargetAreNeverFollowed) {
   fs::create_symlink(outside_, target_ / "d");             // where a directory goes
   fs::create_symlink(outside_ / "victim", target_ / "f");  // where a file goes
   fs::create_symlink(outside_, target_ / "a");             // above a deeper path
+  // In a directory that exists already (not made by the restore), too.
+  fs::create_directories(target_ / "e");
+  fs::create_symlink(outside_ / "victim", target_ / "e" / "g");
   const auto before = OutsideBefore();
   const RestoreResult r = Restore({
       Dir("a", {Dir("b", {File("c", "deep")})}),
       Dir("d", {File("passwd", "pwned::0:0\n")}),
+      Dir("e", {File("g", "in e")}),
       File("f", "new bytes"),
   });
   const std::string not_dir =
@@ -241,6 +245,8 @@ TEST_F(HostileRestoreTest, SymlinksPlantedInTheTargetAreNeverFollowed) {
   EXPECT_EQ(Listing(target_), (std::map<std::string, std::string>{
                                   {"a", "link:" + outside_.string()},
                                   {"d", "link:" + outside_.string()},
+                                  {"e", "dir"},
+                                  {"e/g", "file:in e"},
                                   {"f", "file:new bytes"},
                               }));
   ExpectNothingOutside(before);
