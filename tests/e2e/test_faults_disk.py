@@ -33,25 +33,39 @@ def umount(path):
 
 class FullDiskTest(w.WhorlTestCase):
 
+    def tmpfs(self, path, mib=TMPFS_MIB):
+        """PATH made and mounted as a MIB MiB tmpfs (unmounted at cleanup); returns it."""
+        mkdir(path)
+        self.assertEqual(mount_tmpfs(path, mib), "", "tmpfs mount failed after the probe succeeded")
+        self.addCleanup(umount, path)
+        return path
+
+    def ten_mib_source(self):
+        src = mkdir(self.path("src"))
+        for i in range(10):
+            w.write_file(os.path.join(src, f"f{i}"), os.urandom(1 * w.MIB))
+        return src
+
+    @staticmethod
+    def fill_leaving_2_mib(path):
+        """Fills PATH's filesystem with a file PATH/filler until about 2 MiB are left free."""
+        st = os.statvfs(path)
+        filler = os.path.join(path, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - 2 * w.MIB))
+        return filler
+
     def test_full_disk_fails_the_backup_commits_nothing_and_recovers_once_freed(self):
         cdir = self.path("cluster")
-        data = mkdir(os.path.join(cdir, "data", "chunk-1"))
-        why = mount_tmpfs(data)
-        self.assertEqual(why, "", "tmpfs mount failed after the probe succeeded")
-        self.addCleanup(umount, data)  # runs after cluster.stop below
+        data = self.tmpfs(os.path.join(cdir, "data", "chunk-1"))  # unmounted after cluster.stop
         cluster = Cluster(self, cdir, meta=1, chunk=1)
         self.addCleanup(cluster.stop)
         url = cluster.url
         self.whorl("init", "--repo", url, expect=0)
-        src = mkdir(self.path("src"))
-        for i in range(10):
-            w.write_file(os.path.join(src, f"f{i}"), os.urandom(1 * w.MIB))
+        src = self.ten_mib_source()
 
         # Leave about 2 MiB free for 10 MiB of new chunks.
-        st = os.statvfs(data)
-        filler = os.path.join(data, "filler")
-        with open(filler, "wb") as f:
-            f.write(b"\0" * (st.f_bavail * st.f_frsize - 2 * w.MIB))
+        filler = self.fill_leaving_2_mib(data)
         r = self.whorl("backup", "--repo", url, "--timeout", "20", src, timeout=120)
         self.assert_fails(r, 1, "No space left on device")
         self.assertIn("chunk-1", r.stderr, r.describe())
@@ -88,18 +102,10 @@ class FullDiskTest(w.WhorlTestCase):
         # write aborted the agent (Debian's RocksDB 7.8 asserts); now the put is refused first.
         # 64 MiB: both RocksDB databases of the repository preallocate their WAL and MANIFEST
         # (~20 MiB together on a tmpfs).
-        repo = mkdir(self.path("repo"))
-        why = mount_tmpfs(repo, 64)
-        self.assertEqual(why, "", "tmpfs mount failed after the probe succeeded")
-        self.addCleanup(umount, repo)
+        repo = self.tmpfs(self.path("repo"), 64)
         self.whorl("init", "--repo", repo, expect=0)
-        src = mkdir(self.path("src"))
-        for i in range(10):
-            w.write_file(os.path.join(src, f"f{i}"), os.urandom(1 * w.MIB))
-        st = os.statvfs(repo)
-        filler = os.path.join(repo, "filler")
-        with open(filler, "wb") as f:
-            f.write(b"\0" * (st.f_bavail * st.f_frsize - 2 * w.MIB))
+        src = self.ten_mib_source()
+        filler = self.fill_leaving_2_mib(repo)
         r = self.whorl("backup", "--repo", repo, src, timeout=120)
         self.assert_fails(r, 1, "No space left on device")
         self.assertNotIn("Assertion", r.stderr, r.describe())
