@@ -35,7 +35,9 @@ namespace whorl::agent {
 
 class ChunkUploader {
  public:
-  static constexpr size_t kBatchBytes = 2 << 20;
+  // Plain bytes per FindMissing batch. 1 MiB (2 MiB before): the tree's first backup peaks
+  // ~5 MiB lower, embedded and on a local cluster, in the same time (three cold runs each).
+  static constexpr size_t kBatchBytes = 1 << 20;
   static constexpr size_t kBatchChunks = 4096;
   // Encoded bytes stored with one PutChunks (one group commit), at least.
   static constexpr size_t kStoreBytes = 2 << 20;
