@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <deque>
 #include <limits>
 #include <map>
 #include <optional>
@@ -28,6 +29,9 @@ namespace {
 
 // Pack files kept open for reads; beyond this the cache drops one before opening another.
 constexpr size_t kMaxCachedReaders = 64;
+// Decoded bundles kept for the reads of their other members (a restore reads a bundle's
+// members one after the other, on a few threads).
+constexpr size_t kMaxCachedBundles = 16;
 
 // RocksDB status -> absl::Status with "locator: <context>: " before RocksDB's text.
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& context) {
@@ -90,6 +94,46 @@ absl::Status Invalid(const ChunkPut& c, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("chunk ", c.fingerprint.ToHex(), ": ", what));
 }
 
+absl::Status InvalidBundle(const ChunkPut& c, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("bundle of ", c.members.size(), " chunks from ",
+                                                 c.members[0].fingerprint.ToHex(), ": ", what));
+}
+
+// ValidatePut's checks of a bundle (sizes already capped, codec known).
+absl::Status ValidateBundlePut(const ChunkPut& c, const ChunkStoreOptions& options) {
+  if (c.members.size() > kMaxBundleMembers) {
+    return InvalidBundle(c, absl::StrCat("more than ", kMaxBundleMembers, " members"));
+  }
+  uint64_t want = BundleTableSize(c.members.size());
+  for (const BundleMember& m : c.members) want += m.size;
+  if (want != c.plain_size) {
+    return InvalidBundle(c, absl::StrCat("plain size ", c.plain_size, ", but its table and members make ", want));
+  }
+  if (c.codec == Codec::kNone && c.data.size() != c.plain_size) {
+    return InvalidBundle(c, absl::StrCat("codec none but stored size ", c.data.size(),
+                                         " != plain size ", c.plain_size));
+  }
+  if (!options.verify_puts) return absl::OkStatus();
+  absl::StatusOr<std::string> plain = Decode(c.codec, c.data, c.plain_size);
+  if (!plain.ok()) {
+    return InvalidBundle(c, absl::StrCat("does not decode: ", plain.status().message()));
+  }
+  absl::StatusOr<std::vector<BundleSlice>> slices = ParseBundle(*plain);
+  if (!slices.ok()) return InvalidBundle(c, std::string(slices.status().message()));
+  for (size_t i = 0; i < slices->size(); ++i) {
+    const BundleSlice& s = (*slices)[i];
+    if (s.member != c.members[i]) {
+      return InvalidBundle(c, absl::StrCat("member ", i, " of its table is not the one put"));
+    }
+    const Fingerprint actual = Sha256(std::string_view(*plain).substr(s.offset, s.member.size));
+    if (actual != s.member.fingerprint) {
+      return InvalidBundle(c, absl::StrCat("member ", s.member.fingerprint.ToHex(),
+                                           " hashes to ", actual.ToHex()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The checks PutBatch makes on each item before it writes anything.
 absl::Status ValidatePut(const ChunkPut& c, const ChunkStoreOptions& options) {
   // Sizes are u32 on disk whatever the option says.
@@ -102,6 +146,7 @@ absl::Status ValidatePut(const ChunkPut& c, const ChunkStoreOptions& options) {
   if (c.codec != Codec::kNone && c.codec != Codec::kZstd) {
     return Invalid(c, absl::StrCat("unknown codec ", static_cast<int>(c.codec)));
   }
+  if (!c.members.empty()) return ValidateBundlePut(c, options);
   if (c.codec == Codec::kNone && c.data.size() != c.plain_size) {
     return Invalid(c, absl::StrCat("codec none but stored size ", c.data.size(), " != plain size ",
                                    c.plain_size));
@@ -186,13 +231,17 @@ class ChunkStoreImpl final : public ChunkStore {
   // to `end` (one synced batch).
   absl::Status IndexRecords(uint32_t pack_id, const std::vector<ScannedRecord>& records,
                             uint64_t end);
-  // The items of `chunks` neither in the locator nor earlier in `chunks`.
-  absl::StatusOr<std::vector<const ChunkPut*>> SelectNew(const std::vector<ChunkPut>& chunks)
+  // What a put writes: the items of `chunks` with a chunk neither in the locator nor earlier in
+  // `chunks`, and those chunks (`fresh`: the ones to index).
+  struct Selection {
+    std::vector<const ChunkPut*> todo;
+    std::unordered_set<Fingerprint, FingerprintHash> fresh;
+  };
+  absl::StatusOr<Selection> SelectNew(const std::vector<ChunkPut>& chunks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends, syncs and indexes `todo`; on a pack error cuts this batch's bytes off again.
-  absl::Status WriteLocked(const std::vector<const ChunkPut*>& todo)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AppendAll(const std::vector<const ChunkPut*>& todo, rocksdb::WriteBatch* batch,
+  // Appends, syncs and indexes the selection; on a pack error cuts this batch's bytes off again.
+  absl::Status WriteLocked(const Selection& selection) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AppendAll(const Selection& selection, rocksdb::WriteBatch* batch,
                          std::map<uint32_t, uint64_t>* ends) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UndoAppend(uint32_t start_pack, uint64_t start_size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Syncs the open pack (if any) and starts the next one.
@@ -214,10 +263,17 @@ class ChunkStoreImpl final : public ChunkStore {
   // new pack rather than append after bytes of unknown state.
   std::unique_ptr<PackWriter> writer_ ABSL_GUARDED_BY(mu_);
   uint32_t newest_pack_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Version of the packs StartNewPack creates: 1 until the store holds a bundle.
+  uint32_t write_version_ ABSL_GUARDED_BY(mu_) = kOldestPackVersion;
 
   absl::Mutex readers_mu_;
   // Shared so that eviction never closes an fd another thread is reading from.
   std::map<uint32_t, std::shared_ptr<const PackReader>> readers_ ABSL_GUARDED_BY(readers_mu_);
+
+  absl::Mutex bundles_mu_;
+  // Recently decoded bundles by (pack id, offset), oldest first.
+  std::deque<std::pair<std::pair<uint32_t, uint64_t>, std::shared_ptr<const std::string>>> bundles_
+      ABSL_GUARDED_BY(bundles_mu_);
 };
 
 absl::Status ChunkStoreImpl::Recover() {
@@ -281,6 +337,7 @@ absl::Status ChunkStoreImpl::RecoverNewest() {
   if (!scan.ok()) return scan.status();
   WHORL_RETURN_IF_ERROR(IndexRecords(newest_pack_id_, scan->records, scan->valid_end));
   WHORL_ASSIGN_OR_RETURN(writer_, PackWriter::OpenForAppend(packs_dir_, newest_pack_id_));
+  write_version_ = writer_->version();
   return absl::OkStatus();
 }
 
@@ -317,18 +374,32 @@ absl::StatusOr<std::map<uint32_t, uint64_t>> ChunkStoreImpl::AllIndexedEnds() {
 absl::Status ChunkStoreImpl::IndexRecords(uint32_t pack_id,
                                           const std::vector<ScannedRecord>& records, uint64_t end) {
   if (records.empty()) return absl::OkStatus();
+  // The chunks and where they are: a record's own, or each member of a bundle.
   std::vector<Fingerprint> fps;
-  fps.reserve(records.size());
-  for (const ScannedRecord& r : records) fps.push_back(r.header.fingerprint);
+  std::vector<ChunkLocation> locations;
+  for (const ScannedRecord& r : records) {
+    const RecordHeader& h = r.header;
+    if (!h.bundle) {
+      fps.push_back(h.fingerprint);
+      locations.push_back(ChunkLocation{pack_id, r.offset, h.stored_size, h.plain_size, h.codec});
+      continue;
+    }
+    std::vector<BundleMember> table;
+    for (const BundleSlice& m : r.members) table.push_back(m.member);
+    const std::vector<uint32_t> shares =
+        ApportionBytes(kRecordHeaderSize + uint64_t{h.stored_size}, table);
+    for (size_t i = 0; i < r.members.size(); ++i) {
+      fps.push_back(r.members[i].member.fingerprint);
+      locations.push_back(ChunkLocation{pack_id, r.offset, h.stored_size, r.members[i].member.size,
+                                        h.codec, true, r.members[i].offset, shares[i]});
+    }
+  }
   WHORL_ASSIGN_OR_RETURN(const std::vector<bool> present, LookupMany(fps));
   rocksdb::WriteBatch batch;
   std::unordered_set<Fingerprint, FingerprintHash> added;
-  for (size_t i = 0; i < records.size(); ++i) {
+  for (size_t i = 0; i < fps.size(); ++i) {
     if (present[i] || !added.insert(fps[i]).second) continue;
-    const RecordHeader& h = records[i].header;
-    batch.Put(KeyOf(fps[i]),
-              EncodeLocatorValue(
-                  ChunkLocation{pack_id, records[i].offset, h.stored_size, h.plain_size, h.codec}));
+    batch.Put(KeyOf(fps[i]), EncodeLocatorValue(locations[i]));
   }
   batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
   rocksdb::WriteOptions wo;
@@ -361,35 +432,39 @@ absl::Status ChunkStoreImpl::PutBatch(const std::vector<ChunkPut>& chunks, uint6
   for (const ChunkPut& c : chunks) WHORL_RETURN_IF_ERROR(ValidatePut(c, options_));
   if (chunks.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  WHORL_ASSIGN_OR_RETURN(const std::vector<const ChunkPut*> todo, SelectNew(chunks));
-  if (todo.empty()) return absl::OkStatus();
-  WHORL_RETURN_IF_ERROR(WriteLocked(todo));
-  if (newly_stored != nullptr) *newly_stored = todo.size();
+  WHORL_ASSIGN_OR_RETURN(const Selection selection, SelectNew(chunks));
+  if (selection.todo.empty()) return absl::OkStatus();
+  WHORL_RETURN_IF_ERROR(WriteLocked(selection));
+  if (newly_stored != nullptr) *newly_stored = selection.fresh.size();
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<const ChunkPut*>> ChunkStoreImpl::SelectNew(
-    const std::vector<ChunkPut>& chunks) {
-  std::vector<const ChunkPut*> unique;
+absl::StatusOr<ChunkStoreImpl::Selection> ChunkStoreImpl::SelectNew(const std::vector<ChunkPut>& chunks) {
   std::vector<Fingerprint> fps;
-  std::unordered_set<Fingerprint, FingerprintHash> seen;
   for (const ChunkPut& c : chunks) {
-    if (!seen.insert(c.fingerprint).second) continue;
-    unique.push_back(&c);
-    fps.push_back(c.fingerprint);
+    if (c.members.empty()) fps.push_back(c.fingerprint);
+    for (const BundleMember& m : c.members) fps.push_back(m.fingerprint);
   }
   WHORL_ASSIGN_OR_RETURN(const std::vector<bool> present, LookupMany(fps));
-  std::vector<const ChunkPut*> todo;
-  for (size_t i = 0; i < unique.size(); ++i) {
-    if (!present[i]) todo.push_back(unique[i]);
+  Selection out;
+  std::unordered_set<Fingerprint, FingerprintHash> seen;
+  size_t i = 0;
+  for (const ChunkPut& c : chunks) {
+    bool any_new = false;
+    for (size_t n = std::max<size_t>(c.members.size(), 1); n > 0; --n, ++i) {
+      if (present[i] || !seen.insert(fps[i]).second) continue;
+      out.fresh.insert(fps[i]);
+      any_new = true;
+    }
+    if (any_new) out.todo.push_back(&c);
   }
-  return todo;
+  return out;
 }
 
-absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& todo) {
+absl::Status ChunkStoreImpl::WriteLocked(const Selection& selection) {
   WHORL_RETURN_IF_ERROR(latch_.Check());
   uint64_t need = 0;
-  for (const ChunkPut* c : todo) need += kRecordHeaderSize + c->data.size();
+  for (const ChunkPut* c : selection.todo) need += kRecordHeaderSize + c->data.size();
   const uint64_t reserve = options_.reserve_bytes != 0
                                ? options_.reserve_bytes
                                : 2 * options_.locator_write_buffer_bytes + (1 << 20);
@@ -399,7 +474,7 @@ absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& tod
   const uint64_t start_size = writer_->size();
   rocksdb::WriteBatch batch;
   std::map<uint32_t, uint64_t> ends;
-  absl::Status s = AppendAll(todo, &batch, &ends);
+  absl::Status s = AppendAll(selection, &batch, &ends);
   if (s.ok()) s = writer_->Sync();
   if (!s.ok()) {
     UndoAppend(start_pack, start_size);
@@ -419,18 +494,42 @@ absl::Status ChunkStoreImpl::WriteLocked(const std::vector<const ChunkPut*>& tod
   return absl::OkStatus();
 }
 
-absl::Status ChunkStoreImpl::AppendAll(const std::vector<const ChunkPut*>& todo,
-                                       rocksdb::WriteBatch* batch,
+absl::Status ChunkStoreImpl::AppendAll(const Selection& selection, rocksdb::WriteBatch* batch,
                                        std::map<uint32_t, uint64_t>* ends) {
-  for (const ChunkPut* c : todo) {
-    if (writer_->size() >= options_.max_pack_bytes) WHORL_RETURN_IF_ERROR(StartNewPack());
+  // Each new chunk is indexed once, where it is first written.
+  std::unordered_set<Fingerprint, FingerprintHash> to_index = selection.fresh;
+  for (const ChunkPut* c : selection.todo) {
+    const bool bundle = !c->members.empty();
+    // A version 1 pack never holds a bundle: a build that reads only version 1 would take it
+    // for a torn record and cut it.
+    if (bundle) write_version_ = kPackVersion;
+    if (writer_->size() >= options_.max_pack_bytes || writer_->version() < write_version_) {
+      WHORL_RETURN_IF_ERROR(StartNewPack());
+    }
     // ValidatePut capped both sizes at 2^32 - 1.
     const RecordHeader h{c->codec, static_cast<uint32_t>(c->plain_size),
-                         static_cast<uint32_t>(c->data.size()), c->fingerprint};
+                         static_cast<uint32_t>(c->data.size()),
+                         bundle ? BundleId(c->members) : c->fingerprint, bundle};
     WHORL_ASSIGN_OR_RETURN(const uint64_t offset, writer_->Append(h, c->data));
-    batch->Put(KeyOf(c->fingerprint),
-               EncodeLocatorValue(ChunkLocation{writer_->pack_id(), offset, h.stored_size,
-                                                h.plain_size, h.codec}));
+    if (!bundle) {
+      to_index.erase(c->fingerprint);
+      batch->Put(KeyOf(c->fingerprint),
+                 EncodeLocatorValue(ChunkLocation{writer_->pack_id(), offset, h.stored_size,
+                                                  h.plain_size, h.codec}));
+    } else {
+      const std::vector<uint32_t> shares =
+          ApportionBytes(kRecordHeaderSize + uint64_t{h.stored_size}, c->members);
+      uint32_t inner = static_cast<uint32_t>(BundleTableSize(c->members.size()));
+      for (size_t i = 0; i < c->members.size(); ++i) {
+        const BundleMember& m = c->members[i];
+        if (to_index.erase(m.fingerprint) != 0) {
+          batch->Put(KeyOf(m.fingerprint),
+                     EncodeLocatorValue(ChunkLocation{writer_->pack_id(), offset, h.stored_size,
+                                                      m.size, h.codec, true, inner, shares[i]}));
+        }
+        inner += m.size;
+      }
+    }
     (*ends)[writer_->pack_id()] = writer_->size();
   }
   return absl::OkStatus();
@@ -449,7 +548,7 @@ absl::Status ChunkStoreImpl::StartNewPack() {
     return absl::ResourceExhaustedError(absl::StrCat("pack ids exhausted (", kMaxPackId, ")"));
   }
   WHORL_ASSIGN_OR_RETURN(std::unique_ptr<PackWriter> next,
-                         PackWriter::Create(packs_dir_, newest_pack_id_ + 1));
+                         PackWriter::Create(packs_dir_, newest_pack_id_ + 1, write_version_));
   writer_ = std::move(next);
   newest_pack_id_ = writer_->pack_id();
   ++pack_count_;
@@ -489,10 +588,35 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
         absl::StrCat(where, ": pack file missing: ", reader.status().message()));
   }
   if (!reader.ok()) return Annotate(reader.status(), where);
+  if (loc.bundled) {
+    {
+      absl::MutexLock lock(&bundles_mu_);
+      for (const auto& [key, bundle] : bundles_) {
+        if (key != std::make_pair(loc.pack_id, loc.offset)) continue;
+        absl::StatusOr<std::string_view> member = FindBundleMember(*bundle, fp, loc);
+        if (!member.ok()) return Annotate(member.status(), where);
+        return std::string(*member);
+      }
+    }
+  }
   std::string data;
   absl::StatusOr<RecordHeader> header = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
   if (!header.ok()) return Annotate(header.status(), where);
   WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*header, fp, loc), where));
+  if (loc.bundled) {
+    absl::StatusOr<std::string> bundle = Decode(loc.codec, data, header->plain_size);
+    if (!bundle.ok()) {
+      return absl::DataLossError(absl::StrCat(where, ": ", bundle.status().message()));
+    }
+    auto shared = std::make_shared<const std::string>(*std::move(bundle));
+    absl::StatusOr<std::string_view> member = FindBundleMember(*shared, fp, loc);
+    if (!member.ok()) return Annotate(member.status(), where);
+    std::string out(*member);
+    absl::MutexLock lock(&bundles_mu_);
+    if (bundles_.size() >= kMaxCachedBundles) bundles_.pop_front();
+    bundles_.emplace_back(std::make_pair(loc.pack_id, loc.offset), std::move(shared));
+    return out;
+  }
   absl::StatusOr<std::string> plain = Decode(loc.codec, data, loc.plain_size);
   if (!plain.ok()) {
     return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
@@ -522,7 +646,7 @@ absl::StatusOr<ChunkStoreStats> ChunkStoreImpl::Stats() {
   ChunkStoreStats stats;
   WHORL_RETURN_IF_ERROR(ForEach([&stats](const Fingerprint&, const ChunkLocation& loc) {
     ++stats.chunks;
-    stats.stored_bytes += kRecordHeaderSize + loc.stored_size;
+    stats.stored_bytes += loc.bundled ? loc.share : kRecordHeaderSize + loc.stored_size;
     stats.plain_bytes += loc.plain_size;
     return absl::OkStatus();
   }));

@@ -25,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/bundle.h"
 #include "common/codec.h"
 #include "common/fingerprint.h"
 
@@ -50,12 +51,16 @@ struct ChunkStoreOptions {
   uint64_t reserve_bytes = 0;
 };
 
-// One chunk to store: its fingerprint, its encoded bytes and how they were encoded.
+// One chunk to store: its fingerprint, its encoded bytes and how they were encoded. Or, with
+// `members` set, a bundle of chunks stored as one record (common/bundle.h): `data` encodes the
+// bundle's plain bytes (member table, then the members' bytes; `plain_size` of them), and
+// `fingerprint` is ignored (the record carries BundleId(members)).
 struct ChunkPut {
   Fingerprint fingerprint;
   Codec codec = Codec::kNone;
   uint64_t plain_size = 0;
   std::string data;  // encoded with `codec`
+  std::vector<BundleMember> members;
 };
 
 // Where a chunk's record lies.
@@ -63,8 +68,13 @@ struct ChunkLocation {
   uint32_t pack_id = 0;
   uint64_t offset = 0;       // of the record's header in the pack
   uint32_t stored_size = 0;  // encoded data bytes (the record is header + data)
-  uint32_t plain_size = 0;
+  uint32_t plain_size = 0;   // of the chunk (not of its bundle)
   Codec codec = Codec::kNone;
+  // A chunk in a bundle: where its bytes start in the bundle's plain bytes, and its share of
+  // the record's bytes (header included; the shares of a bundle's members sum to its size).
+  bool bundled = false;
+  uint32_t inner_offset = 0;
+  uint32_t share = 0;
 };
 
 // A pack file that cannot serve (all of) the chunks the locator places in it (CheckPacks).
@@ -81,7 +91,8 @@ struct PackProblem {
 
 struct ChunkStoreStats {
   uint64_t chunks = 0;        // unique chunks in the locator
-  uint64_t stored_bytes = 0;  // bytes their records take in packs (headers included)
+  uint64_t stored_bytes = 0;  // bytes their records take in packs (headers included; a chunk
+                              // in a bundle counts its share)
   uint64_t plain_bytes = 0;   // their plain sizes summed
   uint64_t packs = 0;
 };
@@ -98,7 +109,7 @@ class ChunkStore {
   virtual ~ChunkStore() = default;
 
   // Stores every chunk not yet stored; a chunk already stored (or twice in the batch) is kept
-  // once. Validates every item first: if any is malformed (size over the cap, fingerprint
+  // once. A bundle is written whole if any of its members is new, and indexes only those. Validates every item first: if any is malformed (size over the cap, fingerprint
   // mismatch, unknown codec) nothing is written and INVALID_ARGUMENT names the item's
   // fingerprint. On OK all chunks are durable. `newly_stored`, if not null, receives the count
   // of chunks this call added.

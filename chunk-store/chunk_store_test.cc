@@ -814,7 +814,7 @@ std::vector<PackDamage> PackDamages() {
       {"header cut", [](const std::string& p) { std::filesystem::resize_file(p, 10); },
        "pack header incomplete (10 bytes)"},
       {"bad magic", overwrite(0, "WHORLPAX"), "bad pack magic"},
-      {"unknown version", overwrite(8, std::string("\x02\0\0\0", 4)), "unknown pack version 2"},
+      {"unknown version", overwrite(8, std::string("\x03\0\0\0", 4)), "unknown pack version 3"},
       {"nonzero reserved", overwrite(12, "x"), "nonzero reserved field in pack header"},
   };
 }
@@ -994,6 +994,222 @@ TEST(ChunkStoreTest, NewestPackCutInsideItsLastAcknowledgedRecordIsReported) {
   ASSERT_TRUE(store->PutBatch({MakeChunk("new")}).ok());
   EXPECT_EQ(store->Locate(Sha256("new"))->pack_id, 4u);
 }
+
+// A bundle of `parts` encoded with `codec` (zstd falls back to none if it does not help).
+ChunkPut MakeBundle(const std::vector<std::string>& parts, Codec codec = Codec::kZstd) {
+  ChunkPut c;
+  for (const std::string& p : parts) {
+    c.members.push_back({Sha256(p), static_cast<uint32_t>(p.size())});
+  }
+  std::string plain = EncodeBundleTable(c.members);
+  for (const std::string& p : parts) plain += p;
+  c.plain_size = plain.size();
+  c.data = Encode(CompressionSpec{codec, 3}, plain, &c.codec);
+  return c;
+}
+
+uint32_t PackVersionOf(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string header(kPackHeaderSize, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(header.size()));
+  absl::StatusOr<uint32_t> v = CheckPackHeader(header);
+  EXPECT_TRUE(v.ok()) << v.status();
+  return v.ok() ? *v : 0;
+}
+
+TEST(ChunkStoreTest, BundleMembersReadBackAfterReopenFromAVersion2Pack) {
+  TempDir dir;
+  const std::vector<std::string> parts = {Text(1, 3000), "", Text(2, 5000), Bytes(3, 700)};
+  const ChunkPut bundle = MakeBundle(parts);
+  ASSERT_EQ(bundle.codec, Codec::kZstd);
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("single")}).ok());
+    uint64_t added = 0;
+    ASSERT_TRUE(store->PutBatch({bundle}, &added).ok());
+    EXPECT_EQ(added, 4u);
+    ExpectReadsBack(*store, parts);
+  }
+  auto store = OpenOrDie(dir.path());
+  ExpectReadsBack(*store, parts);
+  ExpectReadsBack(*store, {"single"});
+  // Pack 1 is version 1 and keeps its plain record; the bundle started version 2 pack 2.
+  EXPECT_EQ(PackVersionOf(PackFile(dir.path(), 1)), 1u);
+  EXPECT_EQ(PackVersionOf(PackFile(dir.path(), 2)), 2u);
+  const ChunkLocation a = *store->Locate(Sha256(parts[0]));
+  const ChunkLocation c = *store->Locate(Sha256(parts[2]));
+  EXPECT_TRUE(a.bundled);
+  EXPECT_EQ(a.pack_id, 2u);
+  EXPECT_EQ(c.offset, a.offset);
+  EXPECT_EQ(a.inner_offset, BundleTableSize(4));
+  EXPECT_EQ(c.inner_offset, BundleTableSize(4) + 3000);
+  EXPECT_EQ(c.plain_size, 5000u);
+  EXPECT_FALSE(store->Locate(Sha256("single"))->bundled);
+  // The members' shares add up to the record; the single chunk counts its own record.
+  const ChunkStoreStats stats = *store->Stats();
+  EXPECT_EQ(stats.chunks, 5u);
+  EXPECT_EQ(stats.stored_bytes, 2 * kRecordHeaderSize + MakeChunk("single").data.size() +
+                                    bundle.data.size());
+  EXPECT_EQ(stats.plain_bytes, 6 + 3000 + 5000 + 700u);
+  // Later single chunks go to the version 2 pack too.
+  ASSERT_TRUE(store->PutBatch({MakeChunk("later")}).ok());
+  EXPECT_EQ(store->Locate(Sha256("later"))->pack_id, 2u);
+}
+
+TEST(ChunkStoreTest, BundleIndexesOnlyItsNewMembersAndIsSkippedWhenNoneIs) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store->PutBatch({MakeChunk(Text(1, 900))}).ok());
+  const ChunkLocation single = *store->Locate(Sha256(Text(1, 900)));
+  uint64_t added = 0;
+  // Text(2) also comes alone earlier in the same batch: it is indexed there, once.
+  ASSERT_TRUE(store->PutBatch({MakeChunk(Text(2, 800)),
+                               MakeBundle({Text(1, 900), Text(2, 800), Text(3, 700)})},
+                              &added)
+                  .ok());
+  EXPECT_EQ(added, 2u);
+  EXPECT_EQ(store->Locate(Sha256(Text(1, 900)))->offset, single.offset);
+  EXPECT_FALSE(store->Locate(Sha256(Text(2, 800)))->bundled);
+  EXPECT_TRUE(store->Locate(Sha256(Text(3, 700)))->bundled);
+  ExpectReadsBack(*store, {Text(1, 900), Text(2, 800), Text(3, 700)});
+  const auto size = std::filesystem::file_size(PackFile(dir.path(), 2));
+  ASSERT_TRUE(store->PutBatch({MakeBundle({Text(3, 700), Text(1, 900)})}, &added).ok());
+  EXPECT_EQ(added, 0u);
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 2)), size);
+}
+
+TEST(ChunkStoreTest, LyingBundleIsRefusedWithNothingWritten) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::vector<std::string> parts = {Text(1, 900), Text(2, 800)};
+  std::vector<std::pair<ChunkPut, std::string>> cases;
+  {
+    ChunkPut c = MakeBundle(parts);
+    c.members[1].fingerprint = Sha256("other");
+    cases.push_back({c, "member 1 of its table is not the one put"});
+  }
+  {
+    ChunkPut c = MakeBundle(parts);
+    c.plain_size += 1;
+    cases.push_back({c, "but its table and members make"});
+  }
+  {
+    // A table that lists a fingerprint its bytes do not hash to.
+    std::vector<BundleMember> members = {{Sha256("not these bytes"), 900}, {Sha256(parts[1]), 800}};
+    ChunkPut c;
+    c.members = members;
+    std::string plain = EncodeBundleTable(members) + parts[0] + parts[1];
+    c.plain_size = plain.size();
+    c.data = Encode(CompressionSpec{Codec::kZstd, 3}, plain, &c.codec);
+    cases.push_back({c, "hashes to " + Sha256(parts[0]).ToHex()});
+  }
+  {
+    ChunkPut c = MakeBundle(parts);
+    c.data[c.data.size() / 2] ^= 0x55;
+    cases.push_back({c, "bundle of 2 chunks from"});
+  }
+  for (const auto& [c, want] : cases) {
+    const absl::Status s = store->PutBatch({MakeChunk("fine"), c});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << want;
+    EXPECT_NE(s.message().find(want), absl::string_view::npos) << s;
+  }
+  EXPECT_EQ(store->Stats()->chunks, 0u);
+  EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), kPackHeaderSize);
+}
+
+TEST(ChunkStoreTest, FlippedByteInABundleIsDataLossForEveryMember) {
+  TempDir dir;
+  const std::vector<std::string> parts = {Text(1, 3000), Text(2, 2000), Text(3, 1000)};
+  uint64_t offset = 0;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeBundle(parts), MakeChunk("after")}).ok());
+    offset = store->Locate(Sha256(parts[0]))->offset;
+  }
+  FlipByte(PackFile(dir.path(), 2), offset + kRecordHeaderSize + 30);
+  auto store = OpenOrDie(dir.path());
+  for (const std::string& p : parts) {
+    const absl::Status s = store->Get(Sha256(p)).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(s.message().find("pack 00000002 offset " + std::to_string(offset)),
+              absl::string_view::npos)
+        << s;
+  }
+  ExpectReadsBack(*store, {"after"});
+}
+
+TEST(ChunkStoreTest, BundleWrittenButNotIndexedIsFoundOnOpenAndATornOneCut) {
+  TempDir dir;
+  { auto store = OpenOrDie(dir.path()); ASSERT_TRUE(store->PutBatch({MakeBundle({"a", "b"})}).ok()); }
+  const std::vector<std::string> parts = {Text(5, 2000), Text(6, 100)};
+  const ChunkPut b = MakeBundle(parts);
+  const ChunkPut torn = MakeBundle({Text(7, 2000), Text(8, 100)});
+  const std::string pack = PackFile(dir.path(), 2);
+  uint64_t end = 0;
+  {
+    auto writer = PackWriter::OpenForAppend(dir.path() + "/" + kPacksDirName, 2);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    EXPECT_EQ((*writer)->version(), 2u);
+    RecordHeader h{b.codec, static_cast<uint32_t>(b.plain_size),
+                   static_cast<uint32_t>(b.data.size()), BundleId(b.members), true};
+    ASSERT_TRUE((*writer)->Append(h, b.data).ok());
+    end = (*writer)->size();
+    RecordHeader t{torn.codec, static_cast<uint32_t>(torn.plain_size),
+                   static_cast<uint32_t>(torn.data.size()), BundleId(torn.members), true};
+    ASSERT_TRUE((*writer)->Append(t, torn.data).ok());
+    ASSERT_TRUE((*writer)->Sync().ok());
+  }
+  std::filesystem::resize_file(pack, std::filesystem::file_size(pack) - 5);
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(std::filesystem::file_size(pack), end);
+  ExpectReadsBack(*store, {"a", "b", parts[0], parts[1]});
+  EXPECT_TRUE(store->Locate(Sha256(parts[1]))->bundled);
+  EXPECT_EQ(store->Get(Sha256(Text(7, 2000))).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->Stats()->chunks, 4u);
+}
+
+TEST(ChunkStoreTest, BundleInAVersion1PackIsCutAsATornTail) {
+  TempDir dir;
+  { auto store = OpenOrDie(dir.path()); ASSERT_TRUE(store->PutBatch({MakeChunk("x")}).ok()); }
+  const ChunkPut b = MakeBundle({Text(5, 2000), Text(6, 100)});
+  const std::string pack = PackFile(dir.path(), 1);
+  const uint64_t end = std::filesystem::file_size(pack);
+  {
+    auto writer = PackWriter::OpenForAppend(dir.path() + "/" + kPacksDirName, 1);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    EXPECT_EQ((*writer)->version(), 1u);
+    RecordHeader h{b.codec, static_cast<uint32_t>(b.plain_size),
+                   static_cast<uint32_t>(b.data.size()), BundleId(b.members), true};
+    ASSERT_TRUE((*writer)->Append(h, b.data).ok());
+    ASSERT_TRUE((*writer)->Sync().ok());
+  }
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(std::filesystem::file_size(pack), end);
+  EXPECT_EQ(store->Stats()->chunks, 1u);
+}
+
+TEST(ChunkStoreTest, BundledLocatorEntryOnAPlainRecordIsDataLoss) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store->PutBatch({MakeChunk(Text(1, 500))}).ok());
+  ChunkLocation loc = *store->Locate(Sha256(Text(1, 500)));
+  loc.bundled = true;
+  loc.share = 10;
+  store.reset();
+  {
+    LocatorDb db(dir.path());
+    ASSERT_TRUE(db.db->Put(rocksdb::WriteOptions(), Sha256(Text(1, 500)).ToBytes(),
+                           EncodeLocatorValue(loc))
+                    .ok());
+  }
+  store = OpenOrDie(dir.path());
+  const absl::Status s = store->Get(Sha256(Text(1, 500))).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("record is not a bundle, locator expects one"),
+            absl::string_view::npos)
+      << s;
+}
+
 
 }  // namespace
 }  // namespace whorl::chunkstore

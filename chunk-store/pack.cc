@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "chunk-store/pack_format.h"
+#include "common/bundle.h"
 #include "common/crc32c.h"
 #include "common/file_util.h"
 #include "common/kill_point.h"
@@ -57,15 +58,30 @@ absl::StatusOr<uint64_t> FileSize(int fd, const std::string& path) {
   return static_cast<uint64_t>(st.st_size);
 }
 
-// Reads and checks the pack header of a file of `file_size` bytes.
-absl::Status ReadPackHeader(int fd, const std::string& path, uint64_t file_size) {
+// Reads and checks the pack header of a file of `file_size` bytes; returns its version.
+absl::StatusOr<uint32_t> ReadPackHeader(int fd, const std::string& path, uint64_t file_size) {
   if (file_size < kPackHeaderSize) {
     return absl::DataLossError(
         absl::StrCat(path, ": pack header incomplete (", file_size, " bytes)"));
   }
   std::string header;
   WHORL_RETURN_IF_ERROR(PreadExact(fd, 0, kPackHeaderSize, &header, path));
-  return Annotate(CheckPackHeader(header), path);
+  absl::StatusOr<uint32_t> version = CheckPackHeader(header);
+  if (!version.ok()) return Annotate(version.status(), path);
+  return version;
+}
+
+// The members of a bundle record whose stored bytes are `data`, for the scan.
+absl::StatusOr<std::vector<BundleSlice>> ParseBundleRecord(const RecordHeader& h,
+                                                           std::string_view data) {
+  WHORL_ASSIGN_OR_RETURN(const std::string plain, Decode(h.codec, data, h.plain_size));
+  WHORL_ASSIGN_OR_RETURN(std::vector<BundleSlice> members, ParseBundle(plain));
+  std::vector<BundleMember> table;
+  for (const BundleSlice& m : members) table.push_back(m.member);
+  if (BundleId(table) != h.fingerprint) {
+    return absl::DataLossError("bundle record's fingerprint is not that of its member table");
+  }
+  return members;
 }
 
 absl::Status DataSync(int fd, const std::string& path) {
@@ -107,14 +123,14 @@ absl::StatusOr<std::vector<uint32_t>> ListPackIds(const std::string& packs_dir) 
   return ids;
 }
 
-std::string EncodePackHeader() {
+std::string EncodePackHeader(uint32_t version) {
   std::string out(kPackMagic, kPackMagicSize);
   out.resize(kPackHeaderSize, '\0');
-  EncodeFixed32(&out[kPackMagicSize], kPackVersion);
+  EncodeFixed32(&out[kPackMagicSize], version);
   return out;  // reserved stays zero
 }
 
-absl::Status CheckPackHeader(std::string_view header) {
+absl::StatusOr<uint32_t> CheckPackHeader(std::string_view header) {
   if (header.size() != kPackHeaderSize) {
     return absl::DataLossError(
         absl::StrCat("pack header is ", header.size(), " bytes, want ", kPackHeaderSize));
@@ -123,14 +139,14 @@ absl::Status CheckPackHeader(std::string_view header) {
     return absl::DataLossError("bad pack magic (not a whorl pack file)");
   }
   const uint32_t version = DecodeFixed32(&header[kPackMagicSize]);
-  if (version != kPackVersion) {
-    return absl::DataLossError(
-        absl::StrCat("unknown pack version ", version, " (this build reads ", kPackVersion, ")"));
+  if (version < kOldestPackVersion || version > kPackVersion) {
+    return absl::DataLossError(absl::StrCat("unknown pack version ", version, " (this build reads ",
+                                            kOldestPackVersion, " to ", kPackVersion, ")"));
   }
   if (DecodeFixed32(&header[kPackMagicSize + 4]) != 0) {
     return absl::DataLossError("nonzero reserved field in pack header");
   }
-  return absl::OkStatus();
+  return version;
 }
 
 std::string EncodeRecordHeader(const RecordHeader& header, std::string_view data) {
@@ -138,7 +154,8 @@ std::string EncodeRecordHeader(const RecordHeader& header, std::string_view data
   std::string out(kRecordHeaderSize, '\0');
   EncodeFixed32(&out[0], kRecordMagic);
   out[kRecordCodecOffset] = static_cast<char>(header.codec);
-  // flags and reserved stay zero.
+  out[kRecordFlagsOffset] = static_cast<char>(header.bundle ? kRecordFlagBundle : 0);
+  // reserved stays zero.
   EncodeFixed32(&out[kRecordPlainSizeOffset], header.plain_size);
   EncodeFixed32(&out[kRecordStoredSizeOffset], header.stored_size);
   std::memcpy(&out[kRecordFingerprintOffset], header.fingerprint.bytes.data(), Fingerprint::kSize);
@@ -166,16 +183,17 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view header, uint64_
   }
   const uint8_t codec = static_cast<uint8_t>(header[kRecordCodecOffset]);
   if (!KnownCodec(codec)) return absl::DataLossError(absl::StrCat("unknown codec ", codec));
-  if (header[kRecordFlagsOffset] != 0) {
+  const uint8_t flags = static_cast<uint8_t>(header[kRecordFlagsOffset]);
+  if ((flags & ~kRecordFlagBundle) != 0) {
     return absl::DataLossError(
-        absl::StrCat("nonzero record flags 0x",
-                     absl::Hex(static_cast<uint8_t>(header[kRecordFlagsOffset]), absl::kZeroPad2)));
+        absl::StrCat("unknown record flags 0x", absl::Hex(flags, absl::kZeroPad2)));
   }
   if (header[kRecordReservedOffset] != 0 || header[kRecordReservedOffset + 1] != 0) {
     return absl::DataLossError("nonzero reserved field in record header");
   }
   RecordHeader out;
   out.codec = static_cast<Codec>(codec);
+  out.bundle = (flags & kRecordFlagBundle) != 0;
   out.plain_size = DecodeFixed32(&header[kRecordPlainSizeOffset]);
   out.stored_size = DecodeFixed32(&header[kRecordStoredSizeOffset]);
   if (out.plain_size > max_chunk_bytes || out.stored_size > max_chunk_bytes) {
@@ -201,7 +219,7 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
                                   uint64_t start) {
   PackScan scan;
   WHORL_ASSIGN_OR_RETURN(scan.file_size, FileSize(fd, path));
-  WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, scan.file_size));
+  WHORL_ASSIGN_OR_RETURN(const uint32_t version, ReadPackHeader(fd, path, scan.file_size));
   start = std::max<uint64_t>(start, kPackHeaderSize);
   if (scan.file_size < start) {
     return absl::DataLossError(
@@ -217,7 +235,14 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
     WHORL_RETURN_IF_ERROR(
         PreadExact(fd, offset + kRecordHeaderSize, decoded->stored_size, &data, path));
     if (!CheckRecordCrc(header, data).ok()) break;
-    scan.records.push_back(ScannedRecord{offset, *decoded});
+    std::vector<BundleSlice> members;
+    if (decoded->bundle) {
+      if (version < 2) break;
+      absl::StatusOr<std::vector<BundleSlice>> parsed = ParseBundleRecord(*decoded, data);
+      if (!parsed.ok()) break;
+      members = *std::move(parsed);
+    }
+    scan.records.push_back(ScannedRecord{offset, *decoded, std::move(members)});
     offset += kRecordHeaderSize + decoded->stored_size;
   }
   scan.valid_end = offset;
@@ -233,7 +258,7 @@ absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max
   if (size < kPackHeaderSize && indexed_end <= kPackHeaderSize) {
     // Created but its header never made it to disk: nothing in it was acknowledged.
     if (::ftruncate(fd, 0) != 0) return ErrnoStatus("truncate", path, errno);
-    WHORL_RETURN_IF_ERROR(WriteAll(fd, EncodePackHeader(), path));
+    WHORL_RETURN_IF_ERROR(WriteAll(fd, EncodePackHeader(kOldestPackVersion), path));
     WHORL_RETURN_IF_ERROR(DataSync(fd, path));
     PackScan scan;
     scan.valid_end = kPackHeaderSize;
@@ -257,17 +282,17 @@ absl::StatusOr<uint64_t> CheckPackFile(const std::string& path) {
   FdCloser closer(fd);
   WHORL_ASSIGN_OR_RETURN(const uint64_t size, FileSize(fd, path));
   if (size == 0) return absl::DataLossError(path + ": empty pack file (0 bytes)");
-  WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, size));
+  WHORL_RETURN_IF_ERROR(ReadPackHeader(fd, path, size).status());
   return size;
 }
 
 absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string& packs_dir,
-                                                               uint32_t pack_id) {
+                                                               uint32_t pack_id, uint32_t version) {
   std::string path = PackPath(packs_dir, pack_id);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("create", path, errno);
   WHORL_KILL_POINT("pack.create.before_header");
-  absl::Status s = WriteAll(fd, EncodePackHeader(), path);
+  absl::Status s = WriteAll(fd, EncodePackHeader(version), path);
   if (s.ok()) s = DataSync(fd, path);
   if (s.ok()) WHORL_KILL_POINT("pack.dir_fsync.before");
   if (s.ok()) s = SyncDir(packs_dir);
@@ -277,20 +302,23 @@ absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::Create(const std::string
     ::unlink(path.c_str());
     return s;
   }
-  return std::unique_ptr<PackWriter>(new PackWriter(fd, std::move(path), pack_id, kPackHeaderSize));
+  return std::unique_ptr<PackWriter>(
+      new PackWriter(fd, std::move(path), pack_id, version, kPackHeaderSize));
 }
 
 absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::OpenForAppend(const std::string& packs_dir,
                                                                       uint32_t pack_id) {
   std::string path = PackPath(packs_dir, pack_id);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);
   absl::StatusOr<uint64_t> size = FileSize(fd, path);
-  if (!size.ok()) {
+  absl::StatusOr<uint32_t> version =
+      size.ok() ? ReadPackHeader(fd, path, *size) : absl::StatusOr<uint32_t>(size.status());
+  if (!version.ok()) {
     ::close(fd);
-    return size.status();
+    return version.status();
   }
-  return std::unique_ptr<PackWriter>(new PackWriter(fd, std::move(path), pack_id, *size));
+  return std::unique_ptr<PackWriter>(new PackWriter(fd, std::move(path), pack_id, *version, *size));
 }
 
 PackWriter::~PackWriter() { ::close(fd_); }
@@ -351,6 +379,21 @@ absl::StatusOr<RecordHeader> PackReader::ReadRecord(uint64_t offset, uint32_t st
 
 absl::Status CheckRecordMatches(const RecordHeader& header, const Fingerprint& fp,
                                 const ChunkLocation& location) {
+  if (header.bundle != location.bundled) {
+    return absl::DataLossError(location.bundled ? "record is not a bundle, locator expects one"
+                                                : "record is a bundle, locator expects a chunk");
+  }
+  if (location.bundled) {
+    if (header.stored_size != location.stored_size || header.codec != location.codec ||
+        uint64_t{location.inner_offset} + location.plain_size > header.plain_size) {
+      return absl::DataLossError(absl::StrCat(
+          "bundle record (stored ", header.stored_size, ", plain ", header.plain_size, ", codec ",
+          static_cast<int>(header.codec), ") differs from the locator (stored ",
+          location.stored_size, ", codec ", static_cast<int>(location.codec), ", chunk at ",
+          location.inner_offset, " + ", location.plain_size, ")"));
+    }
+    return absl::OkStatus();
+  }
   if (header.fingerprint != fp) {
     return absl::DataLossError("record holds chunk " + header.fingerprint.ToHex() +
                                ", locator expects " + fp.ToHex());
@@ -365,20 +408,39 @@ absl::Status CheckRecordMatches(const RecordHeader& header, const Fingerprint& f
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string_view> FindBundleMember(std::string_view bundle, const Fingerprint& fp,
+                                                  const ChunkLocation& location) {
+  WHORL_ASSIGN_OR_RETURN(const std::vector<BundleSlice> members, ParseBundle(bundle));
+  for (const BundleSlice& m : members) {
+    if (m.member.fingerprint != fp) continue;
+    if (m.offset != location.inner_offset || m.member.size != location.plain_size) {
+      return absl::DataLossError(absl::StrCat("bundle holds chunk ", fp.ToHex(), " at ", m.offset,
+                                              " + ", m.member.size, ", locator says ",
+                                              location.inner_offset, " + ", location.plain_size));
+    }
+    return bundle.substr(m.offset, m.member.size);
+  }
+  return absl::DataLossError("bundle does not hold chunk " + fp.ToHex());
+}
+
 std::string EncodeLocatorValue(const ChunkLocation& location) {
-  std::string out(kLocatorValueSize, '\0');
+  std::string out(location.bundled ? kBundledLocatorValueSize : kLocatorValueSize, '\0');
   EncodeFixed32(&out[0], location.pack_id);
   EncodeFixed64(&out[4], location.offset);
   EncodeFixed32(&out[12], location.stored_size);
   EncodeFixed32(&out[16], location.plain_size);
   out[20] = static_cast<char>(location.codec);
+  if (location.bundled) {
+    EncodeFixed32(&out[21], location.inner_offset);
+    EncodeFixed32(&out[25], location.share);
+  }
   return out;
 }
 
 absl::StatusOr<ChunkLocation> DecodeLocatorValue(std::string_view value) {
-  if (value.size() != kLocatorValueSize) {
-    return absl::DataLossError(
-        absl::StrCat("locator value is ", value.size(), " bytes, want ", kLocatorValueSize));
+  if (value.size() != kLocatorValueSize && value.size() != kBundledLocatorValueSize) {
+    return absl::DataLossError(absl::StrCat("locator value is ", value.size(), " bytes, want ",
+                                            kLocatorValueSize, " or ", kBundledLocatorValueSize));
   }
   const uint8_t codec = static_cast<uint8_t>(value[20]);
   if (!KnownCodec(codec)) {
@@ -390,6 +452,11 @@ absl::StatusOr<ChunkLocation> DecodeLocatorValue(std::string_view value) {
   out.stored_size = DecodeFixed32(&value[12]);
   out.plain_size = DecodeFixed32(&value[16]);
   out.codec = static_cast<Codec>(codec);
+  if (value.size() == kBundledLocatorValueSize) {
+    out.bundled = true;
+    out.inner_offset = DecodeFixed32(&value[21]);
+    out.share = DecodeFixed32(&value[25]);
+  }
   if (out.pack_id == 0) return absl::DataLossError("locator value names pack 0");
   return out;
 }

@@ -30,12 +30,14 @@ struct RecordHeader {
   uint32_t plain_size = 0;
   uint32_t stored_size = 0;
   Fingerprint fingerprint;
+  bool bundle = false;  // flag kRecordFlagBundle: plain_size and fingerprint are the bundle's
 };
 
 // A record found by ScanPack.
 struct ScannedRecord {
   uint64_t offset = 0;  // of the record header
   RecordHeader header;
+  std::vector<BundleSlice> members;  // of a bundle, parsed from its decoded bytes
 };
 
 // What ScanPack found: the whole records, in file order, and where the valid prefix ends.
@@ -55,15 +57,16 @@ uint32_t ParsePackFileName(std::string_view name);
 absl::StatusOr<std::vector<uint32_t>> ListPackIds(const std::string& packs_dir);
 
 // The 16-byte header every pack starts with.
-std::string EncodePackHeader();
-// DATA_LOSS unless `header` is a whole pack header of a version we read.
-absl::Status CheckPackHeader(std::string_view header);
+std::string EncodePackHeader(uint32_t version);
+// The version of `header`; DATA_LOSS unless it is a whole pack header of a version we read.
+absl::StatusOr<uint32_t> CheckPackHeader(std::string_view header);
 
 // The 52-byte record header for `data`. Asserts that the sizes fit in 32 bits.
 std::string EncodeRecordHeader(const RecordHeader& header, std::string_view data);
 // Header followed by data: a whole record.
 std::string EncodeRecord(const RecordHeader& header, std::string_view data);
-// Parses a 52-byte header, checking magic, codec, flags, reserved and that both sizes are at
+// Parses a 52-byte header, checking magic, codec, flags (0 or kRecordFlagBundle), reserved and
+// that both sizes are at
 // most `max_chunk_bytes`. Does not check the CRC (that needs the data): see CheckRecordCrc.
 absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view header, uint64_t max_chunk_bytes);
 // DATA_LOSS unless the CRC in `header` (52 bytes) matches header[0, 48) followed by `data`.
@@ -71,7 +74,8 @@ absl::Status CheckRecordCrc(std::string_view header, std::string_view data);
 
 // Reads the records of an open pack from offset `start` (a record boundary; by default the end
 // of the pack header) on, stopping at the first record that is incomplete or fails any check of
-// DecodeRecordHeader or CheckRecordCrc. DATA_LOSS if the pack header itself is short or bad, or
+// DecodeRecordHeader or CheckRecordCrc, or is a bundle that is in a version 1 pack, does not
+// decode or whose member table does not parse. DATA_LOSS if the pack header itself is short or bad, or
 // if the file is shorter than `start`; I/O errors as ErrnoStatus. Does not modify the file.
 absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes,
                                   uint64_t start = kPackHeaderSize);
@@ -81,7 +85,7 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
 // cut or rescanned here (damage there is for Get and `check` to report). From `indexed_end`
 // on, whole records are returned for re-indexing and the first bad or torn one, with all after
 // it, is cut (ftruncate + fdatasync). A file shorter than the pack header with nothing indexed
-// is rewritten as an empty pack. DATA_LOSS, leaving the file alone, if the file is shorter than
+// is rewritten as an empty version 1 pack. DATA_LOSS, leaving the file alone, if the file is shorter than
 // `indexed_end` (acknowledged bytes are gone). Returns the scan (file_size is the length
 // before recovery).
 absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max_chunk_bytes,
@@ -99,7 +103,8 @@ class PackWriter {
   // Creates packs_dir/NNNNNNNN.pack (it must not exist), writes and fdatasyncs its header, then
   // syncs packs_dir so that the file's existence is durable. On error no file is left.
   static absl::StatusOr<std::unique_ptr<PackWriter>> Create(const std::string& packs_dir,
-                                                            uint32_t pack_id);
+                                                            uint32_t pack_id,
+                                                            uint32_t version = kOldestPackVersion);
   // Opens an existing pack to append after its current end (which must be a record boundary).
   static absl::StatusOr<std::unique_ptr<PackWriter>> OpenForAppend(const std::string& packs_dir,
                                                                    uint32_t pack_id);
@@ -109,6 +114,7 @@ class PackWriter {
 
   uint32_t pack_id() const { return pack_id_; }
   uint64_t size() const { return size_; }
+  uint32_t version() const { return version_; }  // of the pack: only version 2 takes bundles
 
   // Appends one record and returns its offset. On error part of it may have been written:
   // call TruncateTo(size before the append).
@@ -119,12 +125,13 @@ class PackWriter {
   absl::Status TruncateTo(uint64_t size);
 
  private:
-  PackWriter(int fd, std::string path, uint32_t pack_id, uint64_t size)
-      : fd_(fd), path_(std::move(path)), pack_id_(pack_id), size_(size) {}
+  PackWriter(int fd, std::string path, uint32_t pack_id, uint32_t version, uint64_t size)
+      : fd_(fd), path_(std::move(path)), pack_id_(pack_id), version_(version), size_(size) {}
 
   const int fd_;
   const std::string path_;
   const uint32_t pack_id_;
+  const uint32_t version_;
   uint64_t size_;
 };
 
@@ -151,12 +158,20 @@ class PackReader {
 };
 
 // DATA_LOSS unless the record header read at `location` is the one the locator describes:
-// same fingerprint, sizes and codec.
+// same fingerprint, sizes and codec; for a chunk in a bundle, a bundle record with the same
+// stored size and codec whose plain bytes have room for the chunk (the member itself is checked
+// by FindBundleMember once decoded).
 absl::Status CheckRecordMatches(const RecordHeader& header, const Fingerprint& fp,
                                 const ChunkLocation& location);
 
-// Locator values (pack_format.md, "Locator"): 21 bytes. Decode refuses a value of another
-// length or with an unknown codec with DATA_LOSS.
+// The bytes of chunk `fp` in the decoded `bundle`, checked against its member table and the
+// locator's inner offset and size. DATA_LOSS if the table does not parse or does not list the
+// chunk where the locator places it.
+absl::StatusOr<std::string_view> FindBundleMember(std::string_view bundle, const Fingerprint& fp,
+                                                  const ChunkLocation& location);
+
+// Locator values (pack_format.md, "Locator"): 21 bytes, 29 for a chunk in a bundle. Decode
+// refuses a value of another length, naming pack 0 or with an unknown codec with DATA_LOSS.
 std::string EncodeLocatorValue(const ChunkLocation& location);
 absl::StatusOr<ChunkLocation> DecodeLocatorValue(std::string_view value);
 

@@ -10,7 +10,11 @@ namespace whorl::chunkstore {
 // Pack header is magic (8 bytes), version (4 bytes), reserved (4 bytes, zero).
 inline constexpr char kPackMagic[] = "WHORLPAK";  // 8 bytes; the NUL is not written
 inline constexpr size_t kPackMagicSize = 8;
-inline constexpr uint32_t kPackVersion = 1;
+// Version 2 adds bundle records; a build reads versions kOldestPackVersion..kPackVersion. New
+// packs are version 1 until the store holds a bundle (so a store that never got one stays
+// readable by version-1 builds), version 2 from then on.
+inline constexpr uint32_t kPackVersion = 2;
+inline constexpr uint32_t kOldestPackVersion = 1;
 inline constexpr size_t kPackHeaderSize = 16;
 
 // Record header is magic (4), codec (1), flags (1), reserved (2), plain_size (4),
@@ -24,9 +28,13 @@ inline constexpr size_t kRecordPlainSizeOffset = 8;
 inline constexpr size_t kRecordStoredSizeOffset = 12;
 inline constexpr size_t kRecordFingerprintOffset = 16;
 inline constexpr size_t kRecordCrcOffset = 48;  // the CRC covers header bytes [0, 48) + data
+// The only record flag (version 2 packs): the record is a bundle of chunks (common/bundle.h).
+inline constexpr uint8_t kRecordFlagBundle = 0x01;
 
-// Locator value is pack_id (4), offset (8), stored_size (4), plain_size (4), codec (1).
+// Locator value is pack_id (4), offset (8), stored_size (4), plain_size (4), codec (1); for a
+// chunk in a bundle, then inner_offset (4) and share (4).
 inline constexpr size_t kLocatorValueSize = 21;
+inline constexpr size_t kBundledLocatorValueSize = 29;
 
 // Pack files are DIR/packs/NNNNNNNN.pack: 8-digit zero-padded decimal ids from 1.
 inline constexpr uint32_t kFirstPackId = 1;

@@ -71,28 +71,34 @@ TEST(PackTest, PackFileNamesRoundTrip) {
 }
 
 TEST(PackTest, PackHeaderKnownAnswer) {
-  EXPECT_EQ(HexEncode(EncodePackHeader()), "57484f524c50414b0100000000000000");
-  EXPECT_TRUE(CheckPackHeader(EncodePackHeader()).ok());
+  EXPECT_EQ(HexEncode(EncodePackHeader(1)), "57484f524c50414b0100000000000000");
+  EXPECT_EQ(HexEncode(EncodePackHeader(2)), "57484f524c50414b0200000000000000");
+  EXPECT_EQ(*CheckPackHeader(EncodePackHeader(1)), 1u);
+  EXPECT_EQ(*CheckPackHeader(EncodePackHeader(2)), 2u);
 }
 
 TEST(PackTest, PackHeaderWithBadMagicIsRefused) {
-  std::string header = EncodePackHeader();
+  std::string header = EncodePackHeader(1);
   header[0] = 'X';
-  EXPECT_EQ(CheckPackHeader(header).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(CheckPackHeader(header).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(PackTest, PackHeaderWithUnknownVersionIsRefused) {
-  std::string header = EncodePackHeader();
-  header[8] = 2;
-  const absl::Status s = CheckPackHeader(header);
+  std::string header = EncodePackHeader(1);
+  header[8] = 3;
+  const absl::Status s = CheckPackHeader(header).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(s.message().find("unknown pack version 2"), absl::string_view::npos) << s;
+  EXPECT_NE(s.message().find("unknown pack version 3 (this build reads 1 to 2)"),
+            absl::string_view::npos)
+      << s;
+  header[8] = 0;
+  EXPECT_EQ(CheckPackHeader(header).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(PackTest, PackHeaderWithNonzeroReservedIsRefused) {
-  std::string header = EncodePackHeader();
+  std::string header = EncodePackHeader(1);
   header[15] = 1;
-  EXPECT_EQ(CheckPackHeader(header).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(CheckPackHeader(header).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(PackTest, RecordRoundTrip) {
@@ -148,8 +154,10 @@ TEST(PackTest, RecordWithUnknownCodecIsRefused) {
 TEST(PackTest, RecordWithNonzeroFlagsIsRefused) {
   const std::string data = "abc";
   std::string header = EncodeRecordHeader(HeaderFor(data), data);
-  header[kRecordFlagsOffset] = 1;
-  EXPECT_FALSE(RecordAccepted(Recrc(header, data), data));
+  for (char flags : {'\x02', '\x80', '\x03'}) {
+    header[kRecordFlagsOffset] = flags;
+    EXPECT_FALSE(RecordAccepted(Recrc(header, data), data));
+  }
 }
 
 TEST(PackTest, RecordWithNonzeroReservedIsRefused) {
@@ -214,7 +222,7 @@ TEST(PackTest, LocatorValueWithUnknownCodecIsRefused) {
 
 // A pack of `n` records of varied sizes; `ends` receives the end offset of each record.
 std::string MakePack(int n, std::vector<uint64_t>* ends) {
-  std::string pack = EncodePackHeader();
+  std::string pack = EncodePackHeader(1);
   for (int i = 0; i < n; ++i) {
     const std::string data = Bytes(100 + i, 10 + 7 * i);
     pack += EncodeRecord(HeaderFor(data), data);
@@ -297,18 +305,18 @@ TEST(PackTest, ShortNewestPackIsRewrittenEmpty) {
   TempDir dir;
   const std::string path = dir.path() + "/00000001.pack";
   for (size_t len = 0; len < kPackHeaderSize; ++len) {
-    WriteFile(path, EncodePackHeader().substr(0, len));
+    WriteFile(path, EncodePackHeader(1).substr(0, len));
     absl::StatusOr<PackScan> scan = RecoverNewestPack(path, 1 << 20);
     ASSERT_TRUE(scan.ok()) << scan.status();
     EXPECT_TRUE(scan->records.empty());
-    EXPECT_EQ(ReadWholeFile(path), EncodePackHeader()) << "length " << len;
+    EXPECT_EQ(ReadWholeFile(path), EncodePackHeader(1)) << "length " << len;
   }
 }
 
 TEST(PackTest, PackWithBadMagicIsRefusedNamingTheFile) {
   TempDir dir;
   const std::string path = dir.path() + "/00000001.pack";
-  WriteFile(path, "NOTAPACK" + EncodePackHeader().substr(8));
+  WriteFile(path, "NOTAPACK" + EncodePackHeader(1).substr(8));
   const absl::Status s = RecoverNewestPack(path, 1 << 20).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(s.message().find(path), absl::string_view::npos) << s;
@@ -319,7 +327,7 @@ TEST(PackTest, PackWithBadMagicIsRefusedNamingTheFile) {
 TEST(PackTest, ShortClosedPackIsRefused) {
   TempDir dir;
   const std::string path = dir.path() + "/00000001.pack";
-  WriteFile(path, EncodePackHeader().substr(0, 10));
+  WriteFile(path, EncodePackHeader(1).substr(0, 10));
   EXPECT_EQ(CheckPackFile(path).status().code(), absl::StatusCode::kDataLoss);
 }
 
@@ -330,7 +338,7 @@ TEST(PackTest, CheckPackFileNamesAnEmptyPackAndGivesASoundOnesLength) {
   const absl::Status s = CheckPackFile(path).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(s.message(), path + ": empty pack file (0 bytes)");
-  WriteFile(path, EncodePackHeader() + "tail");
+  WriteFile(path, EncodePackHeader(1) + "tail");
   EXPECT_EQ(*CheckPackFile(path), kPackHeaderSize + 4);
   EXPECT_EQ(CheckPackFile(dir.path() + "/00000002.pack").status().code(),
             absl::StatusCode::kNotFound);

@@ -8,6 +8,7 @@
 #include "agent/objects.h"
 #include "agent/repo_config.h"
 #include "chunk-store/pack.h"
+#include "common/bundle.h"
 #include "common/bloom_filter.h"
 #include "common/cluster_map.h"
 #include "common/codec.h"
@@ -104,16 +105,47 @@ std::string Record(const std::string& plain, const whorl::CompressionSpec& spec)
   return cs::EncodeRecord(h, stored);
 }
 
+// A bundle of `parts`: its plain bytes, and its record.
+std::string BundlePlain(const std::vector<std::string>& parts) {
+  std::vector<whorl::BundleMember> members;
+  for (const std::string& p : parts) {
+    members.push_back({whorl::Sha256(p), static_cast<uint32_t>(p.size())});
+  }
+  std::string plain = whorl::EncodeBundleTable(members);
+  for (const std::string& p : parts) plain += p;
+  return plain;
+}
+
+std::string BundleRecord(const std::vector<std::string>& parts) {
+  const std::string plain = BundlePlain(parts);
+  cs::RecordHeader h;
+  const std::string stored = whorl::Encode({whorl::Codec::kZstd, 3}, plain, &h.codec);
+  h.bundle = true;
+  h.plain_size = static_cast<uint32_t>(plain.size());
+  h.stored_size = static_cast<uint32_t>(stored.size());
+  std::vector<whorl::BundleMember> members;
+  for (const std::string& p : parts) {
+    members.push_back({whorl::Sha256(p), static_cast<uint32_t>(p.size())});
+  }
+  h.fingerprint = whorl::BundleId(members);
+  return cs::EncodeRecord(h, stored);
+}
+
 void Packs() {
   const std::string a = Record(Text(200, 1), {whorl::Codec::kNone, 0});
   const std::string b = Record(std::string(600, 'x') + Text(100, 3), {whorl::Codec::kZstd, 3});
   const std::string c = Record("", {whorl::Codec::kNone, 0});
-  const std::string pack = cs::EncodePackHeader() + a + b + c;
+  const std::string pack = cs::EncodePackHeader(1) + a + b + c;
   Put("pack", "three_records", pack);
   Put("pack", "torn_tail", pack.substr(0, pack.size() - c.size() - 10));
-  Put("pack", "header_only", cs::EncodePackHeader());
+  Put("pack", "header_only", cs::EncodePackHeader(1));
   cs::ChunkLocation loc{3, 16, 700, 1200, whorl::Codec::kZstd};
   Put("pack", "locator_value", cs::EncodeLocatorValue(loc) + b);
+  const std::vector<std::string> parts = {Text(300, 4), Text(50, 5), std::string(400, 'y')};
+  Put("pack", "bundle_pack", cs::EncodePackHeader(2) + a + BundleRecord(parts) + c);
+  Put("pack", "bundle_table", BundlePlain(parts));
+  cs::ChunkLocation member{4, 16, 300, 50, whorl::Codec::kZstd, true, 412, 120};
+  Put("pack", "bundled_locator_value", cs::EncodeLocatorValue(member));
 }
 
 std::string Le32(uint32_t v) {

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "chunk-store/pack.h"
+#include "common/bundle.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace cs = whorl::chunkstore;
@@ -63,10 +64,12 @@ void CheckScan(const cs::PackScan& scan, std::string_view in, const std::string&
 }
 
 void CheckPrefixDecoders(std::string_view in) {
-  if (in.size() >= cs::kLocatorValueSize) {
-    const std::string_view v = in.substr(0, cs::kLocatorValueSize);
+  for (size_t len : {cs::kLocatorValueSize, cs::kBundledLocatorValueSize}) {
+    if (in.size() < len) break;
+    const std::string_view v = in.substr(0, len);
     absl::StatusOr<cs::ChunkLocation> loc = cs::DecodeLocatorValue(v);
     if (loc.ok()) {
+      FUZZ_CHECK(loc->bundled == (len == cs::kBundledLocatorValueSize));
       FUZZ_CHECK(cs::EncodeLocatorValue(*loc) == v);
     } else {
       FUZZ_CHECK(loc.status().code() == absl::StatusCode::kDataLoss);
@@ -84,10 +87,22 @@ void CheckPrefixDecoders(std::string_view in) {
       FUZZ_CHECK(again.substr(0, cs::kRecordCrcOffset) == in.substr(0, cs::kRecordCrcOffset));
     }
   }
-  const absl::Status ph =
+  const absl::StatusOr<uint32_t> ph =
       cs::CheckPackHeader(in.substr(0, std::min(in.size(), cs::kPackHeaderSize)));
-  FUZZ_CHECK(ph.ok() ? in.substr(0, cs::kPackHeaderSize) == cs::EncodePackHeader()
-                     : ph.code() == absl::StatusCode::kDataLoss);
+  FUZZ_CHECK(ph.ok() ? in.substr(0, cs::kPackHeaderSize) == cs::EncodePackHeader(*ph)
+                     : ph.status().code() == absl::StatusCode::kDataLoss);
+  // Bundle tables: refused with DATA_LOSS, or parsed into members that tile the input exactly.
+  const absl::StatusOr<std::vector<whorl::BundleSlice>> bundle = whorl::ParseBundle(in);
+  if (bundle.ok()) {
+    uint64_t end = whorl::BundleTableSize(bundle->size());
+    for (const whorl::BundleSlice& m : *bundle) {
+      FUZZ_CHECK(m.offset == end);
+      end += m.member.size;
+    }
+    FUZZ_CHECK(end == in.size());
+  } else {
+    FUZZ_CHECK(bundle.status().code() == absl::StatusCode::kDataLoss);
+  }
 }
 
 }  // namespace
