@@ -504,7 +504,7 @@ class Archiver {
         fd, path,
         [this, job, node](std::string_view chunk) {
           const Fingerprint fp = Sha256(chunk);
-          if (absl::Status up = uploader_.Add(fp, chunk); !up.ok()) {
+          if (absl::Status up = uploader_.Add(fp, chunk, /*may_bundle=*/true); !up.ok()) {
             job->fatal = true;
             stopping_.store(true, std::memory_order_relaxed);
             return up;

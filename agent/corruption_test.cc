@@ -58,13 +58,32 @@ void SetByte(const fs::path& p, uint64_t off, uint8_t b) {
   ::close(fd);
 }
 
-// One stretch of a pack: its 16-byte header, or one record (header + data) of chunk `fp`.
+// One stretch of a pack: its 16-byte header, or one record (header + data) holding chunk `fps`
+// (several for a bundle).
 struct Region {
   fs::path pack;
   uint64_t begin = 0, end = 0;
   bool pack_header = false;
-  Fingerprint fp;
+  std::set<Fingerprint> fps;
 };
+
+// The members of a bundle record's data, from its table (decoded with the codec library, the
+// table read here).
+std::set<Fingerprint> BundleMembers(const std::string& record) {
+  const uint32_t plain_size = Fixed32(record, 8);
+  absl::StatusOr<std::string> plain =
+      Decode(static_cast<Codec>(record[4]), std::string_view(record).substr(52), plain_size);
+  EXPECT_TRUE(plain.ok()) << plain.status();
+  std::set<Fingerprint> out;
+  if (!plain.ok()) return out;
+  const uint32_t count = Fixed32(*plain, 0);
+  for (uint32_t i = 0; i < count; ++i) {
+    Fingerprint fp;
+    std::copy(plain->begin() + 4 + 36 * i, plain->begin() + 4 + 36 * i + 32, fp.bytes.begin());
+    out.insert(fp);
+  }
+  return out;
+}
 
 // Parses packs per chunk-store/pack_format.md (independently of the store's own reader).
 std::vector<Region> ParsePacks(const fs::path& dir) {
@@ -79,7 +98,13 @@ std::vector<Region> ParsePacks(const fs::path& dir) {
     for (uint64_t off = 16; off < bytes.size();) {
       const uint64_t end = off + 52 + Fixed32(bytes, off + 12);
       Region r{p, off, end, false, {}};
-      std::copy(bytes.begin() + off + 16, bytes.begin() + off + 48, r.fp.bytes.begin());
+      if ((bytes[off + 5] & 1) != 0) {
+        r.fps = BundleMembers(bytes.substr(off, end - off));
+      } else {
+        Fingerprint fp;
+        std::copy(bytes.begin() + off + 16, bytes.begin() + off + 48, fp.bytes.begin());
+        r.fps.insert(fp);
+      }
       out.push_back(r);
       off = end;
     }
@@ -139,6 +164,14 @@ class CorruptionTest : public ::testing::Test {
     regions_ = ParsePacks(repo_dir_ / "chunks" / "packs");
     trees_.insert(*Fingerprint::FromBytes(snap_.root()));
     for (const auto& [dir, fp] : dir_tree_) trees_.insert(fp);
+    // The sample must cover bundles: small files go in bundles, trees never do.
+    size_t bundles = 0;
+    for (const Region& r : regions_) {
+      if (r.fps.size() < 2) continue;
+      ++bundles;
+      for (const Fingerprint& fp : r.fps) EXPECT_FALSE(trees_.contains(fp)) << "tree in a bundle";
+    }
+    EXPECT_GE(bundles, 3u);
   }
   void TearDown() override {
     repo_.reset();
@@ -212,24 +245,33 @@ class CorruptionTest : public ::testing::Test {
     EXPECT_EQ(r->errors.size(), expected_errors) << errors;
   }
 
-  // Runs check --read-data with one record byte flipped (at `where`, in the record of `fp`):
-  // true if it names exactly that chunk as damaged, with exactly the files (and directories)
-  // that use it, and reports nothing else but, for a tree, the directories it cannot walk.
-  bool CheckNamesExactly(const Fingerprint& fp, const std::string& where) {
+  // Runs check --read-data with one record byte flipped (at `where`, in the record of `fps`):
+  // true if it names exactly those chunks as damaged (every member of a bundle), with exactly
+  // the files (and directories) that use them, and reports nothing else but, for a tree, the
+  // directories it cannot walk.
+  bool CheckNamesExactly(const std::set<Fingerprint>& fps, const std::string& where) {
     auto problems = RunCheck(repo_.get(), CheckOptions{true});
     EXPECT_TRUE(problems.ok()) << problems.status();
     if (!problems.ok()) return false;
-    const std::string damaged = "chunk " + fp.ToHex() + " is damaged: ";
     const std::string tree_of = "snapshot " + snap_id_ + ": tree of ";
-    std::set<std::string> want_users, users, unwalkable;
-    for (const std::string& u : users_[fp]) {
-      want_users.insert("snapshot " + snap_id_ + " file " + u);
+    std::set<std::string> want_users, users, unwalkable, want_unwalkable;
+    for (const Fingerprint& fp : fps) {
+      for (const std::string& u : users_[fp]) {
+        want_users.insert("snapshot " + snap_id_ + " file " + u);
+      }
+      if (trees_.contains(fp)) want_unwalkable.insert(users_[fp].begin(), users_[fp].end());
     }
-    int named = 0;
+    auto damaged_line = [&](const std::string& p) {
+      for (const Fingerprint& fp : fps) {
+        if (p.rfind("chunk " + fp.ToHex() + " is damaged: ", 0) == 0) return true;
+      }
+      return false;
+    };
+    size_t named = 0;
     for (const std::string& p : *problems) {
       if (p.rfind(tree_of, 0) == 0) {
         unwalkable.insert(p.substr(tree_of.size(), p.find(": ", tree_of.size()) - tree_of.size()));
-      } else if (p.rfind(damaged, 0) == 0) {
+      } else if (damaged_line(p)) {
         ++named;
         const std::vector<std::string> lines = absl::StrSplit(p, '\n');
         for (size_t i = 1; i < lines.size(); ++i) {
@@ -241,15 +283,13 @@ class CorruptionTest : public ::testing::Test {
         ADD_FAILURE() << "flip at " << where << ": unexpected problem: " << p;
       }
     }
-    if (named != 1) {
-      ADD_FAILURE() << "flip at " << where << " (chunk " << fp.ToHex() << ") named " << named
-                    << " times; problems:\n"
+    if (named != fps.size()) {
+      ADD_FAILURE() << "flip at " << where << " (" << fps.size() << " chunks) named " << named
+                    << " of them; problems:\n"
                     << absl::StrJoin(*problems, "\n");
       return false;
     }
-    EXPECT_EQ(users, want_users) << "flip at " << where << ": users of " << fp.ToHex();
-    const std::set<std::string> want_unwalkable =
-        trees_.contains(fp) ? users_[fp] : std::set<std::string>{};
+    EXPECT_EQ(users, want_users) << "flip at " << where;
     EXPECT_EQ(unwalkable, want_unwalkable) << "flip at " << where << ": unwalkable directories";
     return users == want_users && unwalkable == want_unwalkable;
   }
@@ -301,7 +341,7 @@ TEST_F(CorruptionTest, EveryFlippedPackByteIsDetectedAndNamesItsChunkAndFiles) {
   uint64_t total = 0;
   for (const Region& r : regions_) total += r.end - r.begin;
   std::mt19937_64 rng(7);
-  int done = 0, detected = 0, restores = 0, header_flips = 0, tree_flips = 0;
+  int done = 0, detected = 0, restores = 0, header_flips = 0, tree_flips = 0, bundle_flips = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < flips && !::testing::Test::HasFailure(); ++i, ++done) {
     // The sample: uniform over all pack bytes, headers included; one byte flipped at a time.
@@ -323,11 +363,12 @@ TEST_F(CorruptionTest, EveryFlippedPackByteIsDetectedAndNamesItsChunkAndFiles) {
       Open();
       continue;
     }
-    tree_flips += trees_.contains(r.fp);
+    tree_flips += trees_.contains(*r.fps.begin());
+    bundle_flips += r.fps.size() > 1;
     SetByte(r.pack, off, flipped);
-    detected += CheckNamesExactly(r.fp, where);
+    detected += CheckNamesExactly(r.fps, where);
     if (i % kRestoreEvery == 0) {
-      ExpectRestoreOfTheRest({r.fp});
+      ExpectRestoreOfTheRest(r.fps);
       ++restores;
     }
     SetByte(r.pack, off, saved);
@@ -335,7 +376,8 @@ TEST_F(CorruptionTest, EveryFlippedPackByteIsDetectedAndNamesItsChunkAndFiles) {
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "flipped " << done << " pack bytes one at a time (" << header_flips
-            << " in pack headers, " << tree_flips << " in trees) over " << regions_.size()
+            << " in pack headers, " << tree_flips << " in trees, " << bundle_flips
+            << " in bundles) over " << regions_.size()
             << " records and pack headers (" << total << " pack bytes): " << detected
             << " detected, " << restores << " restores of the rest checked, " << secs << " s\n";
   EXPECT_EQ(detected, flips);
@@ -351,13 +393,22 @@ TEST_F(CorruptionTest, EveryFlippedPackByteIsDetectedAndNamesItsChunkAndFiles) {
 // --read-data. Every byte of it, with its lowest and its highest bit flipped (the random sample
 // above rarely lands there).
 TEST_F(CorruptionTest, AFlippedPackHeaderByteIsReportedByPlainCheckAndNothingIsServed) {
-  const Region& header = regions_[0];
+  // The first pack that holds records (with bundles, pack 1 may be empty: the first bundle
+  // starts a version 2 pack).
+  size_t h = 0;
+  while (h + 1 < regions_.size() && !(regions_[h].pack_header && !regions_[h + 1].pack_header)) {
+    ++h;
+  }
+  const Region& header = regions_[h];
   ASSERT_TRUE(header.pack_header);
+  ASSERT_LT(h + 1, regions_.size());
   std::set<std::string> in_pack;
   for (const Region& r : regions_) {
-    if (!r.pack_header && r.pack == header.pack) in_pack.insert(r.fp.ToHex());
+    if (r.pack_header || r.pack != header.pack) continue;
+    for (const Fingerprint& fp : r.fps) in_pack.insert(fp.ToHex());
   }
-  const std::string pack_line = "pack 00000001 is damaged: " + header.pack.string() + ": ";
+  const std::string pack_line = "pack " + header.pack.stem().string() +
+                                " is damaged: " + header.pack.string() + ": ";
   for (uint64_t at = 0; at < 2 * (header.end - header.begin); ++at) {
     const uint64_t off = header.begin + at / 2;
     const uint8_t mask = at % 2 == 0 ? 0x01 : 0x80;
@@ -382,12 +433,12 @@ TEST_F(CorruptionTest, AFlippedPackHeaderByteIsReportedByPlainCheckAndNothingIsS
       for (const auto& [hex, line] : DamageReported(rest)) reported.insert(hex);
       EXPECT_EQ(reported, in_pack) << "byte " << off << ", read_data " << read_data;
     }
-    const absl::Status s = repo_->GetChunk(regions_[1].fp).status();
+    const absl::Status s = repo_->GetChunk(*regions_[h + 1].fps.begin()).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
     EXPECT_NE(std::string(s.message()).find(header.pack.string()), std::string::npos) << s;
     std::set<Fingerprint> all;
     for (const Region& r : regions_) {
-      if (!r.pack_header) all.insert(r.fp);
+      if (!r.pack_header && r.pack == header.pack) all.insert(r.fps.begin(), r.fps.end());
     }
     ExpectRestoreOfTheRest(all);
     repo_.reset();

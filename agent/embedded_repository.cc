@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/str_format.h"
@@ -62,10 +63,23 @@ class EmbeddedRepository : public Repository {
     std::vector<std::pair<Fingerprint, metadata::IndexEntry>> entries;
     entries.reserve(chunks.size());
     for (EncodedChunk& c : chunks) {
-      entries.push_back(
-          {c.fingerprint, metadata::IndexEntry{static_cast<uint32_t>(c.data.size()),
-                                               static_cast<uint32_t>(c.plain_size), 0, ""}});
-      puts.push_back(chunkstore::ChunkPut{c.fingerprint, c.codec, c.plain_size, std::move(c.data)});
+      if (c.members.empty()) {
+        entries.push_back(
+            {c.fingerprint, metadata::IndexEntry{static_cast<uint32_t>(c.data.size()),
+                                                 static_cast<uint32_t>(c.plain_size), 0, ""}});
+      } else {
+        if (!config_.bundles()) {
+          return absl::FailedPreconditionError("a version 1 repository takes no bundles");
+        }
+        // Each member counts its share of the bundle's stored bytes.
+        const std::vector<uint32_t> shares = ApportionBytes(c.data.size(), c.members);
+        for (size_t i = 0; i < c.members.size(); ++i) {
+          entries.push_back({c.members[i].fingerprint,
+                             metadata::IndexEntry{shares[i], c.members[i].size, 0, ""}});
+        }
+      }
+      puts.push_back(chunkstore::ChunkPut{c.fingerprint, c.codec, c.plain_size, std::move(c.data),
+                                          std::move(c.members)});
     }
     // Order matters (design.md invariant 1): bytes durable first, then the index says so.
     WHORL_RETURN_IF_ERROR(chunks_->PutBatch(puts));
@@ -82,6 +96,7 @@ class EmbeddedRepository : public Repository {
 
   void Prefetch(const std::vector<Fingerprint>& fps) override { read_ahead_->Announce(fps); }
   void ForgetPrefetched() override { read_ahead_->Forget(); }
+  bool AcceptsBundles() const override { return config_.bundles(); }
 
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
     return meta_->CommitSnapshot(snapshot);
@@ -91,13 +106,26 @@ class EmbeddedRepository : public Repository {
     return meta_->ListSnapshots();
   }
 
+  // In pack order, so that `check --read-data` reads each pack front to back and decodes a
+  // bundle for its members one after the other (the store keeps a few decoded).
   absl::StatusOr<std::vector<Fingerprint>> ListChunks() override {
-    std::vector<Fingerprint> out;
+    struct Placed {
+      uint32_t pack_id;
+      uint64_t offset;
+      uint32_t inner_offset;
+      Fingerprint fp;
+      auto operator<=>(const Placed&) const = default;
+    };
+    std::vector<Placed> placed;
     WHORL_RETURN_IF_ERROR(chunks_->ForEach(
-        [&out](const Fingerprint& fp, const chunkstore::ChunkLocation&) -> absl::Status {
-          out.push_back(fp);
+        [&placed](const Fingerprint& fp, const chunkstore::ChunkLocation& loc) -> absl::Status {
+          placed.push_back({loc.pack_id, loc.offset, loc.inner_offset, fp});
           return absl::OkStatus();
         }));
+    std::sort(placed.begin(), placed.end());
+    std::vector<Fingerprint> out;
+    out.reserve(placed.size());
+    for (const Placed& p : placed) out.push_back(p.fp);
     return out;
   }
 

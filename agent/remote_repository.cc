@@ -351,6 +351,11 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   }
 
   absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
+    for (const EncodedChunk& c : chunks) {
+      if (!c.members.empty()) {
+        return absl::InternalError("bundles are not sent to a cluster (AcceptsBundles is false)");
+      }
+    }
     return client_->Routed([&](const Routing& r) -> absl::Status {
       std::vector<std::vector<size_t>> groups(r.chunks.size());
       for (size_t i = 0; i < chunks.size(); ++i) {

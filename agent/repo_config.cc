@@ -49,11 +49,14 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
   RepoConfig c;
   // Compared as written: get<int>() would wrap 4294967297 to 1.
   if (!j["version"].is_number_unsigned() ||
-      j["version"].get<uint64_t>() != static_cast<uint64_t>(kRepoFormatVersion)) {
-    return absl::FailedPreconditionError("unsupported repository version " + j["version"].dump() +
-                                         " (this whorl reads " +
-                                         std::to_string(kRepoFormatVersion) + ")");
+      j["version"].get<uint64_t>() < static_cast<uint64_t>(kOldestRepoFormatVersion) ||
+      j["version"].get<uint64_t>() > static_cast<uint64_t>(kRepoFormatVersion)) {
+    return absl::FailedPreconditionError(
+        "unsupported repository version " + j["version"].dump() + " (this whorl reads " +
+        std::to_string(kOldestRepoFormatVersion) + " to " + std::to_string(kRepoFormatVersion) +
+        ")");
   }
+  c.version = static_cast<int>(j["version"].get<uint64_t>());
   const auto& ch = j.value("chunker", nlohmann::json::object());
   if (!j.value("id", nlohmann::json()).is_string() || !ch.is_object() ||
       !ch.value("polynomial", nlohmann::json()).is_string() ||

@@ -13,10 +13,17 @@
 
 namespace whorl::agent {
 
-inline constexpr int kRepoFormatVersion = 1;
+// Version 2 adds bundles (several small chunks compressed as one pack record, see
+// chunk-store/pack_format.md): a version 1 build cannot read them, so it must refuse the
+// repository. This build reads versions kOldestRepoFormatVersion..kRepoFormatVersion and writes
+// bundles only into a version 2 repository; `whorl init` makes version 2.
+inline constexpr int kRepoFormatVersion = 2;
+inline constexpr int kOldestRepoFormatVersion = 1;
 
 struct RepoConfig {
   int version = kRepoFormatVersion;
+  // Whether backups may store bundles.
+  bool bundles() const { return version >= 2; }
   std::string id;  // 32 lowercase hex digits, random at init
   ChunkerParams chunker;
   CompressionSpec compression;

@@ -27,6 +27,23 @@ TEST(RepoConfigTest, TwoConfigsDrawDifferentPolynomials) {
   EXPECT_NE(a->id, b->id);
 }
 
+TEST(RepoConfigTest, ReadsVersion1WithoutBundlesAndWritesVersion2) {
+  auto fresh = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->version, 2);
+  EXPECT_TRUE(fresh->bundles());
+  RepoConfig old = *fresh;
+  old.version = 1;
+  auto read = RepoConfig::FromJson(old.ToJson());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->version, 1);
+  EXPECT_FALSE(read->bundles());
+  EXPECT_EQ(RepoConfig::FromJson(R"({"version": 3})").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RepoConfig::FromJson(R"({"version": 0})").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(RepoConfigTest, RefusesUnknownVersion) {
   auto r = RepoConfig::FromJson(R"({"version": 99})");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -44,7 +61,7 @@ TEST(RepoConfigTest, RefusesNumbersThatOnlyFitAfterTruncation) {
   auto version = RepoConfig::FromJson(R"({"version": 4294967297, )" + rest + "8192}}");
   EXPECT_EQ(version.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(version.status().message(),
-            "unsupported repository version 4294967297 (this whorl reads 1)");
+            "unsupported repository version 4294967297 (this whorl reads 1 to 2)");
   auto size = RepoConfig::FromJson(R"({"version": 1, )" + rest + "4294975488}}");
   EXPECT_EQ(size.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(size.status().message(), "config chunker min_size is over 2^32");

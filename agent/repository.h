@@ -15,17 +15,21 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/repo_config.h"
+#include "common/bundle.h"
 #include "common/fingerprint.h"
 #include "metadata-service/metadata_store.h"
 
 namespace whorl::agent {
 
-// A chunk ready to upload: fingerprint of the plain bytes, and the encoded bytes.
+// A chunk ready to upload: fingerprint of the plain bytes, and the encoded bytes. Or, with
+// `members` set, a bundle of chunks (common/bundle.h): `data` encodes its plain bytes (member
+// table, then the members' bytes: `plain_size` in all) and `fingerprint` is unused.
 struct EncodedChunk {
   Fingerprint fingerprint;
   Codec codec = Codec::kNone;
   uint64_t plain_size = 0;
   std::string data;
+  std::vector<BundleMember> members;
 };
 
 // A pack file that cannot serve the chunks it should hold (missing, empty, bad header, shorter
@@ -54,7 +58,11 @@ class Repository {
   virtual absl::StatusOr<std::vector<bool>> FindMissing(const std::vector<Fingerprint>& fps) = 0;
 
   // Stores chunks; on OK all are durable and indexed. All or nothing on a malformed batch.
+  // Bundles only if AcceptsBundles().
   virtual absl::Status PutChunks(std::vector<EncodedChunk> chunks) = 0;
+  // Whether PutChunks takes bundles (the repository's format allows them and its stores read
+  // them).
+  virtual bool AcceptsBundles() const { return false; }
 
   // Plain bytes of a chunk, with SHA-256 verified: DATA_LOSS if they do not hash to `fp`,
   // NOT_FOUND if absent.
@@ -105,6 +113,7 @@ class ForwardingRepository : public Repository {
   void Prefetch(const std::vector<Fingerprint>& fps) override { inner_->Prefetch(fps); }
   void ForgetPrefetched() override { inner_->ForgetPrefetched(); }
   bool ReadsCostARoundTrip() const override { return inner_->ReadsCostARoundTrip(); }
+  bool AcceptsBundles() const override { return inner_->AcceptsBundles(); }
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
     return inner_->CommitSnapshot(snapshot);
   }

@@ -101,7 +101,7 @@ class HostileRestoreTest : public ::testing::Test {
   // Stores `bytes` as a chunk; returns its fingerprint (32 bytes).
   std::string Put(const std::string& bytes) {
     const Fingerprint fp = Sha256(bytes);
-    EncodedChunk c{fp, Codec::kNone, bytes.size(), bytes};
+    EncodedChunk c{fp, Codec::kNone, bytes.size(), bytes, {}};
     std::vector<EncodedChunk> v;
     v.push_back(std::move(c));
     EXPECT_TRUE(repo_->PutChunks(std::move(v)).ok());
@@ -359,7 +359,7 @@ TEST_F(HostileRestoreTest, TreesNestedDeeperThan512AreCutOff) {
   *t.add_nodes() = File("bottom", "never restored");
   for (int i = 0; i < 600; ++i) {
     const std::string bytes = t.SerializeAsString();
-    trees.push_back(EncodedChunk{Sha256(bytes), Codec::kNone, bytes.size(), bytes});
+    trees.push_back(EncodedChunk{Sha256(bytes), Codec::kNone, bytes.size(), bytes, {}});
     t.Clear();
     *t.add_nodes() = Named("d", v1::Node::DIR);
     t.mutable_nodes(0)->set_subtree(trees.back().fingerprint.ToBytes());

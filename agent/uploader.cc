@@ -17,7 +17,7 @@ ChunkUploader::~ChunkUploader() {
   if (storer_.joinable()) storer_.join();
 }
 
-absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain) {
+absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, bool may_bundle) {
   absl::MutexLock add_lock(&add_mu_);
   if (known_.contains(fp)) return absl::OkStatus();
   // Bounded memory whatever the backup's size: forgetting only costs a question to the index
@@ -25,7 +25,7 @@ absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain) {
   // Only entries already submitted may be forgotten, so a batch stays deduplicated.
   if (known_.size() >= kMaxKnown && pending_.empty()) known_.clear();
   known_.insert(fp);
-  pending_.emplace_back(fp, std::string(plain));
+  pending_.push_back(Pending{fp, std::string(plain), may_bundle});
   pending_bytes_ += plain.size();
   if (pending_bytes_ >= kBatchBytes || pending_.size() >= kBatchChunks) return Submit();
   return absl::OkStatus();
@@ -115,7 +115,10 @@ void ChunkUploader::RunStorer() {
     for (const auto& c : chunks) added += c.data.size();
     std::vector<Fingerprint> acked;  // for the ack log, which needs them after the put
     if (ack_log_ != nullptr) {
-      for (const auto& c : chunks) acked.push_back(c.fingerprint);
+      for (const auto& c : chunks) {
+        if (c.members.empty()) acked.push_back(c.fingerprint);
+        for (const BundleMember& m : c.members) acked.push_back(m.fingerprint);
+      }
     }
     absl::Status s = chunks.empty() ? absl::OkStatus() : repo_->PutChunks(std::move(chunks));
     if (s.ok()) data_added_ += added;
@@ -137,28 +140,57 @@ void ChunkUploader::RunStorer() {
 absl::Status ChunkUploader::Process(Batch batch) {
   std::vector<Fingerprint> fps;
   fps.reserve(batch.size());
-  for (const auto& p : batch) fps.push_back(p.first);
+  for (const Pending& p : batch) fps.push_back(p.fp);
   WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, repo_->FindMissing(fps));
 
-  std::vector<size_t> todo;
+  // What to encode: a chunk alone, or the small chunks that follow each other as one bundle.
+  std::vector<std::vector<size_t>> units;
+  std::vector<size_t> bundle;
+  size_t bundle_bytes = 0;
+  auto close_bundle = [&] {
+    if (bundle.size() == 1) units.push_back(bundle);  // a bundle of one is a chunk
+    if (bundle.size() > 1) units.push_back(std::move(bundle));
+    bundle.clear();
+    bundle_bytes = 0;
+  };
+  const bool bundling = repo_->AcceptsBundles();
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (missing[i]) todo.push_back(i);
+    if (!missing[i]) continue;
+    if (!bundling || !batch[i].may_bundle || batch[i].plain.size() >= kBundleMemberBytes) {
+      units.push_back({i});
+      continue;
+    }
+    bundle.push_back(i);
+    bundle_bytes += batch[i].plain.size();
+    if (bundle_bytes >= kBundleBytes || bundle.size() >= kMaxBundleMembers) close_bundle();
   }
-  if (todo.empty()) return absl::OkStatus();
+  close_bundle();
+  if (units.empty()) return absl::OkStatus();
   // Compression is the costly step: spread it over the cores.
-  std::vector<EncodedChunk> chunks(todo.size());
+  std::vector<EncodedChunk> chunks(units.size());
   const CompressionSpec spec = repo_->config().compression;
   const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
   auto encode_range = [&](size_t w) {
-    for (size_t k = w; k < todo.size(); k += workers) {
-      const auto& [fp, plain] = batch[todo[k]];
-      chunks[k].fingerprint = fp;
-      chunks[k].plain_size = plain.size();
-      chunks[k].data = Encode(spec, plain, &chunks[k].codec);
+    for (size_t k = w; k < units.size(); k += workers) {
+      EncodedChunk& out = chunks[k];
+      if (units[k].size() == 1) {
+        const Pending& p = batch[units[k][0]];
+        out.fingerprint = p.fp;
+        out.plain_size = p.plain.size();
+        out.data = Encode(spec, p.plain, &out.codec);
+        continue;
+      }
+      for (size_t i : units[k]) {
+        out.members.push_back({batch[i].fp, static_cast<uint32_t>(batch[i].plain.size())});
+      }
+      std::string plain = EncodeBundleTable(out.members);
+      for (size_t i : units[k]) plain += batch[i].plain;
+      out.plain_size = plain.size();
+      out.data = Encode(spec, plain, &out.codec);
     }
   };
   std::vector<std::thread> threads;
-  for (size_t w = 1; w < workers && w < todo.size(); ++w) threads.emplace_back(encode_range, w);
+  for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_range, w);
   encode_range(0);
   for (auto& t : threads) t.join();
   batch.clear();

@@ -1,5 +1,7 @@
 // ChunkUploader: collects chunks (fingerprint + plain bytes) into batches; per batch it asks
-// the repository which are missing (one FindMissing), compresses only those (on every core),
+// the repository which are missing (one FindMissing), compresses only those (on every core;
+// small file chunks that follow each other go together as a bundle, compressed as one, when the
+// repository takes bundles),
 // and stores them (one PutChunks, one group commit, per kStoreBytes encoded: a nightly run's
 // few new chunks per batch are carried over several batches). Chunks already known in this
 // session are not asked again.
@@ -46,6 +48,10 @@ class ChunkUploader {
   // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
   // many chunks a backup has; forgetting costs one more question to the index).
   static constexpr size_t kMaxKnown = 1 << 16;
+  // Bundles: new chunks smaller than kBundleMemberBytes go into a bundle that is closed once it
+  // holds kBundleBytes of plain bytes (or kMaxBundleMembers chunks).
+  static constexpr size_t kBundleMemberBytes = 64 << 10;
+  static constexpr size_t kBundleBytes = 256 << 10;
 
   explicit ChunkUploader(Repository* repo) : repo_(repo), ack_log_(AckLog::FromEnvironment()) {}
   ~ChunkUploader();
@@ -53,8 +59,10 @@ class ChunkUploader {
   ChunkUploader& operator=(const ChunkUploader&) = delete;
 
   // Queues a chunk; hands a full batch to the background threads (waiting while kMaxQueued
-  // batches already wait). Returns the error of an earlier batch, if any.
-  absl::Status Add(const Fingerprint& fp, std::string_view plain);
+  // batches already wait). Returns the error of an earlier batch, if any. `may_bundle`: the
+  // chunk may share a bundle with its neighbours (file data; not trees, which a later backup
+  // reads one by one).
+  absl::Status Add(const Fingerprint& fp, std::string_view plain, bool may_bundle = false);
   // Uploads everything queued and waits. On OK every chunk added so far is durable in the
   // repository.
   absl::Status Flush();
@@ -63,7 +71,12 @@ class ChunkUploader {
   uint64_t data_added() const { return data_added_.load(); }
 
  private:
-  using Batch = std::vector<std::pair<Fingerprint, std::string>>;
+  struct Pending {
+    Fingerprint fp;
+    std::string plain;
+    bool may_bundle = false;
+  };
+  using Batch = std::vector<Pending>;
 
   absl::Status Submit() ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status Process(Batch batch);

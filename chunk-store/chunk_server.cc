@@ -54,7 +54,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
                                          absl::StrCat("fingerprint ", fp->ToHex(), " belongs to ",
                                                       owner, ", not ", cluster_->self())));
       }
-      puts.push_back(ChunkPut{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data()});
+      puts.push_back(ChunkPut{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data(), {}});
     }
     // Which chunks are new, for the bytes-stored metric only (a concurrent put of the same
     // chunk may make this count it twice; the store itself keeps one copy).

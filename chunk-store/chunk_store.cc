@@ -588,7 +588,13 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
         absl::StrCat(where, ": pack file missing: ", reader.status().message()));
   }
   if (!reader.ok()) return Annotate(reader.status(), where);
+  std::string data;
+  absl::StatusOr<RecordHeader> header = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
+  if (!header.ok()) return Annotate(header.status(), where);
+  WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*header, fp, loc), where));
   if (loc.bundled) {
+    // The record was read and its CRC checked again (from the page cache, most often: cheap),
+    // so a byte flipped on disk since is found; only the decoding is saved.
     {
       absl::MutexLock lock(&bundles_mu_);
       for (const auto& [key, bundle] : bundles_) {
@@ -598,12 +604,6 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
         return std::string(*member);
       }
     }
-  }
-  std::string data;
-  absl::StatusOr<RecordHeader> header = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
-  if (!header.ok()) return Annotate(header.status(), where);
-  WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*header, fp, loc), where));
-  if (loc.bundled) {
     absl::StatusOr<std::string> bundle = Decode(loc.codec, data, header->plain_size);
     if (!bundle.ok()) {
       return absl::DataLossError(absl::StrCat(where, ": ", bundle.status().message()));

@@ -57,7 +57,7 @@ class CliTest(w.WhorlTestCase):
             config = json.load(f)
         self.assertIsInstance(config, dict)
         self.assertIs(type(config.get("version")), int, config)
-        self.assertEqual(config["version"], 1)
+        self.assertEqual(config["version"], 2)
         if "id" in config:
             self.assertEqual(m.group(1), config["id"])
         self.assertEqual(r.err, b"", r.describe())

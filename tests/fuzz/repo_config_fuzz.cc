@@ -23,7 +23,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The numbers as the document has them (it parsed, so this parses too).
   const nlohmann::json j = nlohmann::json::parse(whorl::fuzz::AsView(data, size));
   const nlohmann::json& ch = j["chunker"];
-  FUZZ_CHECK(j["version"].is_number_unsigned() && j["version"].get<uint64_t>() == 1);
+  FUZZ_CHECK(j["version"].is_number_unsigned() &&
+             j["version"].get<uint64_t>() == static_cast<uint64_t>(c->version) &&
+             (c->version == 1 || c->version == 2));
   FUZZ_CHECK(ch["min_size"].get<uint64_t>() == c->chunker.min_size);
   FUZZ_CHECK(ch["avg_size"].get<uint64_t>() == c->chunker.avg_size);
   FUZZ_CHECK(ch["max_size"].get<uint64_t>() == c->chunker.max_size);
