@@ -95,7 +95,10 @@ class EmbeddedRepository : public Repository {
   }
 
   void Prefetch(const std::vector<Fingerprint>& fps) override { read_ahead_->Announce(fps); }
-  void ForgetPrefetched() override { read_ahead_->Forget(); }
+  void ForgetPrefetched() override {
+    read_ahead_->Forget();
+    chunks_->ForgetDecoded();
+  }
   bool AcceptsBundles() const override { return config_.bundles(); }
 
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {

@@ -208,6 +208,7 @@ class ChunkStoreImpl final : public ChunkStore {
       const std::function<absl::Status(const Fingerprint&, const ChunkLocation&)>& fn) override;
   absl::StatusOr<ChunkStoreStats> Stats() override;
   absl::StatusOr<std::vector<PackProblem>> CheckPacks() override;
+  void ForgetDecoded() override;
 
  private:
   // Checks the header of closed pack `pack_id`: a damaged one goes into damaged_.
@@ -247,6 +248,17 @@ class ChunkStoreImpl final : public ChunkStore {
   // Syncs the open pack (if any) and starts the next one.
   absl::Status StartNewPack() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<const PackReader>> Reader(uint32_t pack_id);
+  // Reads the record at `loc`, checks it (CRC, and that it is the one the locator describes)
+  // and returns its stored bytes; `*header` gets its header. Errors name `where`.
+  absl::StatusOr<std::string> ReadRecordAt(const Fingerprint& fp, const ChunkLocation& loc,
+                                           const std::string& where, RecordHeader* header);
+  // Get of a chunk in a bundle: the bundle from the cache, or read and decoded once however many
+  // threads ask for its members at the same time.
+  absl::StatusOr<std::string> GetFromBundle(const Fingerprint& fp, const ChunkLocation& loc,
+                                            const std::string& where);
+  absl::StatusOr<std::shared_ptr<const std::string>> ReadBundle(const Fingerprint& fp,
+                                                                const ChunkLocation& loc,
+                                                                const std::string& where);
 
   const std::string packs_dir_;
   const ChunkStoreOptions options_;
@@ -270,10 +282,15 @@ class ChunkStoreImpl final : public ChunkStore {
   // Shared so that eviction never closes an fd another thread is reading from.
   std::map<uint32_t, std::shared_ptr<const PackReader>> readers_ ABSL_GUARDED_BY(readers_mu_);
 
+  // A decoded bundle, or one being read and decoded (`ready` false) by the Get that added it.
+  struct CachedBundle {
+    std::pair<uint32_t, uint64_t> key;  // pack id, offset
+    bool ready = false;                 // guarded by bundles_mu_
+    std::shared_ptr<const std::string> plain;  // set before `ready`; null if the read failed
+  };
   absl::Mutex bundles_mu_;
-  // Recently decoded bundles by (pack id, offset), oldest first.
-  std::deque<std::pair<std::pair<uint32_t, uint64_t>, std::shared_ptr<const std::string>>> bundles_
-      ABSL_GUARDED_BY(bundles_mu_);
+  // Recently decoded bundles, oldest first.
+  std::deque<std::shared_ptr<CachedBundle>> bundles_ ABSL_GUARDED_BY(bundles_mu_);
 };
 
 absl::Status ChunkStoreImpl::Recover() {
@@ -575,9 +592,10 @@ absl::StatusOr<ChunkLocation> ChunkStoreImpl::Locate(const Fingerprint& fp) {
   return location;
 }
 
-absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
-  WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
-  const std::string where = Where(loc.pack_id, loc.offset);
+absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
+                                                       const ChunkLocation& loc,
+                                                       const std::string& where,
+                                                       RecordHeader* header) {
   if (auto it = damaged_.find(loc.pack_id); it != damaged_.end()) {
     return absl::DataLossError(absl::StrCat(where, ": pack file damaged: ", it->second));
   }
@@ -589,39 +607,80 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
   }
   if (!reader.ok()) return Annotate(reader.status(), where);
   std::string data;
-  absl::StatusOr<RecordHeader> header = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
-  if (!header.ok()) return Annotate(header.status(), where);
-  WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*header, fp, loc), where));
-  if (loc.bundled) {
-    // The record was read and its CRC checked again (from the page cache, most often: cheap),
-    // so a byte flipped on disk since is found; only the decoding is saved.
-    {
-      absl::MutexLock lock(&bundles_mu_);
-      for (const auto& [key, bundle] : bundles_) {
-        if (key != std::make_pair(loc.pack_id, loc.offset)) continue;
-        absl::StatusOr<std::string_view> member = FindBundleMember(*bundle, fp, loc);
-        if (!member.ok()) return Annotate(member.status(), where);
-        return std::string(*member);
-      }
-    }
-    absl::StatusOr<std::string> bundle = Decode(loc.codec, data, header->plain_size);
-    if (!bundle.ok()) {
-      return absl::DataLossError(absl::StrCat(where, ": ", bundle.status().message()));
-    }
-    auto shared = std::make_shared<const std::string>(*std::move(bundle));
-    absl::StatusOr<std::string_view> member = FindBundleMember(*shared, fp, loc);
-    if (!member.ok()) return Annotate(member.status(), where);
-    std::string out(*member);
-    absl::MutexLock lock(&bundles_mu_);
-    if (bundles_.size() >= kMaxCachedBundles) bundles_.pop_front();
-    bundles_.emplace_back(std::make_pair(loc.pack_id, loc.offset), std::move(shared));
-    return out;
-  }
+  absl::StatusOr<RecordHeader> h = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
+  if (!h.ok()) return Annotate(h.status(), where);
+  WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*h, fp, loc), where));
+  *header = *h;
+  return data;
+}
+
+absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
+  WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
+  const std::string where = Where(loc.pack_id, loc.offset);
+  if (loc.bundled) return GetFromBundle(fp, loc, where);
+  RecordHeader header;
+  WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
   absl::StatusOr<std::string> plain = Decode(loc.codec, data, loc.plain_size);
   if (!plain.ok()) {
     return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
   }
   return plain;
+}
+
+absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
+                                                        const ChunkLocation& loc,
+                                                        const std::string& where) {
+  const std::pair<uint32_t, uint64_t> key(loc.pack_id, loc.offset);
+  std::shared_ptr<CachedBundle> entry;
+  bool mine = false;  // this call reads and decodes it; others wait for it
+  {
+    absl::MutexLock lock(&bundles_mu_);
+    for (const std::shared_ptr<CachedBundle>& e : bundles_) {
+      if (e->key == key) entry = e;
+    }
+    if (entry == nullptr) {
+      entry = std::make_shared<CachedBundle>();
+      entry->key = key;
+      mine = true;
+      if (bundles_.size() >= kMaxCachedBundles) bundles_.pop_front();
+      bundles_.push_back(entry);
+    } else {
+      bundles_mu_.Await(absl::Condition(&entry->ready));
+    }
+  }
+  std::shared_ptr<const std::string> plain = mine ? nullptr : entry->plain;
+  if (plain == nullptr) {
+    // Ours to read, or the reader that went first failed: read it here (and report our own
+    // error, if it fails again).
+    absl::StatusOr<std::shared_ptr<const std::string>> read = ReadBundle(fp, loc, where);
+    if (mine) {
+      absl::MutexLock lock(&bundles_mu_);
+      entry->plain = read.ok() ? *read : nullptr;
+      entry->ready = true;
+      if (!read.ok()) std::erase(bundles_, entry);
+    }
+    if (!read.ok()) return read.status();
+    plain = *std::move(read);
+  }
+  absl::StatusOr<std::string_view> member = FindBundleMember(*plain, fp, loc);
+  if (!member.ok()) return Annotate(member.status(), where);
+  return std::string(*member);
+}
+
+absl::StatusOr<std::shared_ptr<const std::string>> ChunkStoreImpl::ReadBundle(
+    const Fingerprint& fp, const ChunkLocation& loc, const std::string& where) {
+  RecordHeader header;
+  WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
+  absl::StatusOr<std::string> plain = Decode(loc.codec, data, header.plain_size);
+  if (!plain.ok()) {
+    return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
+  }
+  return std::make_shared<const std::string>(*std::move(plain));
+}
+
+void ChunkStoreImpl::ForgetDecoded() {
+  absl::MutexLock lock(&bundles_mu_);
+  bundles_.clear();
 }
 
 absl::Status ChunkStoreImpl::ForEach(

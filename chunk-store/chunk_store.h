@@ -118,8 +118,14 @@ class ChunkStore {
 
   // Returns the plain bytes of a chunk. NOT_FOUND if absent; DATA_LOSS (naming the pack and
   // offset) if its record fails its CRC, header checks or decoding. It does not recompute the
-  // SHA-256: callers that need that check (restore, check --read-data) do it.
+  // SHA-256: callers that need that check (restore, check --read-data) do it. A chunk in a bundle
+  // is sliced from the last few bundles decoded, if its bundle is among them, without reading the
+  // pack again (ForgetDecoded drops them).
   virtual absl::StatusOr<std::string> Get(const Fingerprint& fp) = 0;
+
+  // Drops the decoded bundles Get keeps: every later Get reads the packs (`check --read-data`
+  // calls it first, so that a byte damaged on disk since an earlier read is found).
+  virtual void ForgetDecoded() = 0;
 
   // Locator lookup only: NOT_FOUND if absent.
   virtual absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) = 0;
