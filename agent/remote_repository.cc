@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -350,16 +351,44 @@ class RemoteRepositoryImpl final : public RemoteRepository {
     return missing;
   }
 
+  // A bundle goes to the node that owns its members; the uploader makes bundles per owner
+  // (BundleGroup), and one whose members the current map gives to several nodes (the map changed
+  // since) is split into single chunks here.
   absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
-    for (const EncodedChunk& c : chunks) {
-      if (!c.members.empty()) {
-        return absl::InternalError("bundles are not sent to a cluster (AcceptsBundles is false)");
+    if (!config_.bundles()) {
+      for (const EncodedChunk& c : chunks) {
+        if (!c.members.empty()) {
+          return absl::FailedPreconditionError("a version 1 repository takes no bundles");
+        }
       }
     }
     return client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<const EncodedChunk*> items;
+      std::deque<EncodedChunk> split;  // single chunks cut out of bundles for this routing
       std::vector<std::vector<size_t>> groups(r.chunks.size());
-      for (size_t i = 0; i < chunks.size(); ++i) {
-        groups[r.chunk_ring->OwnerIndex(chunks[i].fingerprint.Prefix64())].push_back(i);
+      auto owner = [&](const Fingerprint& fp) { return r.chunk_ring->OwnerIndex(fp.Prefix64()); };
+      for (const EncodedChunk& c : chunks) {
+        if (!c.members.empty()) {
+          const size_t node = owner(c.members[0].fingerprint);
+          const bool one_owner = std::all_of(c.members.begin(), c.members.end(),
+                                             [&](const BundleMember& m) {
+                                               return owner(m.fingerprint) == node;
+                                             });
+          if (!one_owner) {
+            WHORL_ASSIGN_OR_RETURN(std::vector<EncodedChunk> singles,
+                                   SplitBundle(c, config_.compression));
+            for (EncodedChunk& s : singles) {
+              split.push_back(std::move(s));
+              groups[owner(split.back().fingerprint)].push_back(items.size());
+              items.push_back(&split.back());
+            }
+            continue;
+          }
+          groups[node].push_back(items.size());
+        } else {
+          groups[owner(c.fingerprint)].push_back(items.size());
+        }
+        items.push_back(&c);
       }
       struct Part {
         size_t node;
@@ -368,16 +397,19 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       std::vector<Part> parts;
       for (size_t g = 0; g < groups.size(); ++g) {
         Part cur{g, {}};
-        size_t bytes = 0;
+        size_t bytes = 0, entries = 0;  // a bundle counts its members against kMaxPutChunks
         for (size_t i : groups[g]) {
+          const size_t n = std::max<size_t>(1, items[i]->members.size());
           if (!cur.items.empty() &&
-              (cur.items.size() >= kMaxPutChunks || bytes + chunks[i].data.size() > kMaxPutBytes)) {
+              (entries + n > kMaxPutChunks || bytes + items[i]->data.size() > kMaxPutBytes)) {
             parts.push_back(std::move(cur));
             cur = Part{g, {}};
             bytes = 0;
+            entries = 0;
           }
           cur.items.push_back(i);
-          bytes += chunks[i].data.size();
+          bytes += items[i]->data.size();
+          entries += n;
         }
         if (!cur.items.empty()) parts.push_back(std::move(cur));
       }
@@ -386,12 +418,18 @@ class RemoteRepositoryImpl final : public RemoteRepository {
         v1::PutChunksRequest req;
         client_->FillHeader(req.mutable_header(), r.map.epoch);
         for (size_t i : parts[p].items) {
-          const EncodedChunk& c = chunks[i];
+          const EncodedChunk& c = *items[i];
           v1::Chunk* out = req.add_chunks();
-          out->set_fingerprint(c.fingerprint.ToBytes());
+          out->set_fingerprint(c.members.empty() ? c.fingerprint.ToBytes()
+                                                 : BundleId(c.members).ToBytes());
           out->set_codec(static_cast<uint32_t>(c.codec));
           out->set_plain_size(static_cast<uint32_t>(c.plain_size));
           out->set_data(c.data);
+          for (const BundleMember& m : c.members) {
+            v1::BundleMember* pm = out->add_members();
+            pm->set_fingerprint(m.fingerprint.ToBytes());
+            pm->set_size(m.size);
+          }
         }
         v1::PutChunksResponse resp;
         return client_->Call(node, [&](grpc::ClientContext* ctx) {
@@ -441,6 +479,10 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   void Prefetch(const std::vector<Fingerprint>& fps) override { read_ahead_.Announce(fps); }
   void ForgetPrefetched() override { read_ahead_.Forget(); }
   bool ReadsCostARoundTrip() const override { return true; }
+  bool AcceptsBundles() const override { return config_.bundles(); }
+  size_t BundleGroup(const Fingerprint& fp) const override {
+    return client_->routing()->chunk_ring->OwnerIndex(fp.Prefix64());
+  }
 
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
     const Fingerprint id = metadata::SnapshotId(snapshot);

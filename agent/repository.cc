@@ -4,6 +4,28 @@
 
 namespace whorl::agent {
 
+absl::StatusOr<std::vector<EncodedChunk>> SplitBundle(const EncodedChunk& bundle,
+                                                      const CompressionSpec& spec) {
+  WHORL_ASSIGN_OR_RETURN(const std::string plain,
+                         Decode(bundle.codec, bundle.data, bundle.plain_size));
+  WHORL_ASSIGN_OR_RETURN(const std::vector<BundleSlice> slices, ParseBundle(plain));
+  if (slices.size() != bundle.members.size()) {
+    return absl::DataLossError("bundle table does not list its members");
+  }
+  std::vector<EncodedChunk> out(slices.size());
+  for (size_t i = 0; i < slices.size(); ++i) {
+    if (slices[i].member != bundle.members[i]) {
+      return absl::DataLossError("bundle table does not list its members");
+    }
+    const std::string_view bytes =
+        std::string_view(plain).substr(slices[i].offset, slices[i].member.size);
+    out[i].fingerprint = slices[i].member.fingerprint;
+    out[i].plain_size = bytes.size();
+    out[i].data = Encode(spec, bytes, &out[i].codec);
+  }
+  return out;
+}
+
 absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes) {
   WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
   WHORL_ASSIGN_OR_RETURN(std::string bytes, repo->GetChunk(fp));

@@ -63,6 +63,12 @@ class Repository {
   // Whether PutChunks takes bundles (the repository's format allows them and its stores read
   // them).
   virtual bool AcceptsBundles() const { return false; }
+  // Chunks with the same group may share a bundle (a cluster: the chunk-store node that owns
+  // them under the current map).
+  virtual size_t BundleGroup(const Fingerprint& fp) const {
+    (void)fp;
+    return 0;
+  }
 
   // Plain bytes of a chunk, with SHA-256 verified: DATA_LOSS if they do not hash to `fp`,
   // NOT_FOUND if absent.
@@ -114,6 +120,7 @@ class ForwardingRepository : public Repository {
   void ForgetPrefetched() override { inner_->ForgetPrefetched(); }
   bool ReadsCostARoundTrip() const override { return inner_->ReadsCostARoundTrip(); }
   bool AcceptsBundles() const override { return inner_->AcceptsBundles(); }
+  size_t BundleGroup(const Fingerprint& fp) const override { return inner_->BundleGroup(fp); }
   absl::StatusOr<Fingerprint> CommitSnapshot(const v1::Snapshot& snapshot) override {
     return inner_->CommitSnapshot(snapshot);
   }
@@ -130,6 +137,11 @@ class ForwardingRepository : public Repository {
  private:
   Repository* inner_;
 };
+
+// The members of `bundle` as chunks of their own, each encoded per `spec` (for a bundle that
+// cannot be stored whole). DATA_LOSS if its bytes do not decode or its table is not `members`.
+absl::StatusOr<std::vector<EncodedChunk>> SplitBundle(const EncodedChunk& bundle,
+                                                      const CompressionSpec& spec);
 
 // Loads and validates the tree with fingerprint `fp_bytes` (32 bytes) from `repo`.
 absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);

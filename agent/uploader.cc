@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <map>
 
 #include "common/status_macros.h"
 
@@ -143,15 +144,17 @@ absl::Status ChunkUploader::Process(Batch batch) {
   for (const Pending& p : batch) fps.push_back(p.fp);
   WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, repo_->FindMissing(fps));
 
-  // What to encode: a chunk alone, or the small chunks that follow each other as one bundle.
+  // What to encode: a chunk alone, or the small chunks that follow each other as one bundle
+  // (one open bundle per group: per chunk-store node on a cluster).
   std::vector<std::vector<size_t>> units;
-  std::vector<size_t> bundle;
-  size_t bundle_bytes = 0;
-  auto close_bundle = [&] {
-    if (bundle.size() == 1) units.push_back(bundle);  // a bundle of one is a chunk
-    if (bundle.size() > 1) units.push_back(std::move(bundle));
-    bundle.clear();
-    bundle_bytes = 0;
+  struct OpenBundle {
+    std::vector<size_t> items;
+    size_t bytes = 0;
+  };
+  std::map<size_t, OpenBundle> open;
+  auto close_bundle = [&](OpenBundle& b) {
+    if (!b.items.empty()) units.push_back(std::move(b.items));  // a bundle of one is a chunk
+    b = OpenBundle{};
   };
   const bool bundling = repo_->AcceptsBundles();
   for (size_t i = 0; i < batch.size(); ++i) {
@@ -160,11 +163,12 @@ absl::Status ChunkUploader::Process(Batch batch) {
       units.push_back({i});
       continue;
     }
-    bundle.push_back(i);
-    bundle_bytes += batch[i].plain.size();
-    if (bundle_bytes >= kBundleBytes || bundle.size() >= kMaxBundleMembers) close_bundle();
+    OpenBundle& b = open[repo_->BundleGroup(batch[i].fp)];
+    b.items.push_back(i);
+    b.bytes += batch[i].plain.size();
+    if (b.bytes >= kBundleBytes || b.items.size() >= kMaxBundleMembers) close_bundle(b);
   }
-  close_bundle();
+  for (auto& [group, b] : open) close_bundle(b);
   if (units.empty()) return absl::OkStatus();
   // Compression is the costly step: spread it over the cores.
   std::vector<EncodedChunk> chunks(units.size());

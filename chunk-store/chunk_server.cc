@@ -37,6 +37,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
     const auto view = cluster_->view();
     std::vector<ChunkPut> puts;
     puts.reserve(req->chunks_size());
+    size_t entries = 0;  // chunks, counting each member of a bundle
     for (int i = 0; i < req->chunks_size(); ++i) {
       const v1::Chunk& c = req->chunks(i);
       absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(c.fingerprint());
@@ -48,21 +49,49 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
         return scope.Finish(
             Invalid(absl::StrCat("chunk ", fp->ToHex(), ": unknown codec ", c.codec())));
       }
-      const std::string& owner = view->chunk_ring->Owner(*fp);
-      if (owner != cluster_->self()) {
-        return scope.Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                         absl::StrCat("fingerprint ", fp->ToHex(), " belongs to ",
-                                                      owner, ", not ", cluster_->self())));
+      entries += std::max(1, c.members_size());
+      if (entries > kMaxPutChunks) {
+        return scope.Finish(grpc::Status(
+            grpc::StatusCode::RESOURCE_EXHAUSTED,
+            absl::StrCat("batch of more than ", kMaxPutChunks, " chunks (bundle members count)")));
       }
-      puts.push_back(ChunkPut{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data(), {}});
+      ChunkPut put{*fp, static_cast<Codec>(c.codec()), c.plain_size(), c.data(), {}};
+      for (const v1::BundleMember& m : c.members()) {
+        absl::StatusOr<Fingerprint> mfp = Fingerprint::FromBytes(m.fingerprint());
+        if (!mfp.ok()) {
+          return scope.Finish(Invalid(absl::StrCat("bundle ", fp->ToHex(),
+                                                   ": member fingerprint of ",
+                                                   m.fingerprint().size(), " bytes, want 32")));
+        }
+        put.members.push_back({*mfp, m.size()});
+      }
+      if (!put.members.empty() && BundleId(put.members) != *fp) {
+        return scope.Finish(Invalid(absl::StrCat(
+            "bundle ", fp->ToHex(), ": fingerprint is not the SHA-256 of its member table")));
+      }
+      std::vector<Fingerprint> owned;
+      if (put.members.empty()) owned.push_back(*fp);
+      for (const BundleMember& m : put.members) owned.push_back(m.fingerprint);
+      for (const Fingerprint& o : owned) {
+        const std::string& owner = view->chunk_ring->Owner(o);
+        if (owner != cluster_->self()) {
+          return scope.Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                           absl::StrCat("fingerprint ", o.ToHex(), " belongs to ",
+                                                        owner, ", not ", cluster_->self())));
+        }
+      }
+      puts.push_back(std::move(put));
     }
     // Which chunks are new, for the bytes-stored metric only (a concurrent put of the same
-    // chunk may make this count it twice; the store itself keeps one copy).
+    // chunk may make this count it twice; the store itself keeps one copy). A bundle counts as
+    // new if its first member is.
     std::vector<bool> had(puts.size(), false);
     {
       std::vector<Fingerprint> fps;
       fps.reserve(puts.size());
-      for (const ChunkPut& p : puts) fps.push_back(p.fingerprint);
+      for (const ChunkPut& p : puts) {
+        fps.push_back(p.members.empty() ? p.fingerprint : p.members[0].fingerprint);
+      }
       absl::StatusOr<std::vector<bool>> c = store_->Contains(fps);
       if (c.ok()) had = *std::move(c);
     }
@@ -83,7 +112,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       if (!had[i]) stored += puts[i].data.size();
     }
     metrics_->Add("whorl_chunks_put_total", "chunks received in puts",
-                  static_cast<double>(puts.size()));
+                  static_cast<double>(entries));
     metrics_->Add("whorl_chunks_stored_total", "chunks newly stored", static_cast<double>(added));
     metrics_->Add("whorl_chunk_bytes_received_total", "encoded bytes received in puts",
                   static_cast<double>(received));
@@ -219,14 +248,25 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
                         const std::vector<ChunkPut>& puts, const std::string& request_id) {
     const auto timeout = daemon::PeerTimeout(ctx, std::chrono::seconds(30));
     std::map<size_t, v1::RegisterRequest> by_shard;
-    for (const ChunkPut& p : puts) {
-      const size_t shard = view.meta_ring->OwnerIndex(p.fingerprint.Prefix64());
-      v1::RegisterRequest& req = by_shard[shard];
-      v1::IndexEntry* e = req.add_entries();
-      e->set_fingerprint(p.fingerprint.ToBytes());
-      e->set_stored_size(static_cast<uint32_t>(p.data.size()));
-      e->set_plain_size(static_cast<uint32_t>(p.plain_size));
+    auto add = [&](const Fingerprint& fp, uint32_t stored_size, uint32_t plain_size) {
+      const size_t shard = view.meta_ring->OwnerIndex(fp.Prefix64());
+      v1::IndexEntry* e = by_shard[shard].add_entries();
+      e->set_fingerprint(fp.ToBytes());
+      e->set_stored_size(stored_size);
+      e->set_plain_size(plain_size);
       e->set_node(cluster_->self());
+    };
+    for (const ChunkPut& p : puts) {
+      if (p.members.empty()) {
+        add(p.fingerprint, static_cast<uint32_t>(p.data.size()),
+            static_cast<uint32_t>(p.plain_size));
+        continue;
+      }
+      // Each member of a bundle counts its share of the bundle's stored bytes.
+      const std::vector<uint32_t> shares = ApportionBytes(p.data.size(), p.members);
+      for (size_t i = 0; i < p.members.size(); ++i) {
+        add(p.members[i].fingerprint, shares[i], p.members[i].size);
+      }
     }
     std::vector<std::pair<size_t, v1::RegisterRequest*>> calls;
     for (auto& [shard, req] : by_shard) {

@@ -2,8 +2,10 @@
 whorl-chunkd processes on 127.0.0.1 (ephemeral ports, RocksDB in temp dirs), started and stopped
 by deploy/local-cluster.sh exactly as an operator would."""
 
+import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -290,8 +292,9 @@ class ClusterFailureTest(ClusterTestCase):
 
 class ClusterPackDamageTest(w.WhorlTestCase):
 
-    def test_plain_check_reports_a_chunk_nodes_missing_pack(self):
-        # One shard and one chunk store: every chunk, trees too, is in chunk-1's pack 1.
+    def test_plain_check_reports_a_chunk_nodes_missing_packs(self):
+        # One shard and one chunk store: every chunk, trees too, is in chunk-1's packs (pack 1
+        # for the trees, pack 2, a version 2 pack, for the bundled files).
         cluster_dir = self.path("cluster")
         cluster = Cluster(self, cluster_dir, meta=1, chunk=1)
         self.addCleanup(cluster.stop)
@@ -307,23 +310,31 @@ class ClusterPackDamageTest(w.WhorlTestCase):
         self.assertEqual(r.stdout, "no errors were found\n", r.describe())
 
         cluster.stop()
-        pack = os.path.join(cluster_dir, "data", "chunk-1", "packs", "00000001.pack")
-        os.remove(pack)
+        packs = sorted(glob.glob(os.path.join(cluster_dir, "data", "chunk-1", "packs", "*.pack")))
+        self.assertEqual(len(packs), 2, packs)
+        for pack in packs:
+            os.remove(pack)
         cluster = Cluster(self, cluster_dir, meta=1, chunk=1)  # the same nodes again
         node = cluster.map["chunkstores"][0]
-        want = (f"error: chunk-store node chunk-1 at {node['address']}: pack 00000001 is damaged: "
-                f"{pack}: pack file missing ({lost} chunks lost)")
         for args in ((), ("--read-data",)):
             r = self.whorl("check", "--repo", url, *args, expect=1)
             lines = r.stdout.splitlines()
-            self.assertEqual([ln for ln in lines if " is damaged: " in ln and "pack 0" in ln
-                              and not ln.startswith("error: chunk ")], [want], r.describe())
+            pack_lines = [ln for ln in lines if " is damaged: " in ln and "pack 0" in ln
+                          and not ln.startswith("error: chunk ")]
+            self.assertEqual(len(pack_lines), len(packs), r.describe())
+            counted = 0
+            for pack, ln in zip(packs, pack_lines):
+                want = (f"error: chunk-store node chunk-1 at {node['address']}: pack "
+                        f"{os.path.basename(pack)[:8]} is damaged: {pack}: pack file missing (")
+                self.assertTrue(ln.startswith(want), (ln, want))
+                counted += int(re.search(r"\((\d+) chunks? lost\)$", ln).group(1))
+            self.assertEqual(counted, lost, r.describe())
             self.assertEqual(len([ln for ln in lines if ln.startswith("error: chunk ")]), lost,
                              r.describe())
             self.assertIn(f"  used by snapshot {s['snapshot_id'][:8]} file /", lines,
                           r.describe())
-            # The lost chunks, the pack, and the root tree that cannot be walked.
-            self.assertEqual(lines[-1], f"{lost + 2} errors found", r.describe())
+            # The lost chunks, the packs, and the root tree that cannot be walked.
+            self.assertEqual(lines[-1], f"{lost + len(packs) + 1} errors found", r.describe())
         r = self.whorl("restore", "--repo", url, "latest", "--target", self.path("t"))
         self.assert_fails(r, 1, "pack 00000001")
 
