@@ -1,5 +1,8 @@
 #include "tests/integration/cluster_fixture.h"
 
+#include "common/bundle.h"
+#include "common/codec.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -120,6 +123,27 @@ v1::Chunk MakeChunk(const std::string& plain) {
   c.set_codec(0);
   c.set_plain_size(static_cast<uint32_t>(plain.size()));
   c.set_data(plain);
+  return c;
+}
+
+v1::Chunk MakeBundle(const std::vector<std::string>& plains) {
+  std::vector<BundleMember> members;
+  for (const std::string& p : plains) {
+    members.push_back({Sha256(p), static_cast<uint32_t>(p.size())});
+  }
+  std::string plain = EncodeBundleTable(members);
+  for (const std::string& p : plains) plain += p;
+  v1::Chunk c;
+  c.set_fingerprint(BundleId(members).ToBytes());
+  Codec codec = Codec::kNone;
+  c.set_data(Encode(CompressionSpec{Codec::kZstd, 3}, plain, &codec));
+  c.set_codec(static_cast<uint32_t>(codec));
+  c.set_plain_size(static_cast<uint32_t>(plain.size()));
+  for (const BundleMember& m : members) {
+    v1::BundleMember* out = c.add_members();
+    out->set_fingerprint(m.fingerprint.ToBytes());
+    out->set_size(m.size);
+  }
   return c;
 }
 

@@ -36,6 +36,8 @@ int RunCaptured(const std::vector<std::string>& argv, std::string* output);
 
 // A plain (codec 0) chunk of `plain`.
 v1::Chunk MakeChunk(const std::string& plain);
+// A bundle of `plains` (zstd), as an agent sends it (proto/service_format.md).
+v1::Chunk MakeBundle(const std::vector<std::string>& plains);
 
 // An HTTP GET of http://ADDRESS/PATH: the whole response, headers included ("" on failure).
 std::string HttpGet(const std::string& address, const std::string& path);

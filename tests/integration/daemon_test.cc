@@ -314,6 +314,56 @@ TEST_F(DaemonTest, FilterVersionChangesWithRegistrationsAndNeverMissesAMember) {
   EXPECT_TRUE(same.unchanged());
 }
 
+TEST_F(DaemonTest, BundleIsStoredOnceRegisteredPerMemberAndServedPerMember) {
+  int counter = 0;
+  std::vector<std::string> plains;
+  for (int i = 0; i < 6; ++i) {
+    plains.push_back(OwnedBy(cluster_, 0, "bundled text, compressible, compressible ", &counter));
+  }
+  const v1::Chunk bundle = MakeBundle(plains);
+  ASSERT_EQ(bundle.codec(), 1u);  // zstd
+  v1::PutChunksRequest req;
+  Header(&req);
+  *req.add_chunks() = bundle;
+  {
+    v1::PutChunksResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.Store(0)->PutChunks(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.newly_stored(), 6u);
+  }
+  for (const auto& p : plains) EXPECT_FALSE(Missing(p)) << p;
+  // One record: the members' shares add up to it, on the node and over the shards.
+  EXPECT_EQ(StoreStats(0).chunks(), 6u);
+  EXPECT_EQ(StoreStats(0).stored_bytes(), 52 + bundle.data().size());
+  uint64_t indexed = 0, indexed_bytes = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    indexed += ShardStats(i).unique_chunks();
+    indexed_bytes += ShardStats(i).stored_bytes();
+  }
+  EXPECT_EQ(indexed, 6u);
+  EXPECT_EQ(indexed_bytes, bundle.data().size());
+  // Each member comes back alone, plain.
+  v1::GetChunksRequest get;
+  Header(&get);
+  for (const auto& p : plains) get.add_fingerprints(Sha256(p).ToBytes());
+  grpc::ClientContext ctx;
+  auto reader = cluster_.Store(0)->GetChunks(&ctx, get);
+  v1::GetChunksResponse r;
+  for (const auto& p : plains) {
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.chunk().data(), p);
+    EXPECT_EQ(r.chunk().codec(), 0u);
+  }
+  EXPECT_FALSE(reader->Read(&r));
+  EXPECT_TRUE(reader->Finish().ok());
+  // Again: nothing new.
+  v1::PutChunksResponse again;
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(cluster_.Store(0)->PutChunks(&ctx2, req, &again).ok());
+  EXPECT_EQ(again.newly_stored(), 0u);
+  EXPECT_EQ(StoreStats(0).stored_bytes(), 52 + bundle.data().size());
+}
+
 TEST_F(DaemonTest, GetChunksAnswersEachFingerprintInOrderAndListChunksPages) {
   int counter = 0;
   std::vector<std::string> plains;

@@ -192,6 +192,55 @@ TEST_F(HostileRequestTest, EveryHostileRequestIsRefusedWholeAndChangesNothing) {
     *epoch.add_chunks() = MakeChunk(good0);
     Check("put, epoch 2", Put(0, epoch), bad_epoch(2));
   }
+  // -- ChunkStore.PutChunks of bundles --
+  {
+    const std::vector<std::string> members = {Owned(0), Owned(0), Owned(0)};
+    const v1::Chunk good = MakeBundle(members);
+    const std::string id = Fingerprint::FromBytes(good.fingerprint())->ToHex();
+    auto with = [&](const std::function<void(v1::Chunk*)>& change) {
+      v1::PutChunksRequest req;
+      Header(&req);
+      *req.add_chunks() = MakeChunk(good0);
+      v1::Chunk c = good;
+      change(&c);
+      *req.add_chunks() = c;
+      return req;
+    };
+    Check("bundle, fingerprint not its table's",
+          Put(0, with([&](v1::Chunk* c) { c->set_fingerprint(Sha256(members[0]).ToBytes()); })),
+          {grpc::StatusCode::INVALID_ARGUMENT,
+           "bundle " + Sha256(members[0]).ToHex() +
+               ": fingerprint is not the SHA-256 of its member table"});
+    Check("bundle, member fingerprint short",
+          Put(0, with([](v1::Chunk* c) { c->mutable_members(1)->set_fingerprint("short"); })),
+          {grpc::StatusCode::INVALID_ARGUMENT,
+           "bundle " + id + ": member fingerprint of 5 bytes, want 32"});
+    const std::string other = Owned(1);
+    const v1::Chunk misrouted = MakeBundle({members[0], other});
+    Check("bundle, a member owned by the other node",
+          Put(0, with([&](v1::Chunk* c) { *c = misrouted; })),
+          {grpc::StatusCode::FAILED_PRECONDITION,
+           "fingerprint " + Sha256(other).ToHex() + " belongs to chunk-2, not chunk-1"});
+    // A table in the data that is not the members put (the member list names other bytes).
+    const v1::Chunk swapped = MakeBundle({members[1], members[0], members[2]});
+    const grpc::Status s = Put(0, with([&](v1::Chunk* c) {
+      c->set_data(swapped.data());
+      c->set_codec(swapped.codec());
+    }));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_NE(s.error_message().find("member 0 of its table is not the one put"),
+              std::string::npos)
+        << s.error_message();
+    std::vector<std::string> many;
+    for (int i = 0; i < 4096; ++i) many.push_back("many " + std::to_string(i));
+    v1::PutChunksRequest over;
+    Header(&over);
+    *over.add_chunks() = MakeChunk(good0);
+    *over.add_chunks() = MakeBundle(many);
+    Check("bundle, 4097 chunks counting members", Put(0, over),
+          {grpc::StatusCode::RESOURCE_EXHAUSTED,
+           "batch of more than 4096 chunks (bundle members count)"});
+  }
   // -- Index.FindMissing / Register --
   {
     v1::FindMissingRequest req;

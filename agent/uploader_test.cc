@@ -1,0 +1,168 @@
+// The uploader's bundles: which chunks go together (small file chunks, per group, up to a size),
+// which never do (trees, big chunks), and SplitBundle, which undoes one.
+#include "agent/uploader.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/test_util.h"
+
+namespace whorl::agent {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Records what the uploader puts (and stores it), with bundles allowed and grouped by the first
+// byte's parity, as a two-node cluster would group them by owner.
+class RecordingRepository : public ForwardingRepository {
+ public:
+  using ForwardingRepository::ForwardingRepository;
+  bool AcceptsBundles() const override { return true; }
+  size_t BundleGroup(const Fingerprint& fp) const override { return fp.bytes[0] % 2; }
+  absl::Status PutChunks(std::vector<EncodedChunk> chunks) override {
+    {
+      absl::MutexLock lock(&mu_);
+      for (const EncodedChunk& c : chunks) {
+        puts.push_back(Put{c.fingerprint, c.members, c.plain_size});
+      }
+    }
+    return inner()->PutChunks(std::move(chunks));
+  }
+  struct Put {
+    Fingerprint fp;
+    std::vector<BundleMember> members;
+    uint64_t plain_size;
+  };
+  std::vector<Put> puts;  // read after Flush
+
+ private:
+  absl::Mutex mu_;
+};
+
+class UploaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tmp_ = testing::MakeTempDir("whorl-uploader");
+    auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, {});
+    ASSERT_TRUE(config.ok());
+    ASSERT_TRUE(InitEmbeddedRepository((tmp_ / "repo").string(), *config).ok());
+    auto repo = OpenEmbeddedRepository((tmp_ / "repo").string());
+    ASSERT_TRUE(repo.ok()) << repo.status();
+    repo_ = std::move(*repo);
+  }
+  void TearDown() override {
+    repo_.reset();
+    fs::remove_all(tmp_);
+  }
+  fs::path tmp_;
+  std::unique_ptr<Repository> repo_;
+};
+
+std::string Text(int seed, size_t n) {
+  std::string out;
+  while (out.size() < n) absl::StrAppend(&out, "file ", seed, " line ", out.size(), "\n");
+  out.resize(n);
+  return out;
+}
+
+TEST_F(UploaderTest, SmallFileChunksAreBundledPerGroupTreesAndBigChunksAlone) {
+  RecordingRepository rec(repo_.get());
+  std::map<Fingerprint, std::string> small, big, trees;
+  {
+    ChunkUploader up(&rec);
+    for (int i = 0; i < 400; ++i) {
+      const std::string s = Text(i, 2000 + i);
+      small[Sha256(s)] = s;
+      ASSERT_TRUE(up.Add(Sha256(s), s, /*may_bundle=*/true).ok());
+      if (i % 50 == 0) {
+        const std::string b = Text(i, ChunkUploader::kBundleMemberBytes);
+        big[Sha256(b)] = b;
+        ASSERT_TRUE(up.Add(Sha256(b), b, true).ok());
+        const std::string t = "tree " + std::to_string(i);
+        trees[Sha256(t)] = t;
+        ASSERT_TRUE(up.Add(Sha256(t), t, /*may_bundle=*/false).ok());
+      }
+    }
+    ASSERT_TRUE(up.Flush().ok());
+  }
+  std::set<Fingerprint> bundled, alone;
+  size_t bundles = 0;
+  for (const auto& p : rec.puts) {
+    if (p.members.empty()) {
+      alone.insert(p.fp);
+      continue;
+    }
+    ++bundles;
+    uint64_t bytes = 0;
+    for (const BundleMember& m : p.members) {
+      EXPECT_EQ(m.fingerprint.bytes[0] % 2, p.members[0].fingerprint.bytes[0] % 2)
+          << "a bundle across groups";
+      EXPECT_TRUE(small.contains(m.fingerprint));
+      EXPECT_TRUE(bundled.insert(m.fingerprint).second) << "bundled twice";
+      bytes += m.size;
+    }
+    EXPECT_EQ(p.plain_size, BundleTableSize(p.members.size()) + bytes);
+    // Closed once it reaches kBundleBytes: less than that plus one member.
+    EXPECT_LT(bytes, ChunkUploader::kBundleBytes + 2400);
+  }
+  EXPECT_GE(bundles, 2u);
+  for (const auto& [fp, s] : big) EXPECT_TRUE(alone.contains(fp));
+  for (const auto& [fp, s] : trees) EXPECT_TRUE(alone.contains(fp));
+  // Every small chunk is stored exactly once, in a bundle or (the last of a group) alone.
+  for (const auto& [fp, s] : small) EXPECT_NE(bundled.contains(fp), alone.contains(fp));
+  for (const auto* m : {&small, &big, &trees}) {
+    for (const auto& [fp, s] : *m) {
+      absl::StatusOr<std::string> got = repo_->GetChunk(fp);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, s);
+    }
+  }
+}
+
+TEST_F(UploaderTest, ARepositoryWithoutBundlesGetsSingleChunks) {
+  RecordingRepository rec(repo_.get());
+  class NoBundles : public ForwardingRepository {
+   public:
+    using ForwardingRepository::ForwardingRepository;
+    bool AcceptsBundles() const override { return false; }
+  } plain(&rec);
+  ChunkUploader up(&plain);
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(up.Add(Sha256(Text(i, 3000)), Text(i, 3000), true).ok());
+  }
+  ASSERT_TRUE(up.Flush().ok());
+  EXPECT_EQ(rec.puts.size(), 100u);
+  for (const auto& p : rec.puts) EXPECT_TRUE(p.members.empty());
+}
+
+TEST(SplitBundleTest, GivesEachMemberBackEncodedAloneAndRefusesALyingTable) {
+  EncodedChunk b;
+  std::vector<std::string> parts = {Text(1, 5000), Text(2, 100), ""};
+  for (const std::string& p : parts) {
+    b.members.push_back({Sha256(p), static_cast<uint32_t>(p.size())});
+  }
+  std::string plain = EncodeBundleTable(b.members);
+  for (const std::string& p : parts) plain += p;
+  b.plain_size = plain.size();
+  b.data = Encode(CompressionSpec{}, plain, &b.codec);
+  absl::StatusOr<std::vector<EncodedChunk>> split = SplitBundle(b, CompressionSpec{});
+  ASSERT_TRUE(split.ok()) << split.status();
+  ASSERT_EQ(split->size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const EncodedChunk& c = (*split)[i];
+    EXPECT_EQ(c.fingerprint, Sha256(parts[i]));
+    EXPECT_TRUE(c.members.empty());
+    EXPECT_EQ(*Decode(c.codec, c.data, c.plain_size), parts[i]);
+  }
+  EXPECT_EQ((*split)[0].codec, Codec::kZstd);
+  std::swap(b.members[0], b.members[1]);
+  EXPECT_EQ(SplitBundle(b, CompressionSpec{}).status().code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace whorl::agent
