@@ -44,14 +44,7 @@ class AckLogTest : public ::testing::Test {
     fs::remove_all(tmp_, ec);
   }
   std::unique_ptr<Repository> NewRepository() {
-    auto comp = CompressionSpec::Parse("zstd:3");
-    EXPECT_TRUE(comp.ok());
-    auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, *comp);
-    EXPECT_TRUE(config.ok());
-    EXPECT_TRUE(InitEmbeddedRepository((tmp_ / "repo").string(), *config).ok());
-    auto repo = OpenEmbeddedRepository((tmp_ / "repo").string());
-    EXPECT_TRUE(repo.ok()) << repo.status();
-    return repo.ok() ? std::move(*repo) : nullptr;
+    return testing::NewEmbeddedRepository(tmp_ / "repo", "zstd:3");
   }
 
   fs::path tmp_, log_;

@@ -34,6 +34,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Chunks of files smaller than this may share bundles (agent/uploader.h). A big file's chunks
+// already carry their own context; bundling the 1 GiB image's chunks saved 3% of its bytes for
+// 7% more CPU, while the source tree's files (none over 16 MiB) shrink by 9%.
+constexpr int64_t kBundleFileBytes = 16 << 20;
+
 int64_t Ns(const struct timespec& ts) {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
@@ -504,7 +509,9 @@ class Archiver {
         fd, path,
         [this, job, node](std::string_view chunk) {
           const Fingerprint fp = Sha256(chunk);
-          if (absl::Status up = uploader_.Add(fp, chunk, /*may_bundle=*/true); !up.ok()) {
+          if (absl::Status up =
+                  uploader_.Add(fp, chunk, job->st.st_size < kBundleFileBytes);
+              !up.ok()) {
             job->fatal = true;
             stopping_.store(true, std::memory_order_relaxed);
             return up;

@@ -83,14 +83,8 @@ class HostileRestoreTest : public ::testing::Test {
     outside_ = tmp_ / "outside";
     fs::create_directories(outside_);
     WriteAll(outside_ / "passwd", "root:x:0:0:root:/root:/bin/sh\n");
-    auto comp = CompressionSpec::Parse("none");
-    ASSERT_TRUE(comp.ok());
-    auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, *comp);
-    ASSERT_TRUE(config.ok());
-    ASSERT_TRUE(InitEmbeddedRepository((tmp_ / "repo").string(), *config).ok());
-    auto repo = OpenEmbeddedRepository((tmp_ / "repo").string());
-    ASSERT_TRUE(repo.ok()) << repo.status();
-    repo_ = std::move(*repo);
+    repo_ = testing::NewEmbeddedRepository(tmp_ / "repo", "none");
+    ASSERT_NE(repo_, nullptr);
   }
   void TearDown() override {
     repo_.reset();

@@ -8,7 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
+
+#include "agent/repository.h"
 
 namespace whorl::agent::testing {
 
@@ -24,6 +27,11 @@ inline std::filesystem::path MakeTempDir(const std::string& prefix) {
   if (::mkdtemp(tmpl.data()) == nullptr) std::abort();  // tests cannot run without it
   return tmpl;
 }
+
+// Creates an embedded repository in `dir` with the default chunk sizes and `compression`
+// ("zstd:3", "none"), and opens it; null (and a test failure) if that fails.
+std::unique_ptr<Repository> NewEmbeddedRepository(const std::filesystem::path& dir,
+                                                  const std::string& compression);
 
 }  // namespace whorl::agent::testing
 

@@ -48,12 +48,8 @@ class UploaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     tmp_ = testing::MakeTempDir("whorl-uploader");
-    auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, {});
-    ASSERT_TRUE(config.ok());
-    ASSERT_TRUE(InitEmbeddedRepository((tmp_ / "repo").string(), *config).ok());
-    auto repo = OpenEmbeddedRepository((tmp_ / "repo").string());
-    ASSERT_TRUE(repo.ok()) << repo.status();
-    repo_ = std::move(*repo);
+    repo_ = testing::NewEmbeddedRepository(tmp_ / "repo", "zstd:3");
+    ASSERT_NE(repo_, nullptr);
   }
   void TearDown() override {
     repo_.reset();
