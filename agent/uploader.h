@@ -1,7 +1,7 @@
 // ChunkUploader: collects chunks (fingerprint + plain bytes) into batches; per batch it asks
 // the repository which are missing (one FindMissing), compresses only those (on every core;
-// small file chunks that follow each other go together as a bundle, compressed as one, when the
-// repository takes bundles),
+// small chunks the caller allows to (`may_bundle`) that follow each other go together as a
+// bundle, compressed as one, when the repository takes bundles),
 // and stores them (one PutChunks, one group commit, per kStoreBytes encoded: a nightly run's
 // few new chunks per batch are carried over several batches). Chunks already known in this
 // session are not asked again.
