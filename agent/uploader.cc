@@ -169,6 +169,10 @@ absl::Status ChunkUploader::Process(Batch batch) {
     if (b.bytes >= kBundleBytes || b.items.size() >= kMaxBundleMembers) close_bundle(b);
   }
   for (auto& [group, b] : open) close_bundle(b);
+  // In the order the chunks came (a bundle where its first member came): a directory's tree
+  // is stored after the chunks of its files, as without bundles.
+  std::sort(units.begin(), units.end(),
+            [](const std::vector<size_t>& x, const std::vector<size_t>& y) { return x[0] < y[0]; });
   if (units.empty()) return absl::OkStatus();
   // Compression is the costly step: spread it over the cores.
   std::vector<EncodedChunk> chunks(units.size());

@@ -48,10 +48,14 @@ class ChunkUploader {
   // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
   // many chunks a backup has; forgetting costs one more question to the index).
   static constexpr size_t kMaxKnown = 1 << 16;
-  // Bundles: new chunks smaller than kBundleMemberBytes go into a bundle that is closed once it
-  // holds kBundleBytes of plain bytes (or kMaxBundleMembers chunks).
-  static constexpr size_t kBundleMemberBytes = 64 << 10;
-  static constexpr size_t kBundleBytes = 256 << 10;
+  // Bundles: new chunks smaller than kBundleMemberBytes (every chunk, with the default 128 KiB
+  // maximum) go into a bundle that is closed once it holds kBundleBytes of plain bytes (or
+  // kMaxBundleMembers chunks). Measured on the source tree (cold, side by side): chunks under
+  // 64 KiB in 256 KiB bundles 137 MiB of packs, all chunks in 512 KiB bundles 133 MiB, in 1 MiB
+  // bundles 130 MiB; backup time and restore CPU the same up to 512 KiB, restore CPU up to +20%
+  // and peak RSS +15 MiB at 1 MiB.
+  static constexpr size_t kBundleMemberBytes = 256 << 10;
+  static constexpr size_t kBundleBytes = 512 << 10;
 
   explicit ChunkUploader(Repository* repo) : repo_(repo), ack_log_(AckLog::FromEnvironment()) {}
   ~ChunkUploader();

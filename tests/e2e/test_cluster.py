@@ -293,8 +293,8 @@ class ClusterFailureTest(ClusterTestCase):
 class ClusterPackDamageTest(w.WhorlTestCase):
 
     def test_plain_check_reports_a_chunk_nodes_missing_packs(self):
-        # One shard and one chunk store: every chunk, trees too, is in chunk-1's packs (pack 1
-        # for the trees, pack 2, a version 2 pack, for the bundled files).
+        # One shard and one chunk store: every chunk, trees too, is in chunk-1's packs (a version
+        # 1 pack made at start, empty, and the version 2 pack the first bundle started).
         cluster_dir = self.path("cluster")
         cluster = Cluster(self, cluster_dir, meta=1, chunk=1)
         self.addCleanup(cluster.stop)
@@ -311,7 +311,8 @@ class ClusterPackDamageTest(w.WhorlTestCase):
 
         cluster.stop()
         packs = sorted(glob.glob(os.path.join(cluster_dir, "data", "chunk-1", "packs", "*.pack")))
-        self.assertEqual(len(packs), 2, packs)
+        held = [p for p in packs if os.path.getsize(p) > 16]  # more than a pack header
+        self.assertGreaterEqual(len(held), 1, packs)
         for pack in packs:
             os.remove(pack)
         cluster = Cluster(self, cluster_dir, meta=1, chunk=1)  # the same nodes again
@@ -321,9 +322,9 @@ class ClusterPackDamageTest(w.WhorlTestCase):
             lines = r.stdout.splitlines()
             pack_lines = [ln for ln in lines if " is damaged: " in ln and "pack 0" in ln
                           and not ln.startswith("error: chunk ")]
-            self.assertEqual(len(pack_lines), len(packs), r.describe())
+            self.assertEqual(len(pack_lines), len(held), r.describe())
             counted = 0
-            for pack, ln in zip(packs, pack_lines):
+            for pack, ln in zip(held, pack_lines):
                 want = (f"error: chunk-store node chunk-1 at {node['address']}: pack "
                         f"{os.path.basename(pack)[:8]} is damaged: {pack}: pack file missing (")
                 self.assertTrue(ln.startswith(want), (ln, want))
@@ -334,9 +335,9 @@ class ClusterPackDamageTest(w.WhorlTestCase):
             self.assertIn(f"  used by snapshot {s['snapshot_id'][:8]} file /", lines,
                           r.describe())
             # The lost chunks, the packs, and the root tree that cannot be walked.
-            self.assertEqual(lines[-1], f"{lost + len(packs) + 1} errors found", r.describe())
+            self.assertEqual(lines[-1], f"{lost + len(held) + 1} errors found", r.describe())
         r = self.whorl("restore", "--repo", url, "latest", "--target", self.path("t"))
-        self.assert_fails(r, 1, "pack 00000001")
+        self.assert_fails(r, 1, f"pack {os.path.basename(held[-1])[:8]}")
 
 if __name__ == "__main__":
     w.main()
