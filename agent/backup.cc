@@ -509,8 +509,7 @@ class Archiver {
         fd, path,
         [this, job, node](std::string_view chunk) {
           const Fingerprint fp = Sha256(chunk);
-          if (absl::Status up =
-                  uploader_.Add(fp, chunk, job->st.st_size < kBundleFileBytes);
+          if (absl::Status up = uploader_.Add(fp, chunk, job->st.st_size < kBundleFileBytes);
               !up.ok()) {
             job->fatal = true;
             stopping_.store(true, std::memory_order_relaxed);

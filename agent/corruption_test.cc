@@ -377,9 +377,9 @@ TEST_F(CorruptionTest, EveryFlippedPackByteIsDetectedAndNamesItsChunkAndFiles) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "flipped " << done << " pack bytes one at a time (" << header_flips
             << " in pack headers, " << tree_flips << " in trees, " << bundle_flips
-            << " in bundles) over " << regions_.size()
-            << " records and pack headers (" << total << " pack bytes): " << detected
-            << " detected, " << restores << " restores of the rest checked, " << secs << " s\n";
+            << " in bundles) over " << regions_.size() << " records and pack headers (" << total
+            << " pack bytes): " << detected << " detected, " << restores
+            << " restores of the rest checked, " << secs << " s\n";
   EXPECT_EQ(detected, flips);
   // Clean again once every byte is back.
   auto problems = RunCheck(repo_.get(), CheckOptions{true});
@@ -407,8 +407,8 @@ TEST_F(CorruptionTest, AFlippedPackHeaderByteIsReportedByPlainCheckAndNothingIsS
     if (r.pack_header || r.pack != header.pack) continue;
     for (const Fingerprint& fp : r.fps) in_pack.insert(fp.ToHex());
   }
-  const std::string pack_line = "pack " + header.pack.stem().string() +
-                                " is damaged: " + header.pack.string() + ": ";
+  const std::string pack_line =
+      "pack " + header.pack.stem().string() + " is damaged: " + header.pack.string() + ": ";
   for (uint64_t at = 0; at < 2 * (header.end - header.begin); ++at) {
     const uint64_t off = header.begin + at / 2;
     const uint8_t mask = at % 2 == 0 ? 0x01 : 0x80;
@@ -426,11 +426,10 @@ TEST_F(CorruptionTest, AFlippedPackHeaderByteIsReportedByPlainCheckAndNothingIsS
       }
       ASSERT_EQ(pack_lines.size(), 1u) << "byte " << off;
       EXPECT_EQ(pack_lines[0].rfind(pack_line, 0), 0u) << pack_lines[0];
-      const std::string lost = in_pack.size() == 1 ? "(1 chunk lost)"
-                                                   : absl::StrCat("(", in_pack.size(), " chunks lost)");
-      EXPECT_NE(pack_lines[0].find(lost),
-                std::string::npos)
-          << pack_lines[0];
+      const std::string lost = in_pack.size() == 1
+                                   ? "(1 chunk lost)"
+                                   : absl::StrCat("(", in_pack.size(), " chunks lost)");
+      EXPECT_NE(pack_lines[0].find(lost), std::string::npos) << pack_lines[0];
       std::set<std::string> reported;
       for (const auto& [hex, line] : DamageReported(rest)) reported.insert(hex);
       EXPECT_EQ(reported, in_pack) << "byte " << off << ", read_data " << read_data;

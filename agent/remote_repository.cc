@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <iterator>
@@ -370,10 +370,9 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       for (const EncodedChunk& c : chunks) {
         if (!c.members.empty()) {
           const size_t node = owner(c.members[0].fingerprint);
-          const bool one_owner = std::all_of(c.members.begin(), c.members.end(),
-                                             [&](const BundleMember& m) {
-                                               return owner(m.fingerprint) == node;
-                                             });
+          const bool one_owner =
+              std::all_of(c.members.begin(), c.members.end(),
+                          [&](const BundleMember& m) { return owner(m.fingerprint) == node; });
           if (!one_owner) {
             WHORL_ASSIGN_OR_RETURN(std::vector<EncodedChunk> singles,
                                    SplitBundle(c, config_.compression));

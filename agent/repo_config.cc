@@ -51,10 +51,10 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
   if (!j["version"].is_number_unsigned() ||
       j["version"].get<uint64_t>() < static_cast<uint64_t>(kOldestRepoFormatVersion) ||
       j["version"].get<uint64_t>() > static_cast<uint64_t>(kRepoFormatVersion)) {
-    return absl::FailedPreconditionError(
-        "unsupported repository version " + j["version"].dump() + " (this whorl reads " +
-        std::to_string(kOldestRepoFormatVersion) + " to " + std::to_string(kRepoFormatVersion) +
-        ")");
+    return absl::FailedPreconditionError("unsupported repository version " + j["version"].dump() +
+                                         " (this whorl reads " +
+                                         std::to_string(kOldestRepoFormatVersion) + " to " +
+                                         std::to_string(kRepoFormatVersion) + ")");
   }
   c.version = static_cast<int>(j["version"].get<uint64_t>());
   const auto& ch = j.value("chunker", nlohmann::json::object());

@@ -28,7 +28,8 @@ TEST(RepoConfigTest, TwoConfigsDrawDifferentPolynomials) {
 }
 
 TEST(RepoConfigTest, ReadsVersion1WithoutBundlesAndWritesVersion2) {
-  auto fresh = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  auto fresh =
+      NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
   ASSERT_TRUE(fresh.ok());
   EXPECT_EQ(fresh->version, 2);
   EXPECT_TRUE(fresh->bundles());

@@ -1,5 +1,6 @@
-#include "agent/objects.h"
 #include "agent/repository.h"
+
+#include "agent/objects.h"
 #include "common/status_macros.h"
 
 namespace whorl::agent {
@@ -42,7 +43,8 @@ void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, in
           const std::function<bool(const std::string&, const v1::Node&)>& fn,
           const std::function<void(const std::string&, const absl::Status&)>& on_error) {
   if (depth > kMaxDepth) {
-    on_error(dir_path.empty() ? "/" : dir_path, absl::InvalidArgumentError("trees nested too deep"));
+    on_error(dir_path.empty() ? "/" : dir_path,
+             absl::InvalidArgumentError("trees nested too deep"));
     return;
   }
   absl::StatusOr<v1::Tree> tree = LoadTree(repo, fp);

@@ -59,9 +59,9 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       for (const v1::BundleMember& m : c.members()) {
         absl::StatusOr<Fingerprint> mfp = Fingerprint::FromBytes(m.fingerprint());
         if (!mfp.ok()) {
-          return scope.Finish(Invalid(absl::StrCat("bundle ", fp->ToHex(),
-                                                   ": member fingerprint of ",
-                                                   m.fingerprint().size(), " bytes, want 32")));
+          return scope.Finish(
+              Invalid(absl::StrCat("bundle ", fp->ToHex(), ": member fingerprint of ",
+                                   m.fingerprint().size(), " bytes, want 32")));
         }
         put.members.push_back({*mfp, m.size()});
       }

@@ -107,7 +107,8 @@ absl::Status ValidateBundlePut(const ChunkPut& c, const ChunkStoreOptions& optio
   uint64_t want = BundleTableSize(c.members.size());
   for (const BundleMember& m : c.members) want += m.size;
   if (want != c.plain_size) {
-    return InvalidBundle(c, absl::StrCat("plain size ", c.plain_size, ", but its table and members make ", want));
+    return InvalidBundle(
+        c, absl::StrCat("plain size ", c.plain_size, ", but its table and members make ", want));
   }
   if (c.codec == Codec::kNone && c.data.size() != c.plain_size) {
     return InvalidBundle(c, absl::StrCat("codec none but stored size ", c.data.size(),
@@ -127,8 +128,8 @@ absl::Status ValidateBundlePut(const ChunkPut& c, const ChunkStoreOptions& optio
     }
     const Fingerprint actual = Sha256(std::string_view(*plain).substr(s.offset, s.member.size));
     if (actual != s.member.fingerprint) {
-      return InvalidBundle(c, absl::StrCat("member ", s.member.fingerprint.ToHex(),
-                                           " hashes to ", actual.ToHex()));
+      return InvalidBundle(
+          c, absl::StrCat("member ", s.member.fingerprint.ToHex(), " hashes to ", actual.ToHex()));
     }
   }
   return absl::OkStatus();
@@ -284,8 +285,8 @@ class ChunkStoreImpl final : public ChunkStore {
 
   // A decoded bundle, or one being read and decoded (`ready` false) by the Get that added it.
   struct CachedBundle {
-    std::pair<uint32_t, uint64_t> key;  // pack id, offset
-    bool ready = false;                 // guarded by bundles_mu_
+    std::pair<uint32_t, uint64_t> key;         // pack id, offset
+    bool ready = false;                        // guarded by bundles_mu_
     std::shared_ptr<const std::string> plain;  // set before `ready`; null if the read failed
   };
   absl::Mutex bundles_mu_;
@@ -456,7 +457,8 @@ absl::Status ChunkStoreImpl::PutBatch(const std::vector<ChunkPut>& chunks, uint6
   return absl::OkStatus();
 }
 
-absl::StatusOr<ChunkStoreImpl::Selection> ChunkStoreImpl::SelectNew(const std::vector<ChunkPut>& chunks) {
+absl::StatusOr<ChunkStoreImpl::Selection> ChunkStoreImpl::SelectNew(
+    const std::vector<ChunkPut>& chunks) {
   std::vector<Fingerprint> fps;
   for (const ChunkPut& c : chunks) {
     if (c.members.empty()) fps.push_back(c.fingerprint);
@@ -593,9 +595,9 @@ absl::StatusOr<ChunkLocation> ChunkStoreImpl::Locate(const Fingerprint& fp) {
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
-                                                       const ChunkLocation& loc,
-                                                       const std::string& where,
-                                                       RecordHeader* header) {
+                                                         const ChunkLocation& loc,
+                                                         const std::string& where,
+                                                         RecordHeader* header) {
   if (auto it = damaged_.find(loc.pack_id); it != damaged_.end()) {
     return absl::DataLossError(absl::StrCat(where, ": pack file damaged: ", it->second));
   }
@@ -628,8 +630,8 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
-                                                        const ChunkLocation& loc,
-                                                        const std::string& where) {
+                                                          const ChunkLocation& loc,
+                                                          const std::string& where) {
   const std::pair<uint32_t, uint64_t> key(loc.pack_id, loc.offset);
   std::shared_ptr<CachedBundle> entry;
   bool mine = false;  // this call reads and decodes it; others wait for it

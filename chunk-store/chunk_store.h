@@ -109,10 +109,10 @@ class ChunkStore {
   virtual ~ChunkStore() = default;
 
   // Stores every chunk not yet stored; a chunk already stored (or twice in the batch) is kept
-  // once. A bundle is written whole if any of its members is new, and indexes only those. Validates every item first: if any is malformed (size over the cap, fingerprint
-  // mismatch, unknown codec) nothing is written and INVALID_ARGUMENT names the item's
-  // fingerprint. On OK all chunks are durable. `newly_stored`, if not null, receives the count
-  // of chunks this call added.
+  // once. A bundle is written whole if any of its members is new, and indexes only those. Validates
+  // every item first: if any is malformed (size over the cap, fingerprint mismatch, unknown codec)
+  // nothing is written and INVALID_ARGUMENT names the item's fingerprint. On OK all chunks are
+  // durable. `newly_stored`, if not null, receives the count of chunks this call added.
   virtual absl::Status PutBatch(const std::vector<ChunkPut>& chunks,
                                 uint64_t* newly_stored = nullptr) = 0;
 

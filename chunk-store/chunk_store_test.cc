@@ -1049,8 +1049,8 @@ TEST(ChunkStoreTest, BundleMembersReadBackAfterReopenFromAVersion2Pack) {
   // The members' shares add up to the record; the single chunk counts its own record.
   const ChunkStoreStats stats = *store->Stats();
   EXPECT_EQ(stats.chunks, 5u);
-  EXPECT_EQ(stats.stored_bytes, 2 * kRecordHeaderSize + MakeChunk("single").data.size() +
-                                    bundle.data.size());
+  EXPECT_EQ(stats.stored_bytes,
+            2 * kRecordHeaderSize + MakeChunk("single").data.size() + bundle.data.size());
   EXPECT_EQ(stats.plain_bytes, 6 + 3000 + 5000 + 700u);
   // Later single chunks go to the version 2 pack too.
   ASSERT_TRUE(store->PutBatch({MakeChunk("later")}).ok());
@@ -1064,9 +1064,10 @@ TEST(ChunkStoreTest, BundleIndexesOnlyItsNewMembersAndIsSkippedWhenNoneIs) {
   const ChunkLocation single = *store->Locate(Sha256(Text(1, 900)));
   uint64_t added = 0;
   // Text(2) also comes alone earlier in the same batch: it is indexed there, once.
-  ASSERT_TRUE(store->PutBatch({MakeChunk(Text(2, 800)),
-                               MakeBundle({Text(1, 900), Text(2, 800), Text(3, 700)})},
-                              &added)
+  ASSERT_TRUE(store
+                  ->PutBatch({MakeChunk(Text(2, 800)),
+                              MakeBundle({Text(1, 900), Text(2, 800), Text(3, 700)})},
+                             &added)
                   .ok());
   EXPECT_EQ(added, 2u);
   EXPECT_EQ(store->Locate(Sha256(Text(1, 900)))->offset, single.offset);
@@ -1147,8 +1148,8 @@ uint64_t AppendUnindexedBundle(const std::string& dir, uint32_t pack_id, const C
   EXPECT_TRUE(writer.ok()) << writer.status();
   if (!writer.ok()) return 0;
   EXPECT_EQ((*writer)->version(), version);
-  RecordHeader h{b.codec, static_cast<uint32_t>(b.plain_size),
-                 static_cast<uint32_t>(b.data.size()), BundleId(b.members), true};
+  RecordHeader h{b.codec, static_cast<uint32_t>(b.plain_size), static_cast<uint32_t>(b.data.size()),
+                 BundleId(b.members), true};
   EXPECT_TRUE((*writer)->Append(h, b.data).ok());
   EXPECT_TRUE((*writer)->Sync().ok());
   return (*writer)->size();
@@ -1156,7 +1157,10 @@ uint64_t AppendUnindexedBundle(const std::string& dir, uint32_t pack_id, const C
 
 TEST(ChunkStoreTest, BundleWrittenButNotIndexedIsFoundOnOpenAndATornOneCut) {
   TempDir dir;
-  { auto store = OpenOrDie(dir.path()); ASSERT_TRUE(store->PutBatch({MakeBundle({"a", "b"})}).ok()); }
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeBundle({"a", "b"})}).ok());
+  }
   const std::vector<std::string> parts = {Text(5, 2000), Text(6, 100)};
   const ChunkPut b = MakeBundle(parts);
   const ChunkPut torn = MakeBundle({Text(7, 2000), Text(8, 100)});
@@ -1174,7 +1178,10 @@ TEST(ChunkStoreTest, BundleWrittenButNotIndexedIsFoundOnOpenAndATornOneCut) {
 
 TEST(ChunkStoreTest, BundleInAVersion1PackIsCutAsATornTail) {
   TempDir dir;
-  { auto store = OpenOrDie(dir.path()); ASSERT_TRUE(store->PutBatch({MakeChunk("x")}).ok()); }
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("x")}).ok());
+  }
   const ChunkPut b = MakeBundle({Text(5, 2000), Text(6, 100)});
   const std::string pack = PackFile(dir.path(), 1);
   const uint64_t end = std::filesystem::file_size(pack);
@@ -1205,7 +1212,8 @@ TEST(ChunkStoreTest, ConcurrentGetsOfBundleMembersAgree) {
       for (int round = 0; round < 3; ++round) {
         for (size_t k = 0; k < plains.size(); ++k) {
           // Threads walk the members in different orders and strides.
-          const std::string& p = plains[(k * (2 * t + 1) + static_cast<size_t>(round)) % plains.size()];
+          const std::string& p =
+              plains[(k * (2 * t + 1) + static_cast<size_t>(round)) % plains.size()];
           absl::StatusOr<std::string> got = store->Get(Sha256(p));
           if (!got.ok() || *got != p) ++bad;
           if (t == 0 && k % 50 == 0) store->ForgetDecoded();
@@ -1227,9 +1235,9 @@ TEST(ChunkStoreTest, BundledLocatorEntryOnAPlainRecordIsDataLoss) {
   store.reset();
   {
     LocatorDb db(dir.path());
-    ASSERT_TRUE(db.db->Put(rocksdb::WriteOptions(), Sha256(Text(1, 500)).ToBytes(),
-                           EncodeLocatorValue(loc))
-                    .ok());
+    ASSERT_TRUE(
+        db.db->Put(rocksdb::WriteOptions(), Sha256(Text(1, 500)).ToBytes(), EncodeLocatorValue(loc))
+            .ok());
   }
   store = OpenOrDie(dir.path());
   const absl::Status s = store->Get(Sha256(Text(1, 500))).status();
@@ -1238,7 +1246,6 @@ TEST(ChunkStoreTest, BundledLocatorEntryOnAPlainRecordIsDataLoss) {
             absl::string_view::npos)
       << s;
 }
-
 
 }  // namespace
 }  // namespace whorl::chunkstore

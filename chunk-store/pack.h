@@ -75,8 +75,8 @@ absl::Status CheckRecordCrc(std::string_view header, std::string_view data);
 // Reads the records of an open pack from offset `start` (a record boundary; by default the end
 // of the pack header) on, stopping at the first record that is incomplete or fails any check of
 // DecodeRecordHeader or CheckRecordCrc, or is a bundle that is in a version 1 pack, does not
-// decode or whose member table does not parse. DATA_LOSS if the pack header itself is short or bad, or
-// if the file is shorter than `start`; I/O errors as ErrnoStatus. Does not modify the file.
+// decode or whose member table does not parse. DATA_LOSS if the pack header itself is short or bad,
+// or if the file is shorter than `start`; I/O errors as ErrnoStatus. Does not modify the file.
 absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes,
                                   uint64_t start = kPackHeaderSize);
 
@@ -85,9 +85,9 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
 // cut or rescanned here (damage there is for Get and `check` to report). From `indexed_end`
 // on, whole records are returned for re-indexing and the first bad or torn one, with all after
 // it, is cut (ftruncate + fdatasync). A file shorter than the pack header with nothing indexed
-// is rewritten as an empty version 1 pack. DATA_LOSS, leaving the file alone, if the file is shorter than
-// `indexed_end` (acknowledged bytes are gone). Returns the scan (file_size is the length
-// before recovery).
+// is rewritten as an empty version 1 pack. DATA_LOSS, leaving the file alone, if the file is
+// shorter than `indexed_end` (acknowledged bytes are gone). Returns the scan (file_size is the
+// length before recovery).
 absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max_chunk_bytes,
                                            uint64_t indexed_end = kPackHeaderSize);
 

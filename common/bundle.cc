@@ -30,13 +30,13 @@ absl::StatusOr<std::vector<BundleSlice>> ParseBundle(std::string_view plain) {
   }
   const uint32_t count = absl::little_endian::Load32(plain.data());
   if (count == 0 || count > kMaxBundleMembers) {
-    return absl::DataLossError(absl::StrCat("bundle member count ", count, " not in 1..",
-                                            kMaxBundleMembers));
+    return absl::DataLossError(
+        absl::StrCat("bundle member count ", count, " not in 1..", kMaxBundleMembers));
   }
   const size_t table = BundleTableSize(count);
   if (plain.size() < table) {
-    return absl::DataLossError(
-        absl::StrCat("bundle table of ", count, " members is cut short (", plain.size(), " bytes)"));
+    return absl::DataLossError(absl::StrCat("bundle table of ", count, " members is cut short (",
+                                            plain.size(), " bytes)"));
   }
   std::vector<BundleSlice> out(count);
   absl::flat_hash_set<Fingerprint, FingerprintHash> seen;
@@ -69,8 +69,8 @@ std::vector<uint32_t> ApportionBytes(uint64_t total, const std::vector<BundleMem
   for (const BundleMember& m : members) sum += m.size;
   uint64_t given = 0;
   for (size_t i = 0; i + 1 < members.size(); ++i) {
-    shares[i] = static_cast<uint32_t>(sum == 0 ? total / members.size()
-                                               : total * members[i].size / sum);
+    shares[i] =
+        static_cast<uint32_t>(sum == 0 ? total / members.size() : total * members[i].size / sum);
     given += shares[i];
   }
   shares.back() = static_cast<uint32_t>(total - given);

@@ -12,7 +12,8 @@ namespace {
 
 std::string Bundle(const std::vector<std::string>& parts) {
   std::vector<BundleMember> members;
-  for (const std::string& p : parts) members.push_back({Sha256(p), static_cast<uint32_t>(p.size())});
+  for (const std::string& p : parts)
+    members.push_back({Sha256(p), static_cast<uint32_t>(p.size())});
   std::string out = EncodeBundleTable(members);
   for (const std::string& p : parts) out += p;
   return out;

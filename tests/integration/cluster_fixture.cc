@@ -1,8 +1,5 @@
 #include "tests/integration/cluster_fixture.h"
 
-#include "common/bundle.h"
-#include "common/codec.h"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -21,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/bundle.h"
+#include "common/codec.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 extern char** environ;

@@ -224,12 +224,11 @@ TEST_F(HostileRequestTest, EveryHostileRequestIsRefusedWholeAndChangesNothing) {
     // A table in the data that is not the members put (the member list names other bytes).
     const v1::Chunk swapped = MakeBundle({members[1], members[0], members[2]});
     const grpc::Status s = Put(0, with([&](v1::Chunk* c) {
-      c->set_data(swapped.data());
-      c->set_codec(swapped.codec());
-    }));
+                                 c->set_data(swapped.data());
+                                 c->set_codec(swapped.codec());
+                               }));
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
-    EXPECT_NE(s.error_message().find("member 0 of its table is not the one put"),
-              std::string::npos)
+    EXPECT_NE(s.error_message().find("member 0 of its table is not the one put"), std::string::npos)
         << s.error_message();
     std::vector<std::string> many;
     for (int i = 0; i < 4096; ++i) many.push_back("many " + std::to_string(i));
