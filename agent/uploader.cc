@@ -191,7 +191,10 @@ absl::Status ChunkUploader::Process(Batch batch) {
       for (size_t i : units[k]) {
         out.members.push_back({batch[i].fp, static_cast<uint32_t>(batch[i].plain.size())});
       }
+      size_t size = BundleTableSize(out.members.size());
+      for (const BundleMember& m : out.members) size += m.size;
       std::string plain = EncodeBundleTable(out.members);
+      plain.reserve(size);  // one allocation for up to 512 KiB of members
       for (size_t i : units[k]) plain += batch[i].plain;
       out.plain_size = plain.size();
       out.data = Encode(spec, plain, &out.codec);

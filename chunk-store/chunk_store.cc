@@ -114,6 +114,7 @@ absl::Status ValidateBundlePut(const ChunkPut& c, const ChunkStoreOptions& optio
     return InvalidBundle(c, absl::StrCat("codec none but stored size ", c.data.size(),
                                          " != plain size ", c.plain_size));
   }
+  if (c.data.empty()) return InvalidBundle(c, "no data");  // its table alone is not empty
   if (!options.verify_puts) return absl::OkStatus();
   absl::StatusOr<std::string> plain = Decode(c.codec, c.data, c.plain_size);
   if (!plain.ok()) {

@@ -1080,6 +1080,19 @@ TEST(ChunkStoreTest, BundleIndexesOnlyItsNewMembersAndIsSkippedWhenNoneIs) {
   EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 2)), size);
 }
 
+TEST(ChunkStoreTest, BundleWithoutDataIsRefusedWithoutVerification) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.verify_puts = false;
+  auto store = OpenOrDie(dir.path(), options);
+  ChunkPut b = MakeBundle({Text(1, 900), Text(2, 800)});
+  b.data.clear();
+  const absl::Status s = store->PutBatch({MakeChunk("fine"), b});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("no data"), absl::string_view::npos) << s;
+  EXPECT_EQ(store->Stats()->chunks, 0u);
+}
+
 TEST(ChunkStoreTest, LyingBundleIsRefusedWithNothingWritten) {
   TempDir dir;
   auto store = OpenOrDie(dir.path());
