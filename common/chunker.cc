@@ -4,7 +4,13 @@
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define WHORL_CHUNKER_CLMUL 1
+#endif
 
 namespace whorl {
 namespace {
@@ -15,9 +21,10 @@ constexpr uint64_t kMaxSizeLimit = 64 << 20;
 constexpr int kMaxDraws = 10000;  // a good source fails this often with probability ~e^-377
 constexpr size_t kStreams = 8;    // independent hash chains interleaved in FindCutFast
 // Bytes per stream per block in FindCutFast. A block (kStreams * kSegment) is hashed whole even
-// if the cut is at its start, and each segment pays a 63-byte warm-up; 512 measured best for the
-// default 64 KiB avg_size (1024 and 2048 were within a few percent).
-constexpr size_t kSegment = 512;
+// if the cut is at its start, so small blocks waste less; each segment starts with a window
+// hashed from scratch, which is cheap with carry-less multiplication (WindowHashClmul) and 64
+// Appends without it.
+constexpr size_t kSegment = 256;
 
 // r = a mod p (p != 0).
 uint64_t PolyMod(uint64_t a, uint64_t p) {
@@ -127,6 +134,76 @@ Chunker::Chunker(const ChunkerParams& params) : params_(params) {
     shift_table_[t] = (t << kDegree) ^ PolyMod(t << kDegree, p);
     out_table_[t] = PolyMulMod(t, x512, p);
   }
+  // word_pow_[7 - k] = x^(64k) mod P.
+  uint64_t x64 = 1;  // x^64 mod p
+  for (int i = 0; i < 8; ++i) x64 = PolyMulMod(x64, 256, p);
+  uint64_t pow = 1;
+  for (int k = 7; k >= 0; --k) {
+    word_pow_[k] = pow;
+    pow = PolyMulMod(pow, x64, p);
+  }
+  // floor(x^116 / P) by long division: quotient bit i stands for x^(53 + i), i <= 63.
+  unsigned __int128 rem = static_cast<unsigned __int128>(1) << 116;
+  barrett_ = 0;
+  for (int i = 63; i >= 0; --i) {
+    if ((rem >> (kDegree + i)) & 1) {
+      barrett_ |= uint64_t{1} << i;
+      rem ^= static_cast<unsigned __int128>(p) << i;
+    }
+  }
+#if WHORL_CHUNKER_CLMUL
+  has_clmul_ = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+#endif
+}
+
+#if WHORL_CHUNKER_CLMUL
+// The window as a polynomial of degree < 512 is sum_k q_k * x^(64 * (7 - k)), q_k its k-th 8
+// bytes read big-endian (first byte most significant). Each q_k times word_pow_[k] is one
+// carry-less multiplication (degree <= 115); their XOR V is reduced mod P by Barrett: with
+// A = V div x^53 (degree <= 62) and mu = x^116 div P (degree 63), Q = (A * mu) div x^63 is
+// exactly V div P because deg A <= 63, so V + Q * P is the remainder.
+__attribute__((target("pclmul,sse4.1"))) inline uint64_t Chunker::WindowHashClmul(
+    const uint8_t* w) const {
+  __m128i v = _mm_setzero_si128();
+  for (int k = 0; k < 8; ++k) {
+    uint64_t q;
+    std::memcpy(&q, w + 8 * k, 8);
+    q = __builtin_bswap64(q);
+    const __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi64_si128(static_cast<int64_t>(q)),
+                                              _mm_cvtsi64_si128(static_cast<int64_t>(word_pow_[k])),
+                                              0x00);
+    v = _mm_xor_si128(v, prod);
+  }
+  const uint64_t lo = static_cast<uint64_t>(_mm_cvtsi128_si64(v));
+  const uint64_t hi = static_cast<uint64_t>(_mm_extract_epi64(v, 1));
+  const uint64_t a = (lo >> kDegree) | (hi << (64 - kDegree));
+  const __m128i am = _mm_clmulepi64_si128(_mm_cvtsi64_si128(static_cast<int64_t>(a)),
+                                          _mm_cvtsi64_si128(static_cast<int64_t>(barrett_)), 0x00);
+  const uint64_t q = (static_cast<uint64_t>(_mm_cvtsi128_si64(am)) >> 63) |
+                     (static_cast<uint64_t>(_mm_extract_epi64(am, 1)) << 1);
+  const __m128i qp = _mm_clmulepi64_si128(
+      _mm_cvtsi64_si128(static_cast<int64_t>(q)),
+      _mm_cvtsi64_si128(static_cast<int64_t>(params_.polynomial)), 0x00);
+  return (lo ^ static_cast<uint64_t>(_mm_cvtsi128_si64(qp))) & ((uint64_t{1} << kDegree) - 1);
+}
+
+// Kept in one function so the compiler interleaves the streams' independent multiplications.
+__attribute__((target("pclmul,sse4.1"))) void Chunker::StartStreamsClmul(const uint8_t* w,
+                                                                         uint64_t* h) const {
+  for (size_t k = 0; k < kStreams; ++k) h[k] = WindowHashClmul(w + k * kSegment);
+}
+#else
+uint64_t Chunker::WindowHashClmul(const uint8_t* w) const { return WindowHash(w); }
+void Chunker::StartStreamsClmul(const uint8_t* w, uint64_t* h) const {
+  for (size_t k = 0; k < kStreams; ++k) h[k] = WindowHash(w + k * kSegment);
+}
+#endif
+
+uint64_t Chunker::WindowHash(const uint8_t* w) const {
+  if (has_clmul_) return WindowHashClmul(w);
+  uint64_t h = 0;
+  for (size_t i = 0; i < kWindow; ++i) h = Append(h, w[i]);
+  return h;
 }
 
 // h < 2^53, so the shift stays below 2^61 and its top 8 bits are exactly h >> 45.
@@ -163,17 +240,19 @@ size_t Chunker::FindCutFast(const uint8_t* data, size_t first, size_t end) const
     // w[k * kSegment + j] is the first byte of that window.
     const uint8_t* w = data + first + 1 - kWindow;
     uint64_t h[kStreams] = {};
-    for (size_t j = 0; j + 1 < kWindow; ++j) {
-#pragma GCC unroll 8
-      for (size_t k = 0; k < kStreams; ++k) h[k] = Append(h[k], w[k * kSegment + j]);
-    }
     uint32_t matches[kMaxMatches];  // block offsets of matching windows
     size_t n = 0;
+    if (has_clmul_) {
+      StartStreamsClmul(w, h);
+    } else {
+      for (size_t j = 0; j < kWindow; ++j) {
 #pragma GCC unroll 8
-    for (size_t k = 0; k < kStreams; ++k) {
-      const size_t o = k * kSegment;  // first window: nothing to remove yet
-      h[k] = Append(h[k], w[o + kWindow - 1]);
-      if ((h[k] & mask_) == 0) matches[n++ % kMaxMatches] = static_cast<uint32_t>(o);
+        for (size_t k = 0; k < kStreams; ++k) h[k] = Append(h[k], w[k * kSegment + j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (size_t k = 0; k < kStreams; ++k) {  // each stream's first window
+      if ((h[k] & mask_) == 0) matches[n++ % kMaxMatches] = static_cast<uint32_t>(k * kSegment);
     }
     for (size_t j = 1; j < kSegment; ++j) {
 #pragma GCC unroll 8
@@ -209,6 +288,15 @@ size_t Chunker::NextChunk(const uint8_t* data, size_t n, bool at_eof) const {
 }
 
 namespace internal {
+
+uint64_t WindowHashForTest(const Chunker& chunker, const uint8_t* w, bool fast) {
+  if (fast) return chunker.WindowHash(w);
+  uint64_t h = 0;
+  for (size_t i = 0; i < kWindow; ++i) h = chunker.Append(h, w[i]);
+  return h;
+}
+
+bool ChunkerUsesClmul(const Chunker& chunker) { return chunker.has_clmul_; }
 
 size_t NextChunkSlow(const Chunker& chunker, const uint8_t* data, size_t n, bool at_eof) {
   return chunker.Decide(

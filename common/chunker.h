@@ -36,6 +36,11 @@ namespace internal {
 // The plain byte-at-a-time loop that Chunker::NextChunk must agree with exactly; exposed for
 // tests and benchmarks only.
 size_t NextChunkSlow(const Chunker& chunker, const uint8_t* data, size_t n, bool at_eof);
+// The hash of the 64-byte window w[0, 64): by 64 Appends (the definition) when !fast, else the
+// way FindCutFast starts a segment. For tests.
+uint64_t WindowHashForTest(const Chunker& chunker, const uint8_t* w, bool fast);
+// Whether FindCutFast starts segments with carry-less multiplications on this CPU.
+bool ChunkerUsesClmul(const Chunker& chunker);
 }  // namespace internal
 
 struct ChunkerParams {
@@ -75,6 +80,8 @@ class Chunker {
 
  private:
   friend size_t internal::NextChunkSlow(const Chunker&, const uint8_t*, size_t, bool);
+  friend uint64_t internal::WindowHashForTest(const Chunker&, const uint8_t*, bool);
+  friend bool internal::ChunkerUsesClmul(const Chunker&);
 
   // h * x^8 + in mod P: appends a byte to a window hash.
   uint64_t Append(uint64_t h, uint8_t in) const;
@@ -87,6 +94,12 @@ class Chunker {
   // Requires first >= 63. Slow: one window at a time (the reference). Fast: interleaved streams.
   size_t FindCutSlow(const uint8_t* data, size_t first, size_t end) const;
   size_t FindCutFast(const uint8_t* data, size_t first, size_t end) const;
+  // The hash of the 64-byte window w[0, 64) from scratch: carry-less multiplications when the
+  // CPU has them (a dozen instructions), else 64 Appends.
+  uint64_t WindowHash(const uint8_t* w) const;
+  uint64_t WindowHashClmul(const uint8_t* w) const;
+  // h[k] = WindowHash(w + k * kSegment) for each of FindCutFast's streams.
+  void StartStreamsClmul(const uint8_t* w, uint64_t* h) const;
 
   ChunkerParams params_;
   uint64_t mask_;
@@ -96,6 +109,11 @@ class Chunker {
   // out_table_[b] = b * x^512 mod P: the contribution, after the shift, of the byte leaving the
   // window. XOR-ed in after the shift, which keeps it off the hash's dependency chain.
   std::array<uint64_t, 256> out_table_;
+  // For WindowHashClmul: word_pow_[k] = x^(64 * (7 - k)) mod P, and Barrett's constant
+  // barrett_ = floor(x^116 / P).
+  bool has_clmul_ = false;
+  std::array<uint64_t, 8> word_pow_{};
+  uint64_t barrett_ = 0;
 };
 
 }  // namespace whorl

@@ -402,5 +402,31 @@ TEST(ChunkerTest, FastPathMatchesReference) {
   }
 }
 
+// A segment's first window is hashed from scratch (carry-less multiplication on x86-64 with
+// PCLMUL): it must equal 64 Appends for any polynomial and any bytes, including all-ones windows
+// (the largest products) and windows of zeros.
+TEST(ChunkerTest, WindowHashFromScratchMatchesAppends) {
+  SplitMix64 rng(13);
+  for (int round = 0; round < 200; ++round) {
+    ChunkerParams p = RandomParams(rng);
+    const Chunker chunker(p);
+    for (int i = 0; i < 50; ++i) {
+      std::string w = VariedBytes(rng, 64);
+      if (i == 0) w.assign(64, '\xff');
+      if (i == 1) w.assign(64, '\0');
+      ASSERT_EQ(internal::WindowHashForTest(chunker, Bytes(w), true),
+                internal::WindowHashForTest(chunker, Bytes(w), false))
+          << "round " << round << " window " << i;
+    }
+  }
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("pclmul")) {
+    SplitMix64 r(1);
+    ChunkerParams p = RandomParams(r);
+    EXPECT_TRUE(internal::ChunkerUsesClmul(Chunker(p)));
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace whorl
