@@ -298,6 +298,8 @@ uint64_t WindowHashForTest(const Chunker& chunker, const uint8_t* w, bool fast) 
 
 bool ChunkerUsesClmul(const Chunker& chunker) { return chunker.has_clmul_; }
 
+void DisableClmulForTest(Chunker& chunker) { chunker.has_clmul_ = false; }
+
 size_t NextChunkSlow(const Chunker& chunker, const uint8_t* data, size_t n, bool at_eof) {
   return chunker.Decide(
       n, at_eof, [&](size_t first, size_t end) { return chunker.FindCutSlow(data, first, end); });

@@ -41,6 +41,8 @@ size_t NextChunkSlow(const Chunker& chunker, const uint8_t* data, size_t n, bool
 uint64_t WindowHashForTest(const Chunker& chunker, const uint8_t* w, bool fast);
 // Whether FindCutFast starts segments with carry-less multiplications on this CPU.
 bool ChunkerUsesClmul(const Chunker& chunker);
+// Makes FindCutFast start segments with Appends, as on a CPU without PCLMUL. For tests.
+void DisableClmulForTest(Chunker& chunker);
 }  // namespace internal
 
 struct ChunkerParams {
@@ -82,6 +84,7 @@ class Chunker {
   friend size_t internal::NextChunkSlow(const Chunker&, const uint8_t*, size_t, bool);
   friend uint64_t internal::WindowHashForTest(const Chunker&, const uint8_t*, bool);
   friend bool internal::ChunkerUsesClmul(const Chunker&);
+  friend void internal::DisableClmulForTest(Chunker&);
 
   // h * x^8 + in mod P: appends a byte to a window hash.
   uint64_t Append(uint64_t h, uint8_t in) const;
