@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   auto store = whorl::metadata::MetadataStore::Open(
       flags.data, whorl::metadata::MetadataStoreOptions{
                       .block_cache_bytes = whorl::metadata::kDaemonBlockCacheBytes,
-                      .write_buffer_bytes = whorl::metadata::kDaemonWriteBufferBytes});
+                      .write_buffer_bytes = whorl::metadata::kDaemonWriteBufferBytes,
+                      .daemon = true});
   if (!store.ok()) {
     std::cerr << "whorl-metad: " << store.status().message() << "\n";
     return 1;

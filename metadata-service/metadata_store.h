@@ -45,8 +45,9 @@ struct SnapshotRecord {
 struct MetadataStoreOptions {
   // RocksDB's block cache (filled only as blocks are read). An embedded repository keeps the
   // default; whorl-metad uses kDaemonBlockCacheBytes, which holds the blocks of ~15M
-  // fingerprints, so FindMissing on a big shard answers from memory (tests/bench/whorl_bench.cc:
-  // 10M stored, 256 MiB: 0.72M fingerprints/s; 1 GiB: 0.89M).
+  // fingerprints, so FindMissing on a big shard answers from memory (tests/bench/whorl_bench.cc,
+  // 10M stored, in process: 256 MiB 0.72M fingerprints/s, 1 GiB 0.89M, with the LRU cache and
+  // index and filter blocks in it; 1 GiB 1.0-1.06M since).
   uint64_t block_cache_bytes = 256 << 20;
   // RocksDB's memtable: bytes written before a flush to a table file. The agent's peak memory
   // grows with it until the first flush (a first backup writes ~100 bytes per chunk), so an
@@ -56,6 +57,11 @@ struct MetadataStoreOptions {
   // flushes; a write that would leave less is refused with RESOURCE_EXHAUSTED ("No space left
   // on device") before anything is written. 0: twice write_buffer_bytes and 1 MiB.
   uint64_t reserve_bytes = 0;
+  // Tuned for a daemon answering many lookups at once (whorl-metad): a lock-free block cache
+  // (HyperClockCache, whose table is allocated whole up front: 4 MiB for 256 MiB of cache), and
+  // index and filter blocks held by the table readers instead of the cache. An embedded
+  // repository keeps an LRU cache with everything in it: 6-7 MiB less peak memory for a backup.
+  bool daemon = false;
 };
 inline constexpr uint64_t kDaemonWriteBufferBytes = 64 << 20;
 inline constexpr uint64_t kDaemonBlockCacheBytes = uint64_t{1} << 30;
