@@ -169,9 +169,9 @@ __attribute__((target("pclmul,sse4.1"))) inline uint64_t Chunker::WindowHashClmu
     uint64_t q;
     std::memcpy(&q, w + 8 * k, 8);
     q = __builtin_bswap64(q);
-    const __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi64_si128(static_cast<int64_t>(q)),
-                                              _mm_cvtsi64_si128(static_cast<int64_t>(word_pow_[k])),
-                                              0x00);
+    const __m128i prod =
+        _mm_clmulepi64_si128(_mm_cvtsi64_si128(static_cast<int64_t>(q)),
+                             _mm_cvtsi64_si128(static_cast<int64_t>(word_pow_[k])), 0x00);
     v = _mm_xor_si128(v, prod);
   }
   const uint64_t lo = static_cast<uint64_t>(_mm_cvtsi128_si64(v));
@@ -181,9 +181,9 @@ __attribute__((target("pclmul,sse4.1"))) inline uint64_t Chunker::WindowHashClmu
                                           _mm_cvtsi64_si128(static_cast<int64_t>(barrett_)), 0x00);
   const uint64_t q = (static_cast<uint64_t>(_mm_cvtsi128_si64(am)) >> 63) |
                      (static_cast<uint64_t>(_mm_extract_epi64(am, 1)) << 1);
-  const __m128i qp = _mm_clmulepi64_si128(
-      _mm_cvtsi64_si128(static_cast<int64_t>(q)),
-      _mm_cvtsi64_si128(static_cast<int64_t>(params_.polynomial)), 0x00);
+  const __m128i qp =
+      _mm_clmulepi64_si128(_mm_cvtsi64_si128(static_cast<int64_t>(q)),
+                           _mm_cvtsi64_si128(static_cast<int64_t>(params_.polynomial)), 0x00);
   return (lo ^ static_cast<uint64_t>(_mm_cvtsi128_si64(qp))) & ((uint64_t{1} << kDegree) - 1);
 }
 
