@@ -196,6 +196,18 @@ class ClusterBackupTest(ClusterTestCase):
         self.assertIn("whorl_rpc_duration_seconds_bucket", body)
         self.assertIn("whorl_findmissing_fingerprints_total", body)
         self.assertIn("whorl_rocksdb_estimate_num_keys", body)
+        # A run with nothing changed asks about none of its trees either: each has the bytes
+        # of the parent's tree, just read back. Only the trees above the backed-up directory
+        # may be asked about (other processes change the mtimes of /tmp and the like).
+        deep = mkdir(self.path("deep"))
+        for i in range(6):
+            w.write_file(os.path.join(mkdir(os.path.join(deep, f"d{i}")), "f"), b"x" * i)
+        self.backup(self.url, deep, env=env)
+        before = asked(scrape())
+        _, again = self.backup(self.url, deep, env=env)
+        self.assertEqual(again["files_unmodified"], 6, again)
+        above = len(os.path.abspath(deep).split("/")) - 1  # "/" and each directory down to deep
+        self.assertLessEqual(asked(scrape()) - before, above)
 
     def test_manifest_restore_and_ls_work_remotely(self):
         self.whorl("init", "--repo", self.url, expect=0)
