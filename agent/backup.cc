@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -197,7 +198,7 @@ class Archiver {
   // Saves the trie below "/" as the root tree; returns its fingerprint. `parent`: the parent
   // snapshot's root tree, read back from the repository, whose fingerprint is `parent_id`.
   absl::StatusOr<Fingerprint> SaveRoot(const PathTrie& trie, const v1::Tree* parent,
-                                       const std::string& parent_id) {
+                                       std::string_view parent_id) {
     if (trie.target) {
       WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveDirContents("/", parent));
       return SaveTree(&tree, parent, parent_id);
@@ -246,9 +247,8 @@ class Archiver {
   void PrefetchSubtrees(const v1::Tree& tree) { repo_->Prefetch(SubtreeFingerprints(tree)); }
 
   // A directory node's subtree fingerprint (bytes), or "" for none.
-  static const std::string& ParentId(const v1::Node* parent_node) {
-    static const std::string* const kNone = new std::string();
-    return parent_node == nullptr ? *kNone : parent_node->subtree();
+  static std::string_view ParentId(const v1::Node* parent_node) {
+    return parent_node == nullptr ? std::string_view() : std::string_view(parent_node->subtree());
   }
 
   // The parent's tree for a directory node, if it has one (a load failure only costs a re-read).
@@ -307,13 +307,17 @@ class Archiver {
   // `parent_tree`: the parent snapshot's tree for this directory as read back from the
   // repository, or nullptr; `parent_id`: its fingerprint's bytes.
   absl::StatusOr<Fingerprint> SaveTree(v1::Tree* tree, const v1::Tree* parent_tree,
-                                       const std::string& parent_id) {
+                                       std::string_view parent_id) {
     const std::string bytes = EncodeTree(tree);
     const Fingerprint fp = Sha256(bytes);
     // The same bytes as the parent's tree, which was just read back from the repository: they
     // are stored, so they need no question to the index (an unchanged night asks about none of
     // its ~9k trees), as an unchanged file's chunks need none.
-    if (parent_tree != nullptr && parent_id == fp.ToBytes()) return fp;
+    if (parent_tree != nullptr &&
+        parent_id == std::string_view(reinterpret_cast<const char*>(fp.bytes.data()),
+                                      fp.bytes.size())) {
+      return fp;
+    }
     WHORL_RETURN_IF_ERROR(uploader_.Add(fp, bytes));
     return fp;
   }
@@ -710,7 +714,8 @@ absl::StatusOr<BackupResult> RunBackup(
   archiver.walk_ahead_ = &walk_ahead;
   WHORL_ASSIGN_OR_RETURN(Fingerprint root,
                          archiver.SaveRoot(trie, parent_root.get(),
-                                           parent.has_value() ? parent->snapshot.root() : ""));
+                                           parent.has_value() ? std::string_view(parent->snapshot.root())
+                                                          : std::string_view()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
   WHORL_RETURN_IF_ERROR(archiver.Finish());
   WHORL_KILL_POINT("agent.commit.before");
