@@ -318,7 +318,7 @@ class Archiver {
                                       fp.bytes.size())) {
       return fp;
     }
-    WHORL_RETURN_IF_ERROR(uploader_.Add(fp, bytes));
+    WHORL_RETURN_IF_ERROR(uploader_.AddTree(fp, bytes));
     return fp;
   }
 

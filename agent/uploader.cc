@@ -18,28 +18,52 @@ ChunkUploader::~ChunkUploader() {
   if (storer_.joinable()) storer_.join();
 }
 
-absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, bool may_bundle) {
-  absl::MutexLock add_lock(&add_mu_);
-  if (known_.contains(fp)) return absl::OkStatus();
+bool ChunkUploader::Queue(Batch* batch, const Fingerprint& fp, std::string_view plain,
+                          bool may_bundle) {
+  if (known_.contains(fp)) return false;
   // Bounded memory whatever the backup's size: forgetting only costs a question to the index
   // for a chunk seen again (present chunks are never uploaded twice: the index answers).
-  // Only entries already submitted may be forgotten, so a batch stays deduplicated.
-  if (known_.size() >= kMaxKnown && pending_.empty()) known_.clear();
+  // Entries not submitted yet are kept, so a batch stays deduplicated.
+  if (known_.size() >= kMaxKnown) {
+    known_.clear();
+    for (const Batch* b : {&pending_, &trees_}) {
+      for (const Pending& p : *b) known_.insert(p.fp);
+    }
+  }
   known_.insert(fp);
-  pending_.push_back(Pending{fp, std::string(plain), may_bundle});
+  batch->push_back(Pending{fp, std::string(plain), may_bundle});
+  return true;
+}
+
+absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, bool may_bundle) {
+  absl::MutexLock add_lock(&add_mu_);
+  if (!Queue(&pending_, fp, plain, may_bundle)) return absl::OkStatus();
   pending_bytes_ += plain.size();
-  if (pending_bytes_ >= kBatchBytes || pending_.size() >= kBatchChunks) return Submit();
+  if (pending_bytes_ >= kBatchBytes || pending_.size() >= kBatchChunks) return Submit(&pending_);
   return absl::OkStatus();
 }
 
-absl::Status ChunkUploader::Submit() {
+absl::Status ChunkUploader::AddTree(const Fingerprint& fp, std::string_view plain) {
+  absl::MutexLock add_lock(&add_mu_);
+  if (!Queue(&trees_, fp, plain, /*may_bundle=*/false)) return absl::OkStatus();
+  tree_bytes_ += plain.size();
+  if (tree_bytes_ >= kTreeBatchBytes || trees_.size() >= kBatchChunks) return SubmitTrees();
+  return absl::OkStatus();
+}
+
+absl::Status ChunkUploader::SubmitTrees() {
+  if (!pending_.empty()) WHORL_RETURN_IF_ERROR(Submit(&pending_));
+  return Submit(&trees_);
+}
+
+absl::Status ChunkUploader::Submit(Batch* pending) {
   if (!encoder_.joinable()) {
     encoder_ = std::thread([this] { RunEncoder(); });
     storer_ = std::thread([this] { RunStorer(); });
   }
   Batch batch;
-  batch.swap(pending_);
-  pending_bytes_ = 0;
+  batch.swap(*pending);
+  (pending == &trees_ ? tree_bytes_ : pending_bytes_) = 0;
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
@@ -54,7 +78,11 @@ absl::Status ChunkUploader::Submit() {
 absl::Status ChunkUploader::Flush() {
   {
     absl::MutexLock add_lock(&add_mu_);
-    if (!pending_.empty()) WHORL_RETURN_IF_ERROR(Submit());
+    if (!trees_.empty()) {
+      WHORL_RETURN_IF_ERROR(SubmitTrees());
+    } else if (!pending_.empty()) {
+      WHORL_RETURN_IF_ERROR(Submit(&pending_));
+    }
   }
   absl::MutexLock lock(&mu_);
   flushing_ = true;  // the encoder hands over what it carries once nothing else waits

@@ -136,6 +136,48 @@ TEST_F(UploaderTest, ARepositoryWithoutBundlesGetsSingleChunks) {
   for (const auto& p : rec.puts) EXPECT_TRUE(p.members.empty());
 }
 
+TEST_F(UploaderTest, TreesAreStoredInRunsAfterEveryChunkAddedBeforeThem) {
+  RecordingRepository rec(repo_.get());
+  std::map<Fingerprint, size_t> order;  // the position each chunk was added at
+  std::set<Fingerprint> trees;
+  size_t tree_bytes = 0;
+  {
+    ChunkUploader up(&rec);
+    for (int i = 0; i < 1500; ++i) {
+      const std::string data = Text(i, 3000);
+      order.emplace(Sha256(data), order.size());
+      ASSERT_TRUE(up.Add(Sha256(data), data, /*may_bundle=*/false).ok());
+      const std::string tree = absl::StrCat("tree ", i, Text(-i, 1000));
+      order.emplace(Sha256(tree), order.size());
+      trees.insert(Sha256(tree));
+      tree_bytes += tree.size();
+      ASSERT_TRUE(up.AddTree(Sha256(tree), tree).ok());
+      ASSERT_TRUE(up.AddTree(Sha256(tree), tree).ok());  // known: not queued again
+    }
+    ASSERT_TRUE(up.Flush().ok());
+  }
+  ASSERT_EQ(rec.puts.size(), order.size());
+  std::set<Fingerprint> stored;
+  size_t runs = 0;
+  bool in_run = false;
+  for (size_t k = 0; k < rec.puts.size(); ++k) {
+    const Fingerprint& fp = rec.puts[k].fp;
+    EXPECT_TRUE(stored.insert(fp).second) << "stored twice";
+    const bool tree = trees.contains(fp);
+    if (tree && !in_run) ++runs;
+    in_run = tree;
+    if (!tree) continue;
+    // Every chunk added before this tree is stored before it.
+    for (const auto& [other, pos] : order) {
+      if (pos < order.at(fp) && !trees.contains(other)) {
+        EXPECT_TRUE(stored.contains(other)) << "a tree stored before a chunk added before it";
+      }
+    }
+  }
+  // ~1.5 MB of trees: a run per full tree batch and one for the rest, not one per tree.
+  EXPECT_EQ(runs, tree_bytes / ChunkUploader::kTreeBatchBytes + 1);
+}
+
 TEST(SplitBundleTest, GivesEachMemberBackEncodedAloneAndRefusesALyingTable) {
   EncodedChunk b;
   std::vector<std::string> parts = {Text(1, 5000), Text(2, 100), ""};

@@ -52,11 +52,15 @@ class WalkAhead {
  public:
   static constexpr size_t kMaxPending = 1 << 16;
   static constexpr size_t kMaxKeptEntries = 1 << 13;  // ~1.5 MB of listings at most
+  // Reads in flight. An unchanged night over the source tree (9k directories, 20k files, cold
+  // cache), side by side: 4 threads 0.50 s, 6 and 8 0.47 s, 12 0.48 s, 16 0.62 s (median of 4-8
+  // runs each; the disk takes more requests at once than 4, more threads contend on locks).
+  static constexpr size_t kDefaultThreads = 8;
 
   // `excluded(path, name)` says whether the backup skips a directory entry.
   WalkAhead(const std::vector<std::string>& roots,
             std::function<bool(const std::string&, const std::string&)> excluded,
-            size_t threads = 4);
+            size_t threads = kDefaultThreads);
   // Stops the threads (at their next entry) and joins them.
   ~WalkAhead();
   WalkAhead(const WalkAhead&) = delete;
