@@ -314,8 +314,8 @@ class Archiver {
     // are stored, so they need no question to the index (an unchanged night asks about none of
     // its ~9k trees), as an unchanged file's chunks need none.
     if (parent_tree != nullptr &&
-        parent_id == std::string_view(reinterpret_cast<const char*>(fp.bytes.data()),
-                                      fp.bytes.size())) {
+        parent_id ==
+            std::string_view(reinterpret_cast<const char*>(fp.bytes.data()), fp.bytes.size())) {
       return fp;
     }
     WHORL_RETURN_IF_ERROR(uploader_.AddTree(fp, bytes));
@@ -712,10 +712,11 @@ absl::StatusOr<BackupResult> RunBackup(
     return IsExcluded(options.excludes, path, name);
   });
   archiver.walk_ahead_ = &walk_ahead;
-  WHORL_ASSIGN_OR_RETURN(Fingerprint root,
-                         archiver.SaveRoot(trie, parent_root.get(),
-                                           parent.has_value() ? std::string_view(parent->snapshot.root())
-                                                          : std::string_view()));
+  WHORL_ASSIGN_OR_RETURN(
+      Fingerprint root,
+      archiver.SaveRoot(
+          trie, parent_root.get(),
+          parent.has_value() ? std::string_view(parent->snapshot.root()) : std::string_view()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
   WHORL_RETURN_IF_ERROR(archiver.Finish());
   WHORL_KILL_POINT("agent.commit.before");
