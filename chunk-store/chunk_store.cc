@@ -22,6 +22,7 @@
 #include "chunk-store/pack_format.h"
 #include "common/file_util.h"
 #include "common/kill_point.h"
+#include "common/rocksdb_wal.h"
 #include "common/status_macros.h"
 
 namespace whorl::chunkstore {
@@ -797,6 +798,7 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   WHORL_RETURN_IF_ERROR(
       FromRocks(rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, families, &handles, &db),
                 "open " + dir));
+  RemoveEarlierEmptyWals(db);
   // The default family's handle is owned by the DB; only ours needs destroying.
   db->DestroyColumnFamilyHandle(handles[0]).PermitUncheckedError();
   auto store =

@@ -249,6 +249,41 @@ TEST(ChunkStoreTest, ReopenKeepsEverything) {
   EXPECT_EQ(after.packs, 1u);
 }
 
+// RocksDB 7.8 leaves the empty WAL of every open behind (common/file_util.h, RemoveEmptyWals):
+// a store reopened nightly with nothing written must not gain a file per open, and the WAL
+// holding acknowledged writes must be replayed, not removed.
+TEST(ChunkStoreTest, ReopensWithoutWritesLeaveOneWalAndKeepTheWrites) {
+  TempDir dir;
+  const std::string locator = dir.path() + "/" + kLocatorDirName;
+  auto wals = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(locator)) {
+      if (e.path().extension() == ".log") out.push_back(e.path().filename());
+    }
+    return out;
+  };
+  std::vector<std::string> plains = {Text(1, 900), Bytes(2, 700)};
+  {
+    auto store = OpenOrDie(dir.path());
+    std::vector<ChunkPut> batch;
+    for (const auto& p : plains) batch.push_back(MakeChunk(p));
+    ASSERT_TRUE(store->PutBatch(batch).ok());
+  }
+  // Closing keeps the writes in the WAL only (no flush at close): it is not empty.
+  ASSERT_EQ(wals().size(), 1u);
+  EXPECT_GT(std::filesystem::file_size(locator + "/" + wals()[0]), 0u);
+  for (int i = 0; i < 5; ++i) {
+    auto store = OpenOrDie(dir.path());
+    ExpectReadsBack(*store, plains);
+    EXPECT_EQ(wals().size(), 1u) << "open " << i;
+  }
+  // A stray empty file of another name is not the stores' to remove.
+  { std::ofstream(locator + "/notes.log"); }
+  auto store = OpenOrDie(dir.path());
+  ExpectReadsBack(*store, plains);
+  EXPECT_EQ(wals().size(), 2u);
+}
+
 TEST(ChunkStoreTest, ForEachVisitsInFingerprintOrderAndStopsOnError) {
   TempDir dir;
   auto store = OpenOrDie(dir.path());

@@ -1,5 +1,6 @@
 #include "common/file_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -79,6 +80,35 @@ absl::Status PreadExact(int fd, uint64_t offset, size_t n, std::string* out,
     done += static_cast<size_t>(r);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> RemoveEmptyWals(const std::string& dir, uint64_t below) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus("opendir", dir, errno);
+  int removed = 0;
+  absl::Status status;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string_view name(e->d_name);
+    constexpr std::string_view kSuffix = ".log";
+    if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix)) continue;
+    const std::string_view number = name.substr(0, name.size() - kSuffix.size());
+    if (number.empty() || number.size() > 19 ||
+        number.find_first_not_of("0123456789") != number.npos ||
+        std::stoull(std::string(number)) >= below) {
+      continue;
+    }
+    const std::string path = dir + "/" + std::string(name);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != 0) continue;
+    if (::unlink(path.c_str()) != 0) {
+      status = ErrnoStatus("unlink", path, errno);
+      break;
+    }
+    ++removed;
+  }
+  ::closedir(d);
+  if (!status.ok()) return status;
+  return removed;
 }
 
 absl::Status SyncDir(const std::string& dir) {

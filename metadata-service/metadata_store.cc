@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/file_util.h"
 #include "common/kill_point.h"
+#include "common/rocksdb_wal.h"
 #include "common/status_macros.h"
 
 namespace whorl::metadata {
@@ -337,6 +338,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::DB* db = nullptr;
   WHORL_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "metadata " + dir));
+  RemoveEarlierEmptyWals(db);
   return std::unique_ptr<MetadataStore>(std::make_unique<MetadataStoreImpl>(
       std::unique_ptr<rocksdb::DB>(db), dir,
       store_options.reserve_bytes != 0 ? store_options.reserve_bytes

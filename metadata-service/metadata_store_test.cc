@@ -108,6 +108,28 @@ TEST_F(MetadataStoreTest, CommitAndListOldestFirst) {
   EXPECT_EQ((*list)[1].snapshot.time_ns(), 200);
 }
 
+TEST_F(MetadataStoreTest, ReopensWithoutWritesLeaveOneWal) {
+  const Fingerprint a = Sha256("a");
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{10, 20, 0, ""}}}).ok());
+  auto wals = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/db")) {
+      n += e.path().extension() == ".log";
+    }
+    return n;
+  };
+  for (int i = 0; i < 4; ++i) {
+    store_.reset();
+    auto store = MetadataStore::Open(dir_ + "/db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    EXPECT_EQ(wals(), 1) << "open " << i;
+    auto missing = store_->FindMissing({a});
+    ASSERT_TRUE(missing.ok());
+    EXPECT_EQ(*missing, std::vector<bool>{false});
+  }
+}
+
 TEST_F(MetadataStoreTest, SecondOpenOfSameDirFails) {
   auto second = MetadataStore::Open(dir_ + "/db");
   EXPECT_FALSE(second.ok());
