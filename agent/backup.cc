@@ -264,31 +264,15 @@ class Archiver {
   }
 
  public:
-  // For a repository whose reads cost a round trip: loads the parent snapshot's trees breadth
-  // first, announcing each level's subtrees together, so the walk finds them here instead of
-  // waiting for one read per directory. Stops at kPreloadBytes of encoded trees (the rest is
-  // loaded as the walk reaches it), so memory stays bounded whatever the tree's size.
+  // For a repository whose reads cost a round trip: loads the parent snapshot's trees ahead of
+  // the walk (PreloadTrees), up to kPreloadBytes of them.
   void PreloadParentTrees(const v1::Tree& root) {
     constexpr uint64_t kPreloadBytes = 16 << 20;
-    uint64_t bytes = 0;
-    std::vector<Fingerprint> level = SubtreeFingerprints(root);
-    while (!level.empty() && bytes < kPreloadBytes) {
-      repo_->Prefetch(level);
-      std::vector<Fingerprint> next;
-      for (const Fingerprint& fp : level) {
-        if (bytes >= kPreloadBytes) break;
-        absl::StatusOr<v1::Tree> t = LoadTree(repo_, fp.ToBytes());
-        if (!t.ok()) continue;  // the walk meets it again and treats it as no parent
-        bytes += t->ByteSizeLong();
-        for (const Fingerprint& sub : SubtreeFingerprints(*t)) {
-          if (!preloaded_.contains(sub)) next.push_back(sub);
-        }
-        preloaded_.emplace(fp, std::make_shared<const v1::Tree>(*std::move(t)));
-      }
-      std::sort(next.begin(), next.end());
-      next.erase(std::unique(next.begin(), next.end()), next.end());
-      level = std::move(next);
-    }
+    PreloadTrees(
+        repo_, root, kPreloadBytes, DecodeTree, [](const std::string&) { return true; },
+        [this](const Fingerprint& fp, std::string, v1::Tree tree) {
+          preloaded_.emplace(fp, std::make_shared<const v1::Tree>(std::move(tree)));
+        });
   }
 
  private:

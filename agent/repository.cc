@@ -1,5 +1,8 @@
 #include "agent/repository.h"
 
+#include <map>
+#include <set>
+
 #include "agent/objects.h"
 #include "common/status_macros.h"
 
@@ -33,6 +36,47 @@ absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes) {
   absl::StatusOr<v1::Tree> tree = DecodeTree(bytes);
   if (!tree.ok()) return Annotate(tree.status(), "tree " + fp.ToHex());
   return tree;
+}
+
+void PreloadTrees(
+    Repository* repo, const v1::Tree& root, uint64_t max_bytes,
+    const std::function<absl::StatusOr<v1::Tree>(std::string_view bytes)>& parse,
+    const std::function<bool(const std::string& path)>& follow,
+    const std::function<void(const Fingerprint& fp, std::string bytes, v1::Tree tree)>& keep) {
+  // The next level: each distinct subtree once, with the first path it was met at.
+  std::map<Fingerprint, std::string> level;
+  auto add_subtrees = [&](const std::string& dir, const v1::Tree& tree,
+                          std::map<Fingerprint, std::string>* next) {
+    for (const v1::Node& n : tree.nodes()) {
+      if (n.type() != v1::Node::DIR) continue;
+      std::string path = dir + "/" + n.name();
+      absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(n.subtree());
+      if (fp.ok() && follow(path)) next->emplace(*fp, std::move(path));
+    }
+  };
+  add_subtrees("", root, &level);
+  std::set<Fingerprint> loaded;
+  uint64_t bytes = 0;
+  while (!level.empty() && bytes < max_bytes) {
+    std::vector<Fingerprint> fps;
+    for (const auto& [fp, path] : level) fps.push_back(fp);
+    repo->Prefetch(fps);
+    std::map<Fingerprint, std::string> next;
+    for (const auto& [fp, path] : level) {
+      if (bytes >= max_bytes) break;
+      absl::StatusOr<std::string> raw = repo->GetChunk(fp);
+      if (!raw.ok()) continue;
+      bytes += raw->size();
+      absl::StatusOr<v1::Tree> tree = parse(*raw);
+      if (!tree.ok()) continue;
+      loaded.insert(fp);
+      add_subtrees(path, *tree, &next);
+      keep(fp, *std::move(raw), *std::move(tree));
+    }
+    std::erase_if(next, [&](const auto& e) { return loaded.contains(e.first); });
+    level = std::move(next);
+  }
+  // What was announced and not read (the cap was reached) is the walk's to read.
 }
 
 namespace {

@@ -209,6 +209,38 @@ class ClusterBackupTest(ClusterTestCase):
         above = len(os.path.abspath(deep).split("/")) - 1  # "/" and each directory down to deep
         self.assertLessEqual(asked(scrape()) - before, above)
 
+    def test_restore_reads_trees_a_level_at_a_time(self):
+        # 121 directories on three levels below src, each tree different (a symlink names its
+        # place), no file data: a restore that fetched each directory's subtrees on entering
+        # it would open a GetChunks stream per directory; loading them a level at a time
+        # opens about one per level and chunk-store node.
+        self.whorl("init", "--repo", self.url, expect=0)
+        src = mkdir(self.path("wide"))
+        for i in range(40):
+            for j in range(2):
+                d = mkdir(os.path.join(src, f"d{i}", f"e{j}"))
+                os.symlink(f"t-{i}-{j}", os.path.join(d, "link"))
+        _, s = self.backup(self.url, src)
+
+        def get_chunks_streams():
+            n = 0
+            for node in self.cluster.map["chunkstores"]:
+                with open(os.path.join(self.cluster.dir, "logs", node["id"] + ".log")) as f:
+                    n += sum(1 for line in f if '"method":"GetChunks"' in line)
+            return n
+        before = get_chunks_streams()
+        target = self.path("t")
+        self.whorl("restore", "--repo", self.url, s["snapshot_id"], "--target", target, expect=0)
+        streams = get_chunks_streams() - before
+        for i in range(40):
+            for j in range(2):
+                link = w.restored_path(target, os.path.join(src, f"d{i}", f"e{j}", "link"))
+                self.assertEqual(os.readlink(link), os.fsencode(f"t-{i}-{j}"))
+        # The snapshot's root and the directories down to src, then src's three levels.
+        levels = len(os.path.abspath(src).split("/")) + 3
+        chunk_stores = len(self.cluster.map["chunkstores"])
+        self.assertLessEqual(streams, levels * chunk_stores, streams)
+
     def test_manifest_restore_and_ls_work_remotely(self):
         self.whorl("init", "--repo", self.url, expect=0)
         src = mkdir(self.path("src"))
