@@ -109,27 +109,9 @@ class EmbeddedRepository : public Repository {
     return meta_->ListSnapshots();
   }
 
-  // In pack order, so that `check --read-data` reads each pack front to back and decodes a
-  // bundle for its members one after the other (the store keeps a few decoded).
+  // In pack order (ChunkStore::ListInPackOrder), for `check --read-data`.
   absl::StatusOr<std::vector<Fingerprint>> ListChunks() override {
-    struct Placed {
-      uint32_t pack_id;
-      uint64_t offset;
-      uint32_t inner_offset;
-      Fingerprint fp;
-      auto operator<=>(const Placed&) const = default;
-    };
-    std::vector<Placed> placed;
-    WHORL_RETURN_IF_ERROR(chunks_->ForEach(
-        [&placed](const Fingerprint& fp, const chunkstore::ChunkLocation& loc) -> absl::Status {
-          placed.push_back({loc.pack_id, loc.offset, loc.inner_offset, fp});
-          return absl::OkStatus();
-        }));
-    std::sort(placed.begin(), placed.end());
-    std::vector<Fingerprint> out;
-    out.reserve(placed.size());
-    for (const Placed& p : placed) out.push_back(p.fp);
-    return out;
+    return chunks_->ListInPackOrder();
   }
 
   absl::StatusOr<std::vector<PackDamage>> CheckPacks() override {

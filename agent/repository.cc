@@ -96,6 +96,16 @@ void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, in
     on_error(dir_path.empty() ? "/" : dir_path, tree.status());
     return;
   }
+  if (repo->ReadsCostARoundTrip()) {
+    // The subtrees the walk will load next, fetched together (a round trip per directory with
+    // subdirectories, not per subdirectory).
+    std::vector<Fingerprint> subtrees;
+    for (const v1::Node& node : tree->nodes()) {
+      if (node.type() != v1::Node::DIR) continue;
+      if (auto sub = Fingerprint::FromBytes(node.subtree()); sub.ok()) subtrees.push_back(*sub);
+    }
+    repo->Prefetch(subtrees);
+  }
   for (const v1::Node& node : tree->nodes()) {
     const std::string path = dir_path + "/" + node.name();
     if (fn(path, node) && node.type() == v1::Node::DIR) {

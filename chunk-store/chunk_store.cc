@@ -776,6 +776,27 @@ absl::StatusOr<std::optional<std::string>> ChunkStoreImpl::PackProblemOf(uint32_
 
 }  // namespace
 
+absl::StatusOr<std::vector<Fingerprint>> ChunkStore::ListInPackOrder() {
+  struct Placed {
+    uint32_t pack_id;
+    uint64_t offset;
+    uint32_t inner_offset;
+    Fingerprint fp;
+    auto operator<=>(const Placed&) const = default;
+  };
+  std::vector<Placed> placed;
+  WHORL_RETURN_IF_ERROR(
+      ForEach([&placed](const Fingerprint& fp, const ChunkLocation& loc) -> absl::Status {
+        placed.push_back({loc.pack_id, loc.offset, loc.inner_offset, fp});
+        return absl::OkStatus();
+      }));
+  std::sort(placed.begin(), placed.end());
+  std::vector<Fingerprint> out;
+  out.reserve(placed.size());
+  for (const Placed& p : placed) out.push_back(p.fp);
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
                                                              const ChunkStoreOptions& options) {
   WHORL_RETURN_IF_ERROR(MakeStoreDirs(dir));

@@ -146,6 +146,12 @@ class ChunkStore {
   // i.e. `check --read-data`): a stat and a 16-byte read per pack, plus one locator scan only
   // if some pack has a problem. Safe to call while puts run.
   virtual absl::StatusOr<std::vector<PackProblem>> CheckPacks() = 0;
+
+  // Every stored fingerprint in pack order (pack, offset, place in its bundle): reading them in
+  // this order reads each pack front to back and a bundle's members one after the other, so
+  // the store decodes each bundle once (it keeps a few decoded). Holds ~48 bytes per chunk
+  // while it sorts.
+  absl::StatusOr<std::vector<Fingerprint>> ListInPackOrder();
 };
 
 }  // namespace whorl::chunkstore

@@ -1092,6 +1092,36 @@ TEST(ChunkStoreTest, BundleMembersReadBackAfterReopenFromAVersion2Pack) {
   EXPECT_EQ(store->Locate(Sha256("later"))->pack_id, 2u);
 }
 
+// check --read-data reads in this order: each pack front to back, a bundle's members together.
+TEST(ChunkStoreTest, ListInPackOrderFollowsPacksAndBundlesNotFingerprints) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 4096;  // a new pack every batch or two
+  auto store = OpenOrDie(dir.path(), options);
+  std::vector<std::string> written;
+  for (int b = 0; b < 6; ++b) {
+    std::vector<std::string> parts = {Text(10 * b + 1, 1500), Bytes(10 * b + 2, 1200)};
+    std::vector<ChunkPut> batch = {MakeChunk(parts[0]), MakeChunk(parts[1])};
+    written.insert(written.end(), parts.begin(), parts.end());
+    if (b % 2 == 1) {
+      const std::vector<std::string> members = {Text(10 * b + 3, 300), Text(10 * b + 4, 200),
+                                                Text(10 * b + 5, 100)};
+      batch.push_back(MakeBundle(members));
+      written.insert(written.end(), members.begin(), members.end());
+    }
+    ASSERT_TRUE(store->PutBatch(batch).ok());
+  }
+  ASSERT_GE(store->Stats()->packs, 3u);
+  absl::StatusOr<std::vector<Fingerprint>> listed = store->ListInPackOrder();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  std::vector<Fingerprint> want;
+  for (const std::string& p : written) want.push_back(Sha256(p));
+  EXPECT_EQ(*listed, want);
+  std::vector<Fingerprint> by_fp = want;
+  std::sort(by_fp.begin(), by_fp.end());
+  EXPECT_NE(*listed, by_fp);  // the order is not the locator's
+}
+
 TEST(ChunkStoreTest, BundleIndexesOnlyItsNewMembersAndIsSkippedWhenNoneIs) {
   TempDir dir;
   auto store = OpenOrDie(dir.path());

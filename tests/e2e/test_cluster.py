@@ -209,7 +209,7 @@ class ClusterBackupTest(ClusterTestCase):
         above = len(os.path.abspath(deep).split("/")) - 1  # "/" and each directory down to deep
         self.assertLessEqual(asked(scrape()) - before, above)
 
-    def test_restore_reads_trees_a_level_at_a_time(self):
+    def test_restore_and_check_read_trees_together(self):
         # 121 directories on three levels below src, each tree different (a symlink names its
         # place), no file data: a restore that fetched each directory's subtrees on entering
         # it would open a GetChunks stream per directory; loading them a level at a time
@@ -240,6 +240,14 @@ class ClusterBackupTest(ClusterTestCase):
         levels = len(os.path.abspath(src).split("/")) + 3
         chunk_stores = len(self.cluster.map["chunkstores"])
         self.assertLessEqual(streams, levels * chunk_stores, streams)
+        # check --read-data walks the trees fetching each directory's subtrees together, and
+        # reads the data a slice of 1024 chunks at a time: not a stream per tree and per chunk
+        # (~250 here).
+        before = get_chunks_streams()
+        self.whorl("check", "--repo", self.url, "--read-data", expect=0)
+        streams = get_chunks_streams() - before
+        with_subdirs = len(os.path.abspath(src).split("/")) + 40
+        self.assertLessEqual(streams, (with_subdirs + 2) * chunk_stores, streams)
 
     def test_manifest_restore_and_ls_work_remotely(self):
         self.whorl("init", "--repo", self.url, expect=0)
