@@ -277,14 +277,16 @@ class Restorer {
   // on its own in RestoreDir, so one hostile entry costs only itself.
   absl::StatusOr<v1::Tree> LoadRawTree(std::string_view fp_bytes) {
     WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
-    std::string bytes;
+    // Preloaded trees stay until the end (16 MiB at most): a tree used at several places (every
+    // empty directory has the same) is not fetched again.
+    std::string fetched;
+    const std::string* bytes = &fetched;
     if (auto it = preloaded_.find(fp); it != preloaded_.end()) {
-      bytes = std::move(it->second);
-      preloaded_.erase(it);  // memory goes back as the walk goes on; a second use reads again
+      bytes = &it->second;
     } else {
-      WHORL_ASSIGN_OR_RETURN(bytes, ReadChunkRetrying(repo_, fp, kReadAttempts));
+      WHORL_ASSIGN_OR_RETURN(fetched, ReadChunkRetrying(repo_, fp, kReadAttempts));
     }
-    absl::StatusOr<v1::Tree> tree = ParseRawTree(bytes);
+    absl::StatusOr<v1::Tree> tree = ParseRawTree(*bytes);
     if (!tree.ok()) return absl::DataLossError("tree " + fp.ToHex() + " does not parse");
     return tree;
   }
