@@ -598,7 +598,7 @@ class Restorer {
   std::map<std::pair<uint64_t, uint64_t>, LinkSource> hardlinks_;
   // Fingerprints of the trees from the root down to the directory being restored.
   std::vector<std::string> ancestors_;
-  // Trees loaded ahead of the walk from a remote repository (PreloadTrees), until used.
+  // Trees loaded ahead of the walk from a remote repository (PreloadTrees), kept to the end.
   std::unordered_map<Fingerprint, std::string, FingerprintHash> preloaded_;
   uint64_t entries_seen_ = 0;
   Block block_;
