@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "agent/read_ahead.h"
 #include "agent/repository.h"
@@ -166,6 +167,39 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+struct Stores {
+  std::unique_ptr<chunkstore::ChunkStore> chunks;
+  std::unique_ptr<metadata::MetadataStore> meta;
+};
+
+// Opens the repository's two stores side by side: each open reads and writes a few small files
+// (manifest, options, a new WAL) and waits for their fsyncs; together they were half of a cold
+// `whorl snapshots`.
+absl::StatusOr<Stores> OpenStores(const std::string& path, bool read_only) {
+  chunkstore::ChunkStoreOptions options;
+  options.verify_puts = false;  // the agent computed each fingerprint from these very bytes
+  options.read_only = read_only;
+  metadata::MetadataStoreOptions meta_options;
+  meta_options.read_only = read_only;
+  absl::StatusOr<std::unique_ptr<metadata::MetadataStore>> meta = absl::UnknownError("not opened");
+  std::thread meta_open([&meta, &path, &meta_options] {
+    meta = metadata::MetadataStore::Open(path + "/meta", meta_options);
+  });
+  absl::StatusOr<std::unique_ptr<chunkstore::ChunkStore>> chunks =
+      chunkstore::ChunkStore::Open(path + "/chunks", options);
+  meta_open.join();
+  if (!chunks.ok()) return chunks.status();
+  if (!meta.ok()) return meta.status();
+  return Stores{*std::move(chunks), *std::move(meta)};
+}
+
+// Whether an open failed only because the repository's filesystem takes no writes.
+bool CannotWrite(const absl::Status& s) {
+  return absl::IsResourceExhausted(s) ||
+         absl::StrContains(s.message(), "No space left on device") ||
+         absl::StrContains(s.message(), "Read-only file system");
+}
+
 }  // namespace
 
 absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& config) {
@@ -187,7 +221,8 @@ absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& c
   return WriteFileAtomic(path + "/config", config.ToJson());
 }
 
-absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path,
+                                                                   RepoAccess access) {
   const std::string config_path = path + "/config";
   if (!Exists(config_path)) {
     return absl::FailedPreconditionError(path + " is not a whorl repository (no config)");
@@ -197,7 +232,12 @@ absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::st
   if (!config.ok()) return Annotate(config.status(), config_path);
 
   const std::string lock_path = path + "/lock";
-  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EROFS && access == RepoAccess::kReadOnly) {
+    // On a read-only filesystem no writer can be at work: lock what there is, if anything.
+    fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) fd = ::open(config_path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
   if (fd < 0) return ErrnoStatus("open", lock_path, errno);
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno != EINTR) {
@@ -206,22 +246,20 @@ absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::st
       return ErrnoStatus("flock", lock_path, err);
     }
   }
-  chunkstore::ChunkStoreOptions options;
-  options.verify_puts = false;  // the agent computed each fingerprint from these very bytes
-  // The two stores open side by side: each open reads and writes a few small files (manifest,
-  // options, a new WAL) and waits for their fsyncs; together they were half of a cold
-  // `whorl snapshots`.
-  absl::StatusOr<std::unique_ptr<metadata::MetadataStore>> meta = absl::UnknownError("not opened");
-  std::thread meta_open([&meta, &path] { meta = metadata::MetadataStore::Open(path + "/meta"); });
-  absl::StatusOr<std::unique_ptr<chunkstore::ChunkStore>> chunks =
-      chunkstore::ChunkStore::Open(path + "/chunks", options);
-  meta_open.join();
-  if (!chunks.ok() || !meta.ok()) {
-    ::close(fd);
-    return chunks.ok() ? meta.status() : chunks.status();
+  // Opened for writing even to read: the open recovers what a crash left (the newest pack's tail)
+  // and RocksDB checks the whole MANIFEST. A reader falls back to the stores' read-only mode only
+  // where that open cannot write (a full disk, a read-only filesystem): then it sees the
+  // repository as its last writer left it, and a torn pack tail stays unread.
+  absl::StatusOr<Stores> stores = OpenStores(path, /*read_only=*/false);
+  if (!stores.ok() && access == RepoAccess::kReadOnly && CannotWrite(stores.status())) {
+    stores = OpenStores(path, /*read_only=*/true);
   }
-  return std::unique_ptr<Repository>(
-      new EmbeddedRepository(*std::move(config), fd, *std::move(chunks), *std::move(meta)));
+  if (!stores.ok()) {
+    ::close(fd);
+    return stores.status();
+  }
+  return std::unique_ptr<Repository>(new EmbeddedRepository(
+      *std::move(config), fd, std::move(stores->chunks), std::move(stores->meta)));
 }
 
 }  // namespace whorl::agent

@@ -69,10 +69,12 @@ RemoteOptions Remote(const Flags& f) {
   return o;
 }
 
-// The repository `repo` names: a cluster for whorl://HOST:PORT, else a directory.
-absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(const std::string& repo,
-                                                           const RemoteOptions& options) {
-  if (!IsRemoteUrl(repo)) return OpenEmbeddedRepository(repo);
+// The repository `repo` names: a cluster for whorl://HOST:PORT, else a directory. Every command
+// but backup reads only.
+absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(
+    const std::string& repo, const RemoteOptions& options,
+    RepoAccess access = RepoAccess::kReadOnly) {
+  if (!IsRemoteUrl(repo)) return OpenEmbeddedRepository(repo, access);
   WHORL_ASSIGN_OR_RETURN(std::unique_ptr<RemoteRepository> remote,
                          OpenRemoteRepository(repo, options));
   return std::unique_ptr<Repository>(std::move(remote));
@@ -108,7 +110,8 @@ int CmdBackup(Flags& f) {
     if (absl::Status s = ReadExcludeFile(f.exclude_file, &options.excludes); !s.ok())
       return Fail(s);
   }
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
+  absl::StatusOr<std::unique_ptr<Repository>> repo =
+      OpenRepository(f.repo, Remote(f), RepoAccess::kReadWrite);
   if (!repo.ok()) return Fail(repo.status());
   const bool tty = ::isatty(STDOUT_FILENO) && !f.json;
   const auto start = std::chrono::steady_clock::now();

@@ -172,11 +172,20 @@ void WalkTree(Repository* repo, std::string_view root,
 // FAILED_PRECONDITION "repository already exists" if REPO/config exists.
 absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& config);
 
+// What a command does to a repository it opens.
+enum class RepoAccess {
+  kReadWrite,  // backup: writes chunks, the index and snapshots
+  kReadOnly,   // snapshots, ls, restore, check, stats: read only
+};
+
 // Opens the embedded repository in `path`. FAILED_PRECONDITION "PATH is not a whorl
 // repository" if there is no config; the config's own errors otherwise. Holds the repository's
 // lock (flock on REPO/lock) until destroyed: a second process opening the same repository waits
-// for the first to finish, so two backups run one after the other, never interleaved.
-absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path);
+// for the first to finish, so two backups run one after the other, never interleaved. A kReadOnly
+// open of a repository whose filesystem takes no writes (full, or mounted read-only) opens the
+// stores read-only, so such a repository can still be listed, checked and restored from.
+absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(
+    const std::string& path, RepoAccess access = RepoAccess::kReadWrite);
 
 }  // namespace whorl::agent
 

@@ -310,6 +310,12 @@ absl::Status ChunkStoreImpl::Recover() {
     newest_pack_id_ = highest_indexed;
     return absl::OkStatus();
   }
+  if (options_.read_only) {
+    // Every pack as a closed one: its header is checked, its tail is left as it is.
+    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckClosedPack(id));
+    newest_pack_id_ = ids.empty() ? 0 : ids.back();
+    return absl::OkStatus();
+  }
   if (ids.empty()) return StartNewPack();
   for (size_t i = 0; i + 1 < ids.size(); ++i) WHORL_RETURN_IF_ERROR(CheckClosedPack(ids[i]));
   newest_pack_id_ = ids.back();
@@ -483,6 +489,10 @@ absl::StatusOr<ChunkStoreImpl::Selection> ChunkStoreImpl::SelectNew(
 }
 
 absl::Status ChunkStoreImpl::WriteLocked(const Selection& selection) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("chunk store ", packs_dir_, ": opened read-only, it takes no writes"));
+  }
   WHORL_RETURN_IF_ERROR(latch_.Check());
   uint64_t need = 0;
   for (const ChunkPut* c : selection.todo) need += kRecordHeaderSize + c->data.size();
@@ -799,12 +809,11 @@ absl::StatusOr<std::vector<Fingerprint>> ChunkStore::ListInPackOrder() {
 
 absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& dir,
                                                              const ChunkStoreOptions& options) {
-  WHORL_RETURN_IF_ERROR(MakeStoreDirs(dir));
+  if (!options.read_only) WHORL_RETURN_IF_ERROR(MakeStoreDirs(dir));
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
-  db_options.keep_log_file_num = 3;  // an info log per open: keep the last few only
-  db_options.max_log_file_size = 1 << 20;
+  db_options.info_log = NewRocksLogger(options.log, options.log_level);
   // The locator's memtable: ~60 bytes per chunk. A small one keeps the agent's memory flat
   // (an embedded repository's first backup would otherwise grow it to RocksDB's 64 MiB).
   rocksdb::ColumnFamilyOptions locator_options;
@@ -816,10 +825,16 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
       {kPackEndsColumnFamily, pack_ends_options}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  WHORL_RETURN_IF_ERROR(
-      FromRocks(rocksdb::DB::Open(db_options, dir + "/" + kLocatorDirName, families, &handles, &db),
-                "open " + dir));
-  RemoveEarlierEmptyWals(db);
+  const std::string locator_dir = dir + "/" + kLocatorDirName;
+  if (options.read_only) {
+    WHORL_RETURN_IF_ERROR(
+        FromRocks(rocksdb::DB::OpenForReadOnly(db_options, locator_dir, families, &handles, &db),
+                  "open " + dir));
+  } else {
+    WHORL_RETURN_IF_ERROR(FromRocks(
+        rocksdb::DB::Open(db_options, locator_dir, families, &handles, &db), "open " + dir));
+    RemoveEarlierEmptyWals(db);
+  }
   // The default family's handle is owned by the DB; only ours needs destroying.
   db->DestroyColumnFamilyHandle(handles[0]).PermitUncheckedError();
   auto store =

@@ -28,6 +28,7 @@
 #include "common/bundle.h"
 #include "common/codec.h"
 #include "common/fingerprint.h"
+#include "common/rocksdb_log.h"
 
 namespace whorl::chunkstore {
 
@@ -49,6 +50,16 @@ struct ChunkStoreOptions {
   // flushes: a put that would leave less is refused with RESOURCE_EXHAUSTED ("No space left on
   // device") before anything is written. 0: twice locator_write_buffer_bytes and 1 MiB.
   uint64_t reserve_bytes = 0;
+  // Open without writing anything: RocksDB's read-only mode (no new WAL, MANIFEST or OPTIONS
+  // file), no recovery of the newest pack's tail (records a crash left past the indexed end stay
+  // unread), and every put refused with FAILED_PRECONDITION. Readers of a full disk and readers
+  // side by side with each other use it. The store must exist.
+  bool read_only = false;
+  // Where RocksDB's info log goes (common/rocksdb_log.h); lines below `log_level` are dropped.
+  // Empty: dropped (a failure reaches the caller as a Status anyway). The store never writes
+  // RocksDB's LOG file.
+  RocksLogSink log;
+  rocksdb::InfoLogLevel log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 };
 
 // One chunk to store: its fingerprint, its encoded bytes and how they were encoded. Or, with

@@ -284,6 +284,53 @@ TEST(ChunkStoreTest, ReopensWithoutWritesLeaveOneWalAndKeepTheWrites) {
   EXPECT_EQ(wals().size(), 2u);
 }
 
+// A read-only open (a reader of a full disk) serves what is indexed, refuses puts, leaves the
+// newest pack's unindexed tail alone and writes no file at all; RocksDB never writes its LOG.
+TEST(ChunkStoreTest, ReadOnlyOpenServesReadsRefusesPutsAndWritesNothing) {
+  TempDir dir;
+  const std::vector<std::string> plains = {Text(1, 900), Bytes(2, 700)};
+  {
+    auto store = OpenOrDie(dir.path());
+    std::vector<ChunkPut> batch;
+    for (const auto& p : plains) batch.push_back(MakeChunk(p));
+    ASSERT_TRUE(store->PutBatch(batch).ok());
+  }
+  const ChunkPut unindexed = MakeChunk(Text(3, 700));
+  {
+    auto writer = PackWriter::OpenForAppend(dir.path() + "/" + kPacksDirName, 1);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    RecordHeader h{unindexed.codec, static_cast<uint32_t>(unindexed.plain_size),
+                   static_cast<uint32_t>(unindexed.data.size()), unindexed.fingerprint};
+    ASSERT_TRUE((*writer)->Append(h, unindexed.data).ok());
+    ASSERT_TRUE((*writer)->Sync().ok());
+  }
+  const auto before = testing::FilesAndSizes(dir.path());
+  for (const auto& [name, size] : before) {
+    EXPECT_EQ(std::filesystem::path(name).filename().string().rfind("LOG", 0), std::string::npos)
+        << name;
+  }
+  {
+    ChunkStoreOptions options;
+    options.read_only = true;
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_NE(store, nullptr);
+    ExpectReadsBack(*store, plains);
+    EXPECT_EQ(store->Get(unindexed.fingerprint).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(store->Stats()->chunks, 2u);
+    EXPECT_TRUE(store->CheckPacks()->empty());
+    const absl::Status s = store->PutBatch({MakeChunk("new")});
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("opened read-only"), std::string::npos) << s;
+  }
+  EXPECT_EQ(testing::FilesAndSizes(dir.path()), before);
+  // A read-only open of no store at all fails instead of making one.
+  TempDir empty;
+  ChunkStoreOptions options;
+  options.read_only = true;
+  EXPECT_FALSE(ChunkStore::Open(empty.path() + "/none", options).ok());
+  EXPECT_FALSE(std::filesystem::exists(empty.path() + "/none"));
+}
+
 TEST(ChunkStoreTest, ForEachVisitsInFingerprintOrderAndStopsOnError) {
   TempDir dir;
   auto store = OpenOrDie(dir.path());

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   }
   whorl::chunkstore::ChunkStoreOptions options;
   options.verify_puts = true;  // a store on the network never trusts a fingerprint
+  const wd::RocksDbLog rocks_log = wd::RocksDbLogFor(flags.data);
+  options.log = rocks_log.sink;
+  options.log_level = rocks_log.level;
   auto store = whorl::chunkstore::ChunkStore::Open(flags.data, options);
   if (!store.ok()) {
     std::cerr << "whorl-chunkd: " << store.status().message() << "\n";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 
 namespace whorl::chunkstore::testing {
@@ -32,6 +33,16 @@ inline std::string Bytes(uint64_t seed, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
     out.push_back(static_cast<char>(seed >> 56));
+  }
+  return out;
+}
+
+// Every file under `dir` (path relative to it) with its size: what a test compares to show
+// that something wrote nothing.
+inline std::map<std::string, uintmax_t> FilesAndSizes(const std::string& dir) {
+  std::map<std::string, uintmax_t> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) out[std::filesystem::relative(e.path(), dir)] = e.file_size();
   }
   return out;
 }

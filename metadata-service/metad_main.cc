@@ -25,11 +25,14 @@ int main(int argc, char** argv) {
     std::cerr << "whorl-metad: " << cluster.status().message() << "\n";
     return 2;
   }
+  const wd::RocksDbLog rocks_log = wd::RocksDbLogFor(flags.data);
   auto store = whorl::metadata::MetadataStore::Open(
       flags.data, whorl::metadata::MetadataStoreOptions{
                       .block_cache_bytes = whorl::metadata::kDaemonBlockCacheBytes,
                       .write_buffer_bytes = whorl::metadata::kDaemonWriteBufferBytes,
-                      .daemon = true});
+                      .daemon = true,
+                      .log = rocks_log.sink,
+                      .log_level = rocks_log.level});
   if (!store.ok()) {
     std::cerr << "whorl-metad: " << store.status().message() << "\n";
     return 1;

@@ -87,10 +87,12 @@ int64_t NowNs() {
 // Thread-safe: RocksDB is; mu_ serialises read-modify-write in Register.
 class MetadataStoreImpl : public MetadataStore {
  public:
-  MetadataStoreImpl(std::unique_ptr<rocksdb::DB> db, std::string dir, uint64_t reserve_bytes)
+  MetadataStoreImpl(std::unique_ptr<rocksdb::DB> db, std::string dir, uint64_t reserve_bytes,
+                    bool read_only)
       : db_(std::move(db)),
         dir_(std::move(dir)),
         reserve_bytes_(reserve_bytes),
+        read_only_(read_only),
         latch_("metadata store " + dir_) {}
 
   // Batches at least this big are looked up on two threads.
@@ -269,6 +271,10 @@ class MetadataStoreImpl : public MetadataStore {
  private:
   // Refuses a write of about `bytes` when an earlier one failed or the disk is nearly full.
   absl::Status CanWrite(uint64_t bytes) {
+    if (read_only_) {
+      return absl::FailedPreconditionError("metadata store " + dir_ +
+                                           ": opened read-only, it takes no writes");
+    }
     WHORL_RETURN_IF_ERROR(latch_.Check());
     return CheckFreeSpace(dir_, bytes, reserve_bytes_);
   }
@@ -276,6 +282,7 @@ class MetadataStoreImpl : public MetadataStore {
   std::unique_ptr<rocksdb::DB> db_;
   const std::string dir_;
   const uint64_t reserve_bytes_;
+  const bool read_only_;
   WriteLatch latch_;  // the first failed write
   absl::Mutex mu_;
 };
@@ -302,10 +309,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   rocksdb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
-  // RocksDB starts a new info log at every open (every whorl command on an embedded
-  // repository); keep the last few, not one per run forever.
-  options.keep_log_file_num = 3;
-  options.max_log_file_size = 1 << 20;
+  options.info_log = NewRocksLogger(store_options.log, store_options.log_level);
   // Tuned for FindMissing (tests/bench/whorl_bench.cc measures it): keys are SHA-256 digests,
   // which no compressor shrinks, so blocks are stored plain and a lookup never decompresses;
   // the memtable has a whole-key Bloom filter, so an absent key skips the skip-list walk; data
@@ -337,12 +341,18 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   }
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::DB* db = nullptr;
-  WHORL_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "metadata " + dir));
-  RemoveEarlierEmptyWals(db);
+  if (store_options.read_only) {
+    WHORL_RETURN_IF_ERROR(
+        FromRocks(rocksdb::DB::OpenForReadOnly(options, dir, &db), "metadata " + dir));
+  } else {
+    WHORL_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(options, dir, &db), "metadata " + dir));
+    RemoveEarlierEmptyWals(db);
+  }
   return std::unique_ptr<MetadataStore>(std::make_unique<MetadataStoreImpl>(
       std::unique_ptr<rocksdb::DB>(db), dir,
       store_options.reserve_bytes != 0 ? store_options.reserve_bytes
-                                       : 2 * store_options.write_buffer_bytes + (1 << 20)));
+                                       : 2 * store_options.write_buffer_bytes + (1 << 20),
+      store_options.read_only));
 }
 
 }  // namespace whorl::metadata

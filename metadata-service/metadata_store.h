@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/fingerprint.h"
+#include "common/rocksdb_log.h"
 #include "whorl/v1/objects.pb.h"
 
 namespace whorl::metadata {
@@ -62,6 +63,14 @@ struct MetadataStoreOptions {
   // index and filter blocks held by the table readers instead of the cache. An embedded
   // repository keeps an LRU cache with everything in it: 6-7 MiB less peak memory for a backup.
   bool daemon = false;
+  // Open without writing anything (RocksDB's read-only mode: no new WAL, MANIFEST or OPTIONS
+  // file); every write is refused with FAILED_PRECONDITION. The store must exist.
+  bool read_only = false;
+  // Where RocksDB's info log goes (common/rocksdb_log.h); lines below `log_level` are dropped.
+  // Empty: dropped (a failure reaches the caller as a Status anyway). The store never writes
+  // RocksDB's LOG file.
+  RocksLogSink log;
+  rocksdb::InfoLogLevel log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 };
 inline constexpr uint64_t kDaemonWriteBufferBytes = 64 << 20;
 inline constexpr uint64_t kDaemonBlockCacheBytes = uint64_t{1} << 30;

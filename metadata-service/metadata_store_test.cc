@@ -5,6 +5,8 @@
 
 #include <filesystem>
 
+#include "chunk-store/test_util.h"
+
 namespace whorl::metadata {
 namespace {
 
@@ -65,6 +67,60 @@ TEST_F(MetadataStoreTest, WritesThatWouldEatTheReserveAreRefused) {
   EXPECT_TRUE((*store)->ListSnapshots()->empty());
   EXPECT_EQ((*store)->GetConfig().status().code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE((*store)->Register({{b, IndexEntry{10, 20, 0, ""}}}).ok());
+}
+
+// A read-only open (a reader of a full disk) answers from what is stored, refuses every write
+// and writes no file at all.
+TEST_F(MetadataStoreTest, ReadOnlyOpenAnswersRefusesWritesAndWritesNothing) {
+  const Fingerprint a = Sha256("a"), b = Sha256("b");
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{10, 20, 0, ""}}}).ok());
+  v1::Snapshot snap;
+  snap.set_root(a.ToBytes());
+  ASSERT_TRUE(store_->CommitSnapshot(snap).ok());
+  store_.reset();
+  const auto before = chunkstore::testing::FilesAndSizes(dir_);
+  {
+    MetadataStoreOptions options;
+    options.read_only = true;
+    auto ro = MetadataStore::Open(dir_ + "/db", options);
+    ASSERT_TRUE(ro.ok()) << ro.status();
+    EXPECT_EQ(*(*ro)->FindMissing({a, b}), (std::vector<bool>{false, true}));
+    EXPECT_EQ((*ro)->ListSnapshots()->size(), 1u);
+    const absl::Status s = (*ro)->Register({{b, IndexEntry{10, 20, 0, ""}}});
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("opened read-only"), std::string::npos) << s;
+    EXPECT_EQ((*ro)->CommitSnapshot(snap).status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ((*ro)->PutConfig("config").code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_EQ(chunkstore::testing::FilesAndSizes(dir_), before);
+}
+
+// RocksDB's info log goes to the options' sink at the level asked for, never to a LOG file.
+TEST_F(MetadataStoreTest, RocksDbInfoLogGoesToTheSinkNotToAFile) {
+  store_.reset();
+  std::vector<std::string> info, warn;
+  MetadataStoreOptions options;
+  options.log = [&](rocksdb::InfoLogLevel level, std::string_view line) {
+    (level >= rocksdb::InfoLogLevel::WARN_LEVEL ? warn : info).emplace_back(line);
+  };
+  options.log_level = rocksdb::InfoLogLevel::INFO_LEVEL;
+  {
+    auto store = MetadataStore::Open(dir_ + "/db", options);
+    ASSERT_TRUE(store.ok()) << store.status();
+  }
+  ASSERT_FALSE(info.empty());
+  EXPECT_NE(info[0].find("RocksDB version"), std::string::npos) << info[0];
+  for (const auto& [name, size] : chunkstore::testing::FilesAndSizes(dir_)) {
+    EXPECT_EQ(std::filesystem::path(name).filename().string().rfind("LOG", 0), std::string::npos)
+        << name;
+  }
+  // At WARN, an open that goes well says nothing.
+  info.clear();
+  options.log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  auto store = MetadataStore::Open(dir_ + "/db", options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE(info.empty()) << info[0];
+  EXPECT_TRUE(warn.empty()) << warn[0];
 }
 
 TEST_F(MetadataStoreTest, RegisterKeepsFirstSeen) {

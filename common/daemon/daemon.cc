@@ -46,6 +46,17 @@ spdlog::level::level_enum ToSpd(LogLevel l) {
 
 }  // namespace
 
+RocksDbLog RocksDbLogFor(const std::string& store) {
+  const bool debug = spdlog::default_logger()->should_log(spdlog::level::debug);
+  return {[store](rocksdb::InfoLogLevel level, std::string_view line) {
+            const LogLevel ours = level >= rocksdb::InfoLogLevel::ERROR_LEVEL  ? LogLevel::kError
+                                  : level >= rocksdb::InfoLogLevel::WARN_LEVEL ? LogLevel::kWarn
+                                                                               : LogLevel::kDebug;
+            Log(ours, "rocksdb", {{"store", store}, {"line", std::string(line)}});
+          },
+          debug ? rocksdb::InfoLogLevel::INFO_LEVEL : rocksdb::InfoLogLevel::WARN_LEVEL};
+}
+
 int ParseFlags(const std::string& name, int argc, char** argv, DaemonFlags* f) {
   CLI::App app{name};
   app.add_option("--node-id", f->node_id, "this node's id in the cluster map")->required();

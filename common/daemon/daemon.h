@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/cluster_map.h"
 #include "common/hash_ring.h"
+#include "common/rocksdb_log.h"
 #include "whorl/v1/service.grpc.pb.h"
 
 namespace prometheus {
@@ -58,6 +59,15 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 //   Log(LogLevel::kInfo, "rpc", {{"method", "FindMissing"}, {"code", "OK"}});
 void Log(LogLevel level, const std::string& msg,
          const std::vector<std::pair<std::string, std::string>>& fields = {});
+
+// RocksDB's info log as log events "rocksdb" with {"store": store, "line": ...}: RocksDB's warnings
+// and errors at kWarn and kError, its info lines at kDebug (read only when the logger is at debug;
+// returned as the level to set, for the store's options).
+struct RocksDbLog {
+  RocksLogSink sink;
+  rocksdb::InfoLogLevel level;
+};
+RocksDbLog RocksDbLogFor(const std::string& store);
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& where);
 grpc::Status ToGrpc(const absl::Status& s);

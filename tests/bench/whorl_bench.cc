@@ -221,10 +221,11 @@ int Run(int argc, char** argv) {
   if (n_fps > 0) {
     const std::string meta_dir = dir + "/meta";
     {
-      auto store = metadata::MetadataStore::Open(
-          meta_dir, {.block_cache_bytes = metadata::kDaemonBlockCacheBytes,
-                     .write_buffer_bytes = metadata::kDaemonWriteBufferBytes,
-                     .daemon = true});  // as whorl-metad
+      metadata::MetadataStoreOptions as_metad;
+      as_metad.block_cache_bytes = metadata::kDaemonBlockCacheBytes;
+      as_metad.write_buffer_bytes = metadata::kDaemonWriteBufferBytes;
+      as_metad.daemon = true;
+      auto store = metadata::MetadataStore::Open(meta_dir, as_metad);
       if (!store.ok()) {
         Log("metadata store: " + std::string(store.status().message()));
         return 1;

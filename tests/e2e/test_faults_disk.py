@@ -122,6 +122,57 @@ class FullDiskTest(w.WhorlTestCase):
             f = os.path.join(src, f"f{i}")
             self.assertEqual(w.read_bytes(w.restored_path(target, f)), w.read_bytes(f), f)
 
+    def assert_readable(self, repo, src, snapshot_count, what):
+        """REPO lists SNAPSHOT_COUNT snapshots, checks clean and restores SRC's f0..f9 exactly."""
+        snaps = json.loads(self.whorl("snapshots", "--repo", repo, "--json", expect=0).stdout)
+        self.assertEqual(len(snaps), snapshot_count, what)
+        r = self.whorl("check", "--repo", repo, "--read-data", expect=0)
+        self.assertEqual(r.stdout, "no errors were found\n", f"{what}{r.describe()}")
+        target = self.path(f"target-{what.replace(' ', '-')}")
+        self.restore(repo, "latest", target, expect=0)
+        for i in range(10):
+            f = os.path.join(src, f"f{i}")
+            self.assertEqual(w.read_bytes(w.restored_path(target, f)), w.read_bytes(f), f)
+
+    def test_an_embedded_repository_on_a_full_or_read_only_disk_can_still_be_read(self):
+        # Reading commands open the repository for writing (that open recovers a crashed
+        # backup); where it cannot write they open its stores read-only. Before, the open on a
+        # full disk aborted the agent in RocksDB's info log (Debian's 7.8 asserts on an append
+        # after a failed one), so not even `snapshots` ran.
+        repo = self.tmpfs(self.path("repo"), 64)
+        self.whorl("init", "--repo", repo, expect=0)
+        src = self.ten_mib_source()
+        self.backup(repo, src)
+
+        # Not one byte free.
+        filler = os.path.join(repo, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * w.MIB)
+                    f.flush()
+            except OSError:
+                pass
+        w.write_file(os.path.join(src, "new"), os.urandom(100_000))
+        r = self.whorl("backup", "--repo", repo, src, timeout=120)
+        self.assert_fails(r, 1, "No space left on device")
+        self.assertNotIn("Assertion", r.stderr, r.describe())
+        self.assert_readable(repo, src, 1, "full disk")
+
+        # Read-only: the same, and the reads leave no file behind.
+        os.remove(filler)
+        ro = subprocess.run(["mount", "-o", "remount,ro", repo], capture_output=True, text=True)
+        self.assertEqual(ro.returncode, 0, ro.stderr)
+        r = self.whorl("backup", "--repo", repo, src, timeout=120)
+        self.assert_fails(r, 1, "Read-only file system")
+        self.assert_readable(repo, src, 1, "read-only")
+        subprocess.run(["mount", "-o", "remount,rw", repo], check=True)
+        self.assertFalse([n for n in os.listdir(os.path.join(repo, "meta")) if n.startswith("LOG")],
+                         "RocksDB wrote an info log into the repository")
+
+        _, s = self.backup(repo, src)
+        self.assertEqual(s["files_new"], 1, s)
+
 
 def can_mount():
     probe = tempfile.mkdtemp(prefix="whorl-tmpfs-probe-")
