@@ -287,8 +287,9 @@ class ChunkStoreImpl final : public ChunkStore {
 
   // A decoded bundle, or one being read and decoded (`ready` false) by the Get that added it.
   struct CachedBundle {
-    std::pair<uint32_t, uint64_t> key;         // pack id, offset
-    bool ready = false;                        // guarded by bundles_mu_
+    std::pair<uint32_t, uint64_t> key;                 // pack id, offset
+    std::chrono::steady_clock::time_point decoded_at;  // set before `ready`
+    bool ready = false;                                // guarded by bundles_mu_
     std::shared_ptr<const std::string> plain;  // set before `ready`; null if the read failed
   };
   absl::Mutex bundles_mu_;
@@ -649,6 +650,11 @@ absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
   bool mine = false;  // this call reads and decodes it; others wait for it
   {
     absl::MutexLock lock(&bundles_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    // Out of date: its pack is read again (decoded_bundle_ttl).
+    std::erase_if(bundles_, [&](const std::shared_ptr<CachedBundle>& e) {
+      return e->ready && now - e->decoded_at > options_.decoded_bundle_ttl;
+    });
     for (const std::shared_ptr<CachedBundle>& e : bundles_) {
       if (e->key == key) entry = e;
     }
@@ -670,6 +676,7 @@ absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
     if (mine) {
       absl::MutexLock lock(&bundles_mu_);
       entry->plain = read.ok() ? *read : nullptr;
+      entry->decoded_at = std::chrono::steady_clock::now();
       entry->ready = true;
       if (!read.ok()) std::erase(bundles_, entry);
     }

@@ -17,6 +17,7 @@
 #ifndef WHORL_CHUNK_STORE_CHUNK_STORE_H_
 #define WHORL_CHUNK_STORE_CHUNK_STORE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -55,6 +56,11 @@ struct ChunkStoreOptions {
   // unread), and every put refused with FAILED_PRECONDITION. Readers of a full disk and readers
   // side by side with each other use it. The store must exist.
   bool read_only = false;
+  // How long a decoded bundle may serve its members' Gets before it is read from the pack again.
+  // Members of one bundle are read together (a restore, a check in pack order), so a short time
+  // keeps the decode-once gain; a longer one would let a daemon serve a member from memory after
+  // its pack was damaged on disk, and a `check --read-data` miss that damage.
+  std::chrono::milliseconds decoded_bundle_ttl{10'000};
   // Where RocksDB's info log goes (common/rocksdb_log.h); lines below `log_level` are dropped.
   // Empty: dropped (a failure reaches the caller as a Status anyway). The store never writes
   // RocksDB's LOG file.

@@ -1265,6 +1265,27 @@ TEST(ChunkStoreTest, FlippedByteInABundleIsDataLossForEveryMember) {
   ExpectReadsBack(*store, {"after"});
 }
 
+// A decoded bundle serves its members for decoded_bundle_ttl only: after that a member is read
+// from the pack again, so damage done to the pack while the store runs is found.
+TEST(ChunkStoreTest, DecodedBundleIsReadAgainOnceItsTimeIsUp) {
+  TempDir dir;
+  const std::vector<std::string> parts = {Text(1, 3000), Text(2, 2000), Text(3, 1000)};
+  ChunkStoreOptions options;
+  options.decoded_bundle_ttl = std::chrono::milliseconds(200);
+  auto store = OpenOrDie(dir.path(), options);
+  ASSERT_TRUE(store->PutBatch({MakeBundle(parts)}).ok());
+  const ChunkLocation loc = *store->Locate(Sha256(parts[0]));
+  ExpectReadsBack(*store, {parts[0]});
+  FlipByte(PackFile(dir.path(), loc.pack_id), loc.offset + kRecordHeaderSize + 30);
+  // Within its time the decoded copy answers (what a restore reading the bundle's members one
+  // after the other gets).
+  ExpectReadsBack(*store, {parts[1]});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (const std::string& p : parts) {
+    EXPECT_EQ(store->Get(Sha256(p)).status().code(), absl::StatusCode::kDataLoss);
+  }
+}
+
 // Appends bundle `b` to pack `pack_id` as a put that died before its locator write would have
 // (synced, not indexed); expects the pack to be of version `version`. Returns the pack's size.
 uint64_t AppendUnindexedBundle(const std::string& dir, uint32_t pack_id, const ChunkPut& b,
