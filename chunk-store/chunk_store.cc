@@ -821,6 +821,7 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.info_log = NewRocksLogger(options.log, options.log_level);
+  db_options.wal_recovery_mode = kWalRecoveryMode;
   // The locator's memtable: ~60 bytes per chunk. A small one keeps the agent's memory flat
   // (an embedded repository's first backup would otherwise grow it to RocksDB's 64 MiB).
   rocksdb::ColumnFamilyOptions locator_options;

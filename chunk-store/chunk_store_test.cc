@@ -331,6 +331,27 @@ TEST(ChunkStoreTest, ReadOnlyOpenServesReadsRefusesPutsAndWritesNothing) {
   EXPECT_FALSE(std::filesystem::exists(empty.path() + "/none"));
 }
 
+// Damage inside the locator's WAL, before its last record, is refused at open: RocksDB's default
+// recovery would stop the replay there and open without the acknowledged puts after it.
+TEST(ChunkStoreTest, DamageBeforeTheLastWalRecordFailsTheOpen) {
+  TempDir dir;
+  const std::string locator = dir.path() + "/" + kLocatorDirName;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk(Text(1, 900))}).ok());
+    ASSERT_TRUE(store->PutBatch({MakeChunk(Text(2, 900))}).ok());
+  }
+  std::string wal;
+  for (const auto& e : std::filesystem::directory_iterator(locator)) {
+    if (e.path().extension() == ".log" && e.file_size() > 0) wal = e.path();
+  }
+  ASSERT_FALSE(wal.empty());
+  FlipByte(wal, 12);  // inside the first record's payload
+  const absl::StatusOr<std::unique_ptr<ChunkStore>> store = ChunkStore::Open(dir.path(), {});
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  EXPECT_NE(store.status().message().find("Corruption"), std::string::npos) << store.status();
+}
+
 TEST(ChunkStoreTest, ForEachVisitsInFingerprintOrderAndStopsOnError) {
   TempDir dir;
   auto store = OpenOrDie(dir.path());

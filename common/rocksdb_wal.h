@@ -1,4 +1,4 @@
-// Housekeeping of an open RocksDB database's write-ahead logs, shared by the stores.
+// How the stores treat their RocksDB write-ahead logs: the recovery mode, and housekeeping.
 #ifndef WHORL_COMMON_ROCKSDB_WAL_H_
 #define WHORL_COMMON_ROCKSDB_WAL_H_
 
@@ -9,6 +9,15 @@
 #include "rocksdb/transaction_log.h"
 
 namespace whorl {
+
+// How the stores replay their WALs at open. Every write a store acknowledges was synced to its
+// WAL first, so only the last record of a WAL may be torn (a crash while it was written), and
+// RocksDB's default (kPointInTimeRecovery) would also take damage in the middle of a WAL for the
+// end of the log: it would open without every write after the damage, acknowledged ones
+// included. This mode tolerates a torn last record and refuses to open (Corruption, DATA_LOSS
+// to the caller) on damage anywhere else.
+inline constexpr rocksdb::WALRecoveryMode kWalRecoveryMode =
+    rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
 
 // Removes the empty WALs earlier opens of `db` left behind (see RemoveEmptyWals). Housekeeping
 // only: a failure leaves them where they were.

@@ -310,6 +310,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   options.create_if_missing = true;
   options.paranoid_checks = true;
   options.info_log = NewRocksLogger(store_options.log, store_options.log_level);
+  options.wal_recovery_mode = kWalRecoveryMode;
   // Tuned for FindMissing (tests/bench/whorl_bench.cc measures it): keys are SHA-256 digests,
   // which no compressor shrinks, so blocks are stored plain and a lookup never decompresses;
   // the memtable has a whole-key Bloom filter, so an absent key skips the skip-list walk; data
