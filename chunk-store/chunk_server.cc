@@ -149,16 +149,18 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       if (!fp.ok()) {
         return scope.Finish(Invalid(std::string(fp.status().message())));  // checked above
       } else {
-        absl::StatusOr<std::string> plain = store_->Get(*fp);
-        if (!plain.ok()) {
-          resp.set_error_code(static_cast<int>(plain.status().code()));
-          resp.set_error_message(std::string(plain.status().message()));
+        // As stored: the agent decodes and hash-checks every chunk anyway, so decoding here
+        // would only send more bytes (a zstd chunk's plain bytes) and spend this node's CPU.
+        absl::StatusOr<ChunkStore::Stored> stored = store_->GetStored(*fp);
+        if (!stored.ok()) {
+          resp.set_error_code(static_cast<int>(stored.status().code()));
+          resp.set_error_message(std::string(stored.status().message()));
         } else {
           v1::Chunk* c = resp.mutable_chunk();
           c->set_fingerprint(raw);
-          c->set_codec(static_cast<uint32_t>(Codec::kNone));
-          c->set_plain_size(static_cast<uint32_t>(plain->size()));
-          c->set_data(*std::move(plain));
+          c->set_codec(static_cast<uint32_t>(stored->codec));
+          c->set_plain_size(static_cast<uint32_t>(stored->plain_size));
+          c->set_data(std::move(stored->data));
         }
       }
       out_bytes += resp.ByteSizeLong();

@@ -203,6 +203,7 @@ class ChunkStoreImpl final : public ChunkStore {
 
   absl::Status PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) override;
   absl::StatusOr<std::string> Get(const Fingerprint& fp) override;
+  absl::StatusOr<Stored> GetStored(const Fingerprint& fp) override;
   absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) override;
   absl::StatusOr<std::vector<bool>> Contains(const std::vector<Fingerprint>& fps) override {
     return LookupMany(fps);
@@ -640,6 +641,24 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
     return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
   }
   return plain;
+}
+
+absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetStored(const Fingerprint& fp) {
+  WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
+  const std::string where = Where(loc.pack_id, loc.offset);
+  Stored out;
+  out.plain_size = loc.plain_size;
+  if (loc.bundled) {
+    WHORL_ASSIGN_OR_RETURN(out.data, GetFromBundle(fp, loc, where));
+    return out;
+  }
+  RecordHeader header;
+  WHORL_ASSIGN_OR_RETURN(out.data, ReadRecordAt(fp, loc, where, &header));
+  out.codec = loc.codec;
+  if (out.codec == Codec::kNone && out.data.size() != out.plain_size) {
+    return absl::DataLossError(absl::StrCat(where, ": stored size differs from plain size"));
+  }
+  return out;
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,

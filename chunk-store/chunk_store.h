@@ -140,6 +140,16 @@ class ChunkStore {
   // pack again (ForgetDecoded drops them).
   virtual absl::StatusOr<std::string> Get(const Fingerprint& fp) = 0;
 
+  // A chunk as its record holds it, for a caller that decodes and hash-checks it itself (an agent
+  // reading from whorl-chunkd): the record's CRC and header are checked as by Get, its bytes are
+  // not decoded. A chunk in a bundle comes back plain (codec kNone), sliced as Get slices it.
+  struct Stored {
+    Codec codec = Codec::kNone;
+    uint64_t plain_size = 0;
+    std::string data;  // encoded with `codec`
+  };
+  virtual absl::StatusOr<Stored> GetStored(const Fingerprint& fp) = 0;
+
   // Drops the decoded bundles Get keeps: every later Get reads the packs (`check --read-data`
   // calls it first, so that a byte damaged on disk since an earlier read is found).
   virtual void ForgetDecoded() = 0;

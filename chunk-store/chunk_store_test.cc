@@ -1286,6 +1286,31 @@ TEST(ChunkStoreTest, FlippedByteInABundleIsDataLossForEveryMember) {
   ExpectReadsBack(*store, {"after"});
 }
 
+// GetStored: a chunk as its record holds it (encoded), a bundle member plain, a damaged record
+// refused as by Get.
+TEST(ChunkStoreTest, GetStoredAnswersTheRecordsBytesOrABundleMemberPlain) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::string alone = Text(9, 20000);
+  const ChunkPut put = MakeChunk(alone);
+  ASSERT_EQ(put.codec, Codec::kZstd);
+  const std::vector<std::string> parts = {Text(1, 3000), Text(2, 2000)};
+  ASSERT_TRUE(store->PutBatch({put, MakeBundle(parts)}).ok());
+  absl::StatusOr<ChunkStore::Stored> got = store->GetStored(put.fingerprint);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->codec, Codec::kZstd);
+  EXPECT_EQ(got->plain_size, alone.size());
+  EXPECT_EQ(got->data, put.data);
+  got = store->GetStored(Sha256(parts[1]));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->codec, Codec::kNone);
+  EXPECT_EQ(got->data, parts[1]);
+  const ChunkLocation loc = *store->Locate(put.fingerprint);
+  FlipByte(PackFile(dir.path(), loc.pack_id), loc.offset + kRecordHeaderSize + 10);
+  EXPECT_EQ(store->GetStored(put.fingerprint).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->GetStored(Sha256("absent")).status().code(), absl::StatusCode::kNotFound);
+}
+
 // A decoded bundle serves its members for decoded_bundle_ttl only: after that a member is read
 // from the pack again, so damage done to the pack while the store runs is found.
 TEST(ChunkStoreTest, DecodedBundleIsReadAgainOnceItsTimeIsUp) {

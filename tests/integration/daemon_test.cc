@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/bloom_filter.h"
+#include "common/codec.h"
 #include "tests/integration/cluster_fixture.h"
 
 namespace whorl::testing {
@@ -362,6 +363,43 @@ TEST_F(DaemonTest, BundleIsStoredOnceRegisteredPerMemberAndServedPerMember) {
   ASSERT_TRUE(cluster_.Store(0)->PutChunks(&ctx2, req, &again).ok());
   EXPECT_EQ(again.newly_stored(), 0u);
   EXPECT_EQ(StoreStats(0).stored_bytes(), 52 + bundle.data().size());
+}
+
+// A chunk stored compressed comes back as stored (the agent decodes and hash-checks it): fewer
+// bytes on the wire and no decoding on the node. A damaged record is still refused by the node.
+TEST_F(DaemonTest, GetChunksSendsAChunkAsItIsStored) {
+  int counter = 0;
+  std::string stem;
+  while (stem.size() < 20000) stem += "compressible, compressible ";
+  const std::string plain = OwnedBy(cluster_, 0, stem, &counter);
+  v1::PutChunksRequest req;
+  Header(&req);
+  v1::Chunk* c = req.add_chunks();
+  c->set_fingerprint(Sha256(plain).ToBytes());
+  Codec codec = Codec::kNone;
+  c->set_data(Encode(CompressionSpec{Codec::kZstd, 3}, plain, &codec));
+  ASSERT_EQ(codec, Codec::kZstd);
+  c->set_codec(static_cast<uint32_t>(codec));
+  c->set_plain_size(static_cast<uint32_t>(plain.size()));
+  const std::string stored = c->data();
+  {
+    v1::PutChunksResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.Store(0)->PutChunks(&ctx, req, &resp).ok());
+  }
+  v1::GetChunksRequest get;
+  Header(&get);
+  get.add_fingerprints(Sha256(plain).ToBytes());
+  grpc::ClientContext ctx;
+  auto reader = cluster_.Store(0)->GetChunks(&ctx, get);
+  v1::GetChunksResponse r;
+  ASSERT_TRUE(reader->Read(&r));
+  EXPECT_EQ(r.chunk().codec(), static_cast<uint32_t>(Codec::kZstd));
+  EXPECT_EQ(r.chunk().plain_size(), plain.size());
+  EXPECT_EQ(r.chunk().data(), stored);
+  EXPECT_EQ(*Decode(Codec::kZstd, r.chunk().data(), plain.size()), plain);
+  EXPECT_FALSE(reader->Read(&r));
+  EXPECT_TRUE(reader->Finish().ok());
 }
 
 TEST_F(DaemonTest, GetChunksAnswersEachFingerprintInOrderAndListChunksPages) {
