@@ -24,6 +24,7 @@
 #include "chunk-store/chunk_server.h"
 #include "chunk-store/chunk_store.h"
 #include "common/bloom_filter.h"
+#include "common/codec.h"
 #include "common/daemon/daemon.h"
 #include "metadata-service/metadata_server.h"
 #include "metadata-service/metadata_store.h"
@@ -187,7 +188,12 @@ void PutChunks(Cluster& c, std::string_view bytes) {
   FUZZ_CHECK(gs.ok() && got.size() == static_cast<size_t>(req.chunks_size()));
   for (size_t i = 0; i < got.size(); ++i) {
     FUZZ_CHECK(got[i].has_chunk());
-    FUZZ_CHECK(whorl::Sha256(got[i].chunk().data()).ToBytes() == req.chunks(i).fingerprint());
+    // As stored: decoded here, as the agent decodes it.
+    const v1::Chunk& g = got[i].chunk();
+    FUZZ_CHECK(g.codec() <= static_cast<uint32_t>(whorl::Codec::kZstd));
+    const absl::StatusOr<std::string> plain =
+        whorl::Decode(static_cast<whorl::Codec>(g.codec()), g.data(), g.plain_size());
+    FUZZ_CHECK(plain.ok() && whorl::Sha256(*plain).ToBytes() == req.chunks(i).fingerprint());
   }
   FUZZ_CHECK(Missing(c, fps).empty());
 }
