@@ -132,7 +132,7 @@ class CorruptionTest : public ::testing::Test {
     std::ofstream(src_ / "same2", std::ios::binary) << std::string(5000, 's');
     auto comp = CompressionSpec::Parse("zstd:3");
     ASSERT_TRUE(comp.ok());
-    auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, *comp);
+    auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, *comp, *comp);
     ASSERT_TRUE(config.ok());
     repo_dir_ = tmp_ / "repo";
     ASSERT_TRUE(InitEmbeddedRepository(repo_dir_.string(), *config).ok());

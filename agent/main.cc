@@ -49,7 +49,9 @@ struct Flags {
   std::string repo;
   // init
   uint32_t chunk_min = kDefaultChunkMin, chunk_avg = kDefaultChunkAvg, chunk_max = kDefaultChunkMax;
-  std::string compression = "zstd:3";
+  std::string compression = kDefaultCompression.ToString();
+  std::string large_compression;  // empty: zstd:1 by default, else what --compression says
+  bool compression_given = false;
   // backup
   BackupOptions backup;
   std::string exclude_file, manifest_out;
@@ -83,7 +85,14 @@ absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(
 int CmdInit(const Flags& f) {
   absl::StatusOr<CompressionSpec> comp = CompressionSpec::Parse(f.compression);
   if (!comp.ok()) return Fail(comp.status());
-  absl::StatusOr<RepoConfig> config = NewRepoConfig(f.chunk_min, f.chunk_avg, f.chunk_max, *comp);
+  // --compression alone sets both: "none" means nothing is compressed.
+  absl::StatusOr<CompressionSpec> large =
+      CompressionSpec::Parse(!f.large_compression.empty() ? f.large_compression
+                             : f.compression_given        ? f.compression
+                                                          : kDefaultLargeCompression.ToString());
+  if (!large.ok()) return Fail(large.status());
+  absl::StatusOr<RepoConfig> config =
+      NewRepoConfig(f.chunk_min, f.chunk_avg, f.chunk_max, *comp, *large);
   if (!config.ok()) return Fail(config.status());
   const absl::Status s = IsRemoteUrl(f.repo) ? InitRemoteRepository(f.repo, *config, Remote(f))
                                              : InitEmbeddedRepository(f.repo, *config);
@@ -455,7 +464,12 @@ int Main(int argc, char** argv) {
   init->add_option("--chunk-min", f.chunk_min, "minimum chunk size in bytes");
   init->add_option("--chunk-avg", f.chunk_avg, "average chunk size (power of two)");
   init->add_option("--chunk-max", f.chunk_max, "maximum chunk size in bytes");
-  init->add_option("--compression", f.compression, "zstd:N (1..19) or none");
+  init->add_option("--compression", f.compression,
+                   "zstd:N (1..19) or none (default zstd:3); also for files of 16 MiB and more "
+                   "unless --compression-large is given");
+  init->add_option("--compression-large", f.large_compression,
+                   "zstd:N (1..19) or none for files of 16 MiB and more (default zstd:1, or "
+                   "--compression's value when that is given)");
 
   CLI::App* backup = app.add_subcommand("backup", "back up paths as a new snapshot");
   repo_option(backup);
@@ -526,6 +540,7 @@ int Main(int argc, char** argv) {
     std::cout << "whorl " << WHORL_VERSION << " (repository format " << kRepoFormatVersion << ")\n";
     return kExitOk;
   }
+  f.compression_given = init->count("--compression") > 0;
   if (*init) return CmdInit(f);
   if (*backup) return CmdBackup(f);
   if (*snapshots) return CmdSnapshots(f);

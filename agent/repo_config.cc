@@ -37,6 +37,7 @@ std::string RepoConfig::ToJson() const {
                   {"avg_size", chunker.avg_size},
                   {"max_size", chunker.max_size}};
   j["compression"] = compression.ToString();
+  j["compression_large"] = large_compression.ToString();
   return j.dump(2) + "\n";
 }
 
@@ -87,11 +88,24 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
   }
   WHORL_ASSIGN_OR_RETURN(c.compression,
                          CompressionSpec::Parse(j["compression"].get<std::string>()));
+  c.large_compression = c.compression;
+  if (j.contains("compression_large")) {
+    if (!j["compression_large"].is_string()) {
+      return absl::DataLossError("config compression_large is not a string");
+    }
+    absl::StatusOr<CompressionSpec> large =
+        CompressionSpec::Parse(j["compression_large"].get<std::string>());
+    if (!large.ok())
+      return absl::DataLossError("config compression_large: " +
+                                 std::string(large.status().message()));
+    c.large_compression = *large;
+  }
   return c;
 }
 
 absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t max,
-                                         const CompressionSpec& compression) {
+                                         const CompressionSpec& compression,
+                                         const CompressionSpec& large_compression) {
   RepoConfig c;
   unsigned char id[16];
   if (RAND_bytes(id, sizeof(id)) != 1) return absl::InternalError("RAND_bytes failed");
@@ -113,6 +127,7 @@ absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t ma
     return absl::InvalidArgumentError(why);
   }
   c.compression = compression;
+  c.large_compression = large_compression;
   return c;
 }
 

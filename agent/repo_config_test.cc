@@ -6,7 +6,8 @@ namespace whorl::agent {
 namespace {
 
 TEST(RepoConfigTest, NewConfigRoundTripsThroughJson) {
-  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{},
+                         CompressionSpec{});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->id.size(), 32u);
   EXPECT_EQ(PolyDegree(c->chunker.polynomial), 53);
@@ -17,19 +18,56 @@ TEST(RepoConfigTest, NewConfigRoundTripsThroughJson) {
   EXPECT_EQ(back->chunker.polynomial, c->chunker.polynomial);
   EXPECT_EQ(back->chunker.max_size, kDefaultChunkMax);
   EXPECT_EQ(back->compression.ToString(), "zstd:3");
+  EXPECT_EQ(back->large_compression.ToString(), "zstd:3");
+}
+
+TEST(RepoConfigTest, LargeFilesCompressionIsItsOwnFieldAndDefaultsToTheOtherWhenAbsent) {
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, kDefaultCompression,
+                         kDefaultLargeCompression);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::string json = c->ToJson();
+  EXPECT_NE(json.find(R"("compression": "zstd:3")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("compression_large": "zstd:1")"), std::string::npos) << json;
+  auto back = RepoConfig::FromJson(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->compression.ToString(), "zstd:3");
+  EXPECT_EQ(back->large_compression.ToString(), "zstd:1");
+
+  // A config written before the field existed: every chunk as `compression` says.
+  const std::string old =
+      R"({"version": 2, "id": "00112233445566778899aabbccddeeff", "compression": "zstd:5", )"
+      R"("chunker": {"polynomial": "0x3da3358b4dc173", "min_size": 8192, "avg_size": 32768, )"
+      R"("max_size": 131072}})";
+  auto read = RepoConfig::FromJson(old);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->large_compression.ToString(), "zstd:5");
+
+  std::string bad = old;
+  bad.insert(1, R"("compression_large": "zstd:99", )");
+  auto refused = RepoConfig::FromJson(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(refused.status().message(),
+            "config compression_large: compression must be 'none' or 'zstd:N' with N in 1..19, "
+            "got 'zstd:99'");
+  bad = old;
+  bad.insert(1, R"("compression_large": 1, )");
+  EXPECT_EQ(RepoConfig::FromJson(bad).status().message(),
+            "config compression_large is not a string");
 }
 
 TEST(RepoConfigTest, TwoConfigsDrawDifferentPolynomials) {
-  auto a = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
-  auto b = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  auto a = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{},
+                         CompressionSpec{});
+  auto b = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{},
+                         CompressionSpec{});
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_NE(a->chunker.polynomial, b->chunker.polynomial);
   EXPECT_NE(a->id, b->id);
 }
 
 TEST(RepoConfigTest, ReadsVersion1WithoutBundlesAndWritesVersion2) {
-  auto fresh =
-      NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  auto fresh = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax,
+                             CompressionSpec{}, CompressionSpec{});
   ASSERT_TRUE(fresh.ok());
   EXPECT_EQ(fresh->version, 2);
   EXPECT_TRUE(fresh->bundles());
@@ -71,7 +109,8 @@ TEST(RepoConfigTest, RefusesNumbersThatOnlyFitAfterTruncation) {
 TEST(RepoConfigTest, RefusesGarbageAndBadFields) {
   EXPECT_EQ(RepoConfig::FromJson("not json").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(RepoConfig::FromJson("[]").status().code(), absl::StatusCode::kDataLoss);
-  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{});
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{},
+                         CompressionSpec{});
   ASSERT_TRUE(c.ok());
   RepoConfig reducible = *c;
   reducible.chunker.polynomial = (1ull << 53) | 1;  // x^53 + 1 has the factor x + 1
@@ -82,9 +121,15 @@ TEST(RepoConfigTest, RefusesGarbageAndBadFields) {
 }
 
 TEST(RepoConfigTest, InitRefusesBadSizes) {
-  EXPECT_FALSE(NewRepoConfig(10, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{}).ok());
-  EXPECT_FALSE(NewRepoConfig(kDefaultChunkMin, 3000, kDefaultChunkMax, CompressionSpec{}).ok());
-  EXPECT_FALSE(NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, 1000, CompressionSpec{}).ok());
+  EXPECT_FALSE(
+      NewRepoConfig(10, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{}, CompressionSpec{})
+          .ok());
+  EXPECT_FALSE(
+      NewRepoConfig(kDefaultChunkMin, 3000, kDefaultChunkMax, CompressionSpec{}, CompressionSpec{})
+          .ok());
+  EXPECT_FALSE(
+      NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, 1000, CompressionSpec{}, CompressionSpec{})
+          .ok());
 }
 
 }  // namespace

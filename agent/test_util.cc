@@ -9,7 +9,8 @@ std::unique_ptr<Repository> NewEmbeddedRepository(const std::filesystem::path& d
   absl::StatusOr<CompressionSpec> comp = CompressionSpec::Parse(compression);
   EXPECT_TRUE(comp.ok()) << comp.status();
   if (!comp.ok()) return nullptr;
-  auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, *comp);
+  // Every chunk with `compression`, large files too.
+  auto config = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, *comp, *comp);
   EXPECT_TRUE(config.ok()) << config.status();
   if (!config.ok()) return nullptr;
   const absl::Status init = InitEmbeddedRepository(dir.string(), *config);

@@ -18,8 +18,7 @@ ChunkUploader::~ChunkUploader() {
   if (storer_.joinable()) storer_.join();
 }
 
-bool ChunkUploader::Queue(Batch* batch, const Fingerprint& fp, std::string_view plain,
-                          bool may_bundle) {
+bool ChunkUploader::Queue(Batch* batch, const Fingerprint& fp, std::string_view plain, Kind kind) {
   if (known_.contains(fp)) return false;
   // Bounded memory whatever the backup's size: forgetting only costs a question to the index
   // for a chunk seen again (present chunks are never uploaded twice: the index answers).
@@ -31,13 +30,13 @@ bool ChunkUploader::Queue(Batch* batch, const Fingerprint& fp, std::string_view 
     }
   }
   known_.insert(fp);
-  batch->push_back(Pending{fp, std::string(plain), may_bundle});
+  batch->push_back(Pending{fp, std::string(plain), kind});
   return true;
 }
 
-absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, bool may_bundle) {
+absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, Kind kind) {
   absl::MutexLock add_lock(&add_mu_);
-  if (!Queue(&pending_, fp, plain, may_bundle)) return absl::OkStatus();
+  if (!Queue(&pending_, fp, plain, kind)) return absl::OkStatus();
   pending_bytes_ += plain.size();
   if (pending_bytes_ >= kBatchBytes || pending_.size() >= kBatchChunks) return Submit(&pending_);
   return absl::OkStatus();
@@ -45,7 +44,7 @@ absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, b
 
 absl::Status ChunkUploader::AddTree(const Fingerprint& fp, std::string_view plain) {
   absl::MutexLock add_lock(&add_mu_);
-  if (!Queue(&trees_, fp, plain, /*may_bundle=*/false)) return absl::OkStatus();
+  if (!Queue(&trees_, fp, plain, kOther)) return absl::OkStatus();
   tree_bytes_ += plain.size();
   if (tree_bytes_ >= kTreeBatchBytes || trees_.size() >= kBatchChunks) return SubmitTrees();
   return absl::OkStatus();
@@ -187,7 +186,7 @@ absl::Status ChunkUploader::Process(Batch batch) {
   const bool bundling = repo_->AcceptsBundles();
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!missing[i]) continue;
-    if (!bundling || !batch[i].may_bundle || batch[i].plain.size() >= kBundleMemberBytes) {
+    if (!bundling || batch[i].kind != kSmallFile || batch[i].plain.size() >= kBundleMemberBytes) {
       units.push_back({i});
       continue;
     }
@@ -202,18 +201,22 @@ absl::Status ChunkUploader::Process(Batch batch) {
   std::sort(units.begin(), units.end(),
             [](const std::vector<size_t>& x, const std::vector<size_t>& y) { return x[0] < y[0]; });
   if (units.empty()) return absl::OkStatus();
-  // Compression is the costly step: spread it over the cores.
+  // Compression is the costly step: spread it over the cores. Each thread takes the next unit
+  // not taken yet (units differ in size and in cost by up to 100x: a run of zeros, random
+  // bytes, a 512 KiB bundle), so none waits while another still has several to do.
   std::vector<EncodedChunk> chunks(units.size());
-  const CompressionSpec spec = repo_->config().compression;
+  const RepoConfig& config = repo_->config();
   const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
-  auto encode_range = [&](size_t w) {
-    for (size_t k = w; k < units.size(); k += workers) {
+  std::atomic<size_t> next_unit{0};
+  auto encode_units = [&] {
+    for (size_t k = next_unit++; k < units.size(); k = next_unit++) {
       EncodedChunk& out = chunks[k];
       if (units[k].size() == 1) {
         const Pending& p = batch[units[k][0]];
         out.fingerprint = p.fp;
         out.plain_size = p.plain.size();
-        out.data = Encode(spec, p.plain, &out.codec);
+        out.data = Encode(p.kind == kLargeFile ? config.large_compression : config.compression,
+                          p.plain, &out.codec);
         continue;
       }
       for (size_t i : units[k]) {
@@ -225,12 +228,12 @@ absl::Status ChunkUploader::Process(Batch batch) {
       plain.reserve(size);  // one allocation for up to 512 KiB of members
       for (size_t i : units[k]) plain += batch[i].plain;
       out.plain_size = plain.size();
-      out.data = Encode(spec, plain, &out.codec);
+      out.data = Encode(config.compression, plain, &out.codec);
     }
   };
   std::vector<std::thread> threads;
-  for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_range, w);
-  encode_range(0);
+  for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_units);
+  encode_units();
   for (auto& t : threads) t.join();
   batch.clear();
 

@@ -1,7 +1,8 @@
 // ChunkUploader: collects chunks (fingerprint + plain bytes) into batches; per batch it asks
 // the repository which are missing (one FindMissing), compresses only those (on every core;
-// small chunks the caller allows to (`may_bundle`) that follow each other go together as a
-// bundle, compressed as one, when the repository takes bundles),
+// small files' chunks (kSmallFile) that follow each other go together as a bundle, compressed
+// as one, when the repository takes bundles; large files' chunks get the repository's
+// large_compression),
 // and stores them (one PutChunks, one group commit, per kStoreBytes encoded: a nightly run's
 // few new chunks per batch are carried over several batches). Chunks already known in this
 // session are not asked again.
@@ -64,11 +65,16 @@ class ChunkUploader {
   ChunkUploader(const ChunkUploader&) = delete;
   ChunkUploader& operator=(const ChunkUploader&) = delete;
 
+  // What a chunk is part of, which decides how it is encoded.
+  enum Kind {
+    kSmallFile,  // may share a bundle with its neighbours; the repository's `compression`
+    kLargeFile,  // alone, with the repository's `large_compression`
+    kOther,      // alone, with `compression`
+  };
   // Queues a chunk; hands a full batch to the background threads (waiting while kMaxQueued
-  // batches already wait). Returns the error of an earlier batch, if any. `may_bundle`: the
-  // chunk may share a bundle with its neighbours (file data; not trees, which a later backup
-  // reads one by one).
-  absl::Status Add(const Fingerprint& fp, std::string_view plain, bool may_bundle = false);
+  // batches already wait). Returns the error of an earlier batch, if any. Trees go through
+  // AddTree (they are never bundled: a later backup reads them one by one).
+  absl::Status Add(const Fingerprint& fp, std::string_view plain, Kind kind = kOther);
   // Queues a directory's tree. Trees wait in a batch of their own (up to kTreeBatchBytes), so
   // they are stored next to each other instead of one between every few file chunks: the next
   // backup reads back every tree of its parent snapshot, and ~9k trees in a few runs of a pack
@@ -86,12 +92,12 @@ class ChunkUploader {
   struct Pending {
     Fingerprint fp;
     std::string plain;
-    bool may_bundle = false;
+    Kind kind = kOther;
   };
   using Batch = std::vector<Pending>;
 
   // Queues `plain` into `batch` unless known; true if it was queued.
-  bool Queue(Batch* batch, const Fingerprint& fp, std::string_view plain, bool may_bundle)
+  bool Queue(Batch* batch, const Fingerprint& fp, std::string_view plain, Kind kind)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status Submit(Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status SubmitTrees() ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);  // data first, then trees

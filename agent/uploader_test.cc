@@ -28,7 +28,7 @@ class RecordingRepository : public ForwardingRepository {
     {
       absl::MutexLock lock(&mu_);
       for (const EncodedChunk& c : chunks) {
-        puts.push_back(Put{c.fingerprint, c.members, c.plain_size});
+        puts.push_back(Put{c.fingerprint, c.members, c.plain_size, c.codec, c.data});
       }
     }
     return inner()->PutChunks(std::move(chunks));
@@ -37,6 +37,8 @@ class RecordingRepository : public ForwardingRepository {
     Fingerprint fp;
     std::vector<BundleMember> members;
     uint64_t plain_size;
+    Codec codec;
+    std::string data;
   };
   std::vector<Put> puts;  // read after Flush
 
@@ -74,14 +76,14 @@ TEST_F(UploaderTest, SmallFileChunksAreBundledPerGroupTreesAndBigChunksAlone) {
     for (int i = 0; i < 400; ++i) {
       const std::string s = Text(i, 2000 + i);
       small[Sha256(s)] = s;
-      ASSERT_TRUE(up.Add(Sha256(s), s, /*may_bundle=*/true).ok());
+      ASSERT_TRUE(up.Add(Sha256(s), s, ChunkUploader::kSmallFile).ok());
       if (i % 50 == 0) {
         const std::string b = Text(i, ChunkUploader::kBundleMemberBytes);
         big[Sha256(b)] = b;
-        ASSERT_TRUE(up.Add(Sha256(b), b, true).ok());
+        ASSERT_TRUE(up.Add(Sha256(b), b, ChunkUploader::kSmallFile).ok());
         const std::string t = "tree " + std::to_string(i);
         trees[Sha256(t)] = t;
-        ASSERT_TRUE(up.Add(Sha256(t), t, /*may_bundle=*/false).ok());
+        ASSERT_TRUE(up.Add(Sha256(t), t, ChunkUploader::kOther).ok());
       }
     }
     ASSERT_TRUE(up.Flush().ok());
@@ -129,7 +131,7 @@ TEST_F(UploaderTest, ARepositoryWithoutBundlesGetsSingleChunks) {
   } plain(&rec);
   ChunkUploader up(&plain);
   for (int i = 0; i < 100; ++i) {
-    ASSERT_TRUE(up.Add(Sha256(Text(i, 3000)), Text(i, 3000), true).ok());
+    ASSERT_TRUE(up.Add(Sha256(Text(i, 3000)), Text(i, 3000), ChunkUploader::kSmallFile).ok());
   }
   ASSERT_TRUE(up.Flush().ok());
   EXPECT_EQ(rec.puts.size(), 100u);
@@ -146,7 +148,7 @@ TEST_F(UploaderTest, TreesAreStoredInRunsAfterEveryChunkAddedBeforeThem) {
     for (int i = 0; i < 1500; ++i) {
       const std::string data = Text(i, 3000);
       order.emplace(Sha256(data), order.size());
-      ASSERT_TRUE(up.Add(Sha256(data), data, /*may_bundle=*/false).ok());
+      ASSERT_TRUE(up.Add(Sha256(data), data, ChunkUploader::kLargeFile).ok());
       const std::string tree = absl::StrCat("tree ", i, Text(-i, 1000));
       order.emplace(Sha256(tree), order.size());
       trees.insert(Sha256(tree));
@@ -176,6 +178,52 @@ TEST_F(UploaderTest, TreesAreStoredInRunsAfterEveryChunkAddedBeforeThem) {
   }
   // ~1.5 MB of trees: a run per full tree batch and one for the rest, not one per tree.
   EXPECT_EQ(runs, tree_bytes / ChunkUploader::kTreeBatchBytes + 1);
+}
+
+// A large file's chunk is compressed with the repository's large_compression, everything else
+// with its compression: each stored chunk's bytes are exactly what zstd makes at that level.
+TEST_F(UploaderTest, LargeFileChunksGetTheLargeCompressionLevel) {
+  class Levels : public RecordingRepository {
+   public:
+    explicit Levels(Repository* inner) : RecordingRepository(inner), config_(inner->config()) {
+      config_.compression = CompressionSpec{Codec::kZstd, 19};
+      config_.large_compression = CompressionSpec{Codec::kZstd, 1};
+    }
+    const RepoConfig& config() const override { return config_; }
+
+   private:
+    RepoConfig config_;
+  } rec(repo_.get());
+  const std::string large = Text(1, 100000), small = Text(2, 300000), other = Text(3, 50000);
+  {
+    ChunkUploader up(&rec);
+    ASSERT_TRUE(up.Add(Sha256(large), large, ChunkUploader::kLargeFile).ok());
+    ASSERT_TRUE(up.Add(Sha256(small), small, ChunkUploader::kSmallFile).ok());  // too big to bundle
+    ASSERT_TRUE(up.Add(Sha256(other), other, ChunkUploader::kOther).ok());
+    ASSERT_TRUE(up.AddTree(Sha256("a tree " + other), "a tree " + other).ok());
+    ASSERT_TRUE(up.Flush().ok());
+  }
+  std::map<Fingerprint, int> want = {{Sha256(large), 1},
+                                     {Sha256(small), 19},
+                                     {Sha256(other), 19},
+                                     {Sha256("a tree " + other), 19}};
+  std::map<Fingerprint, std::string> plain = {{Sha256(large), large},
+                                              {Sha256(small), small},
+                                              {Sha256(other), other},
+                                              {Sha256("a tree " + other), "a tree " + other}};
+  ASSERT_EQ(rec.puts.size(), 4u);
+  for (const auto& p : rec.puts) {
+    ASSERT_TRUE(want.contains(p.fp));
+    Codec codec;
+    const std::string at_level =
+        Encode(CompressionSpec{Codec::kZstd, want[p.fp]}, plain[p.fp], &codec);
+    const std::string at_other =
+        Encode(CompressionSpec{Codec::kZstd, 20 - want[p.fp]}, plain[p.fp], &codec);
+    ASSERT_NE(at_level, at_other) << "levels 1 and 19 must differ on this text";
+    EXPECT_EQ(p.codec, Codec::kZstd);
+    EXPECT_EQ(p.data, at_level) << "chunk of " << plain[p.fp].size() << " bytes, level "
+                                << want[p.fp];
+  }
 }
 
 TEST(SplitBundleTest, GivesEachMemberBackEncodedAloneAndRefusesALyingTable) {

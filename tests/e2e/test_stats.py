@@ -1,5 +1,6 @@
 """stats --json: logical and stored bytes, unique chunks, dedup ratio; dedup of equal files."""
 
+import json
 import os
 
 import whorl_e2e as w
@@ -132,6 +133,44 @@ class InitOptionsTest(w.WhorlTestCase):
                              text)
         self.assertLess(stored["zstd:3"], len(text) // 2, stored)
         self.assertGreaterEqual(stored["none"], len(text), stored)
+
+    def test_files_of_16_mib_and_more_use_the_large_files_compression(self):
+        line = b"%08d whorl line with some words in it\n"
+        text = b"".join(line % i for i in range(16 * w.MIB // len(line % 0) + 1))[:16 * w.MIB]
+        stored = {}
+        for name, size in (("large", len(text)), ("small", len(text) - 1)):
+            src = w.makedirs(self.path("src-" + name))
+            w.write_file(os.path.join(src, b"f"), text[:size])
+            # Nothing compressed but files of 16 MiB and more.
+            repo = self.init_repo("repo-" + name, "--compression", "none",
+                                  "--compression-large", "zstd:3")
+            with open(os.path.join(repo, "config")) as f:
+                config = json.load(f)
+            self.assertEqual((config["compression"], config["compression_large"]),
+                             ("none", "zstd:3"))
+            self.backup(repo, src)
+            stored[name] = self.stats(repo)["stored_bytes"]
+            target = self.path("t-" + name)
+            self.restore(repo, "latest", target)
+            self.assertEqual(w.read_bytes(w.restored_path(target, os.path.join(src, b"f"))),
+                             text[:size])
+        self.assertLess(stored["large"], len(text) // 4, stored)
+        self.assertGreaterEqual(stored["small"], len(text) - 1, stored)
+
+    def test_init_chooses_zstd_3_and_zstd_1_for_large_files_unless_told(self):
+        cases = [((), ("zstd:3", "zstd:1")),
+                 (("--compression", "none"), ("none", "none")),
+                 (("--compression", "zstd:3"), ("zstd:3", "zstd:3")),
+                 (("--compression-large", "zstd:7"), ("zstd:3", "zstd:7"))]
+        for i, (args, want) in enumerate(cases):
+            repo = self.init_repo(f"repo{i}", *args)
+            with open(os.path.join(repo, "config")) as f:
+                config = json.load(f)
+            self.assertEqual((config["compression"], config["compression_large"]), want, args)
+        r = self.whorl("init", "--repo", self.path("bad"), "--compression-large", "zstd:20")
+        self.assert_fails(r, 1, "compression must be 'none' or 'zstd:N' with N in 1..19, "
+                          "got 'zstd:20'")
+        self.assertFalse(os.path.exists(os.path.join(self.path("bad"), "config")))
 
     def test_chunk_size_options_set_the_chunk_count(self):
         data = os.urandom(w.MIB)

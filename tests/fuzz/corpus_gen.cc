@@ -89,6 +89,8 @@ void RepoConfigs() {
   c.chunker.avg_size = whorl::agent::kDefaultChunkAvg;
   c.chunker.max_size = whorl::agent::kDefaultChunkMax;
   Put("repo_config", "zstd", c.ToJson());
+  c.large_compression = {whorl::Codec::kZstd, 1};
+  Put("repo_config", "zstd-large", c.ToJson());
   c.compression = {whorl::Codec::kNone, 0};
   c.chunker.min_size = 512;
   c.chunker.avg_size = 1024;

@@ -38,6 +38,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(again->chunker.avg_size == c->chunker.avg_size);
   FUZZ_CHECK(again->chunker.max_size == c->chunker.max_size);
   FUZZ_CHECK(again->compression.ToString() == c->compression.ToString());
+  FUZZ_CHECK(again->large_compression.ToString() == c->large_compression.ToString());
+  // A config from before the field: large files as `compression` says.
+  if (!j.contains("compression_large")) {
+    FUZZ_CHECK(c->large_compression.ToString() == c->compression.ToString());
+  }
   FUZZ_CHECK(again->ToJson() == json);
   return 0;
 }
