@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/read_ahead.h"
 #include "common/bloom_filter.h"
+#include "common/bundle.h"
 #include "common/cluster_map.h"
 #include "common/file_util.h"
 #include "common/hash_ring.h"
@@ -629,6 +630,11 @@ class RemoteRepositoryImpl final : public RemoteRepository {
     if (r == nullptr) return;
     std::vector<std::vector<size_t>> by_node(r->chunks.size());
     for (size_t i = 0; i < fps.size(); ++i) {
+      // In a bundle an earlier batch brought: no need to ask for it again.
+      if (std::optional<std::string> plain = FromDecodedBundle(fps[i]); plain.has_value()) {
+        if (!deliver(i, *std::move(plain))) return;
+        continue;
+      }
       by_node[r->chunk_ring->OwnerIndex(fps[i].Prefix64())].push_back(i);
     }
     for (size_t n = 0; n < by_node.size(); ++n) {
@@ -638,6 +644,7 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       v1::GetChunksRequest req;
       client_->FillHeader(req.mutable_header(), r->map.epoch);
       for (size_t i : idx) req.add_fingerprints(fps[i].ToBytes());
+      req.set_whole_bundles(true);
       grpc::ClientContext ctx;
       ctx.set_deadline(
           std::chrono::system_clock::now() +
@@ -646,14 +653,85 @@ class RemoteRepositoryImpl final : public RemoteRepository {
           node.chunks->GetChunks(&ctx, req);
       v1::GetChunksResponse resp;
       bool go_on = true;
+      std::deque<std::shared_ptr<const StreamBundle>> bundles;
       for (size_t k = 0; go_on && k < idx.size() && reader->Read(&resp); ++k) {
-        absl::StatusOr<std::string> plain = DecodeAnswer(node, fps[idx[k]], resp);
+        const uint32_t answer = static_cast<uint32_t>(k + 1);
+        absl::StatusOr<std::string> plain =
+            DecodeStreamAnswer(node, fps[idx[k]], resp, answer, &bundles);
+        if (!bundles.empty() && bundles.back()->answer == answer) KeepDecoded(bundles.back());
         if (plain.ok()) go_on = deliver(idx[k], *std::move(plain));
       }
       ctx.TryCancel();
       (void)reader->Finish();
       if (!go_on) return;
     }
+  }
+
+  // A bundle a GetChunks stream carried (whole_bundles), decoded: answer number, bytes, table.
+  struct StreamBundle {
+    uint32_t answer = 0;
+    std::string plain;
+    std::vector<BundleSlice> slices;
+  };
+
+  // The plain bytes of `fp` in answer number `answer` of a whole_bundles stream (not yet
+  // hash-verified). `bundles` holds the last kGetChunksBundlesKept bundles of the stream.
+  static absl::StatusOr<std::string> DecodeStreamAnswer(
+      const Node& node, const Fingerprint& fp, const v1::GetChunksResponse& got, uint32_t answer,
+      std::deque<std::shared_ptr<const StreamBundle>>* bundles) {
+    if (got.error_code() == 0 && got.same_bundle_as() != 0) {
+      for (const auto& b : *bundles) {
+        if (b->answer == got.same_bundle_as()) return Member(node, fp, *b);
+      }
+      return absl::DataLossError(absl::StrCat(node.describe, ": chunk ", fp.ToHex(),
+                                              ": refers to the bundle of answer ",
+                                              got.same_bundle_as(), ", not one of the last ",
+                                              kGetChunksBundlesKept, " before answer ", answer));
+    }
+    absl::StatusOr<std::string> plain = DecodeAnswer(node, fp, got);
+    if (!plain.ok() || !got.bundle()) return plain;
+    absl::StatusOr<std::vector<BundleSlice>> slices = ParseBundle(*plain);
+    if (!slices.ok()) {
+      return absl::DataLossError(absl::StrCat(node.describe, ": bundle holding ", fp.ToHex(), ": ",
+                                              slices.status().message()));
+    }
+    if (bundles->size() == kGetChunksBundlesKept) bundles->pop_front();
+    bundles->push_back(std::make_shared<const StreamBundle>(
+        StreamBundle{answer, *std::move(plain), *std::move(slices)}));
+    return Member(node, fp, *bundles->back());
+  }
+
+  // The read-ahead's streams share the bundles they decoded last: a bundle whose members fall
+  // in two batches is fetched and decoded once, not once per batch.
+  void KeepDecoded(std::shared_ptr<const StreamBundle> b) {
+    absl::MutexLock lock(&decoded_mu_);
+    if (decoded_.size() == kDecodedBundlesKept) {
+      const std::shared_ptr<const StreamBundle> old = decoded_.front();
+      decoded_.pop_front();
+      for (size_t i = 0; i < old->slices.size(); ++i) {
+        auto it = decoded_members_.find(old->slices[i].member.fingerprint);
+        if (it != decoded_members_.end() && it->second.first == old) decoded_members_.erase(it);
+      }
+    }
+    for (size_t i = 0; i < b->slices.size(); ++i) {
+      decoded_members_[b->slices[i].member.fingerprint] = {b, i};
+    }
+    decoded_.push_back(std::move(b));
+  }
+  std::optional<std::string> FromDecodedBundle(const Fingerprint& fp) {
+    absl::MutexLock lock(&decoded_mu_);
+    auto it = decoded_members_.find(fp);
+    if (it == decoded_members_.end()) return std::nullopt;
+    const BundleSlice& s = it->second.first->slices[it->second.second];
+    return it->second.first->plain.substr(s.offset, s.member.size);
+  }
+  static absl::StatusOr<std::string> Member(const Node& node, const Fingerprint& fp,
+                                            const StreamBundle& b) {
+    for (const BundleSlice& s : b.slices) {
+      if (s.member.fingerprint == fp) return b.plain.substr(s.offset, s.member.size);
+    }
+    return absl::DataLossError(
+        absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": not in the bundle sent for it"));
   }
 
   // The plain bytes in one GetChunks answer for `fp` (not yet hash-verified).
@@ -826,6 +904,12 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   std::map<std::string, CachedFilter> filters_ ABSL_GUARDED_BY(filters_mu_);
   std::atomic<uint64_t> asked_{0};
   std::atomic<uint64_t> filtered_{0};
+  static constexpr size_t kDecodedBundlesKept = 16;  // ~8 MiB
+  absl::Mutex decoded_mu_;
+  std::deque<std::shared_ptr<const StreamBundle>> decoded_ ABSL_GUARDED_BY(decoded_mu_);
+  std::unordered_map<Fingerprint, std::pair<std::shared_ptr<const StreamBundle>, size_t>,
+                     FingerprintHash>
+      decoded_members_ ABSL_GUARDED_BY(decoded_mu_);
   // Last member: destroyed first, so its workers stop before what they use goes away.
   ReadAhead read_ahead_;
 };

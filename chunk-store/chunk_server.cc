@@ -1,9 +1,12 @@
 #include "chunk-store/chunk_server.h"
 
+#include <algorithm>
+#include <deque>
 #include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/bundle.h"
 #include "common/kill_point.h"
 #include "common/status_macros.h"
 
@@ -143,11 +146,40 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       }
     }
     size_t out_bytes = 0;
+    // whole_bundles: the bundles sent on this stream, newest last, with their answer numbers.
+    std::deque<std::pair<std::pair<uint32_t, uint64_t>, uint32_t>> sent;
+    uint32_t answer = 0;
     for (const std::string& raw : req->fingerprints()) {
+      ++answer;
       v1::GetChunksResponse resp;
       absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(raw);
       if (!fp.ok()) {
         return scope.Finish(Invalid(std::string(fp.status().message())));  // checked above
+      }
+      absl::StatusOr<ChunkLocation> loc =
+          req->whole_bundles() ? store_->Locate(*fp) : absl::StatusOr<ChunkLocation>();
+      if (req->whole_bundles() && loc.ok() && loc->bundled) {
+        // The bundle once per stream, as stored: the reader decodes it and slices its members,
+        // which would otherwise each cost this node a slice and the wire their plain bytes.
+        const std::pair<uint32_t, uint64_t> key(loc->pack_id, loc->offset);
+        auto it =
+            std::find_if(sent.begin(), sent.end(), [&](const auto& s) { return s.first == key; });
+        if (it != sent.end()) {
+          resp.set_same_bundle_as(it->second);
+        } else if (absl::StatusOr<ChunkStore::Stored> b = store_->GetBundleRecord(*fp, *loc);
+                   !b.ok()) {
+          resp.set_error_code(static_cast<int>(b.status().code()));
+          resp.set_error_message(std::string(b.status().message()));
+        } else {
+          v1::Chunk* c = resp.mutable_chunk();
+          c->set_fingerprint(raw);
+          c->set_codec(static_cast<uint32_t>(b->codec));
+          c->set_plain_size(static_cast<uint32_t>(b->plain_size));
+          c->set_data(std::move(b->data));
+          resp.set_bundle(true);
+          if (sent.size() == kGetChunksBundlesKept) sent.pop_front();
+          sent.emplace_back(key, answer);
+        }
       } else {
         // As stored: the agent decodes and hash-checks every chunk anyway, so decoding here
         // would only send more bytes (a zstd chunk's plain bytes) and spend this node's CPU.

@@ -204,6 +204,7 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::Status PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) override;
   absl::StatusOr<std::string> Get(const Fingerprint& fp) override;
   absl::StatusOr<Stored> GetStored(const Fingerprint& fp) override;
+  absl::StatusOr<Stored> GetBundleRecord(const Fingerprint& fp, const ChunkLocation& loc) override;
   absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) override;
   absl::StatusOr<std::vector<bool>> Contains(const std::vector<Fingerprint>& fps) override {
     return LookupMany(fps);
@@ -655,6 +656,24 @@ absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetStored(const Fingerprint& 
   RecordHeader header;
   WHORL_ASSIGN_OR_RETURN(out.data, ReadRecordAt(fp, loc, where, &header));
   out.codec = loc.codec;
+  if (out.codec == Codec::kNone && out.data.size() != out.plain_size) {
+    return absl::DataLossError(absl::StrCat(where, ": stored size differs from plain size"));
+  }
+  return out;
+}
+
+absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetBundleRecord(const Fingerprint& fp,
+                                                                   const ChunkLocation& loc) {
+  const std::string where = Where(loc.pack_id, loc.offset);
+  if (!loc.bundled) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": chunk ", fp.ToHex(), " is not bundled"));
+  }
+  RecordHeader header;
+  Stored out;
+  WHORL_ASSIGN_OR_RETURN(out.data, ReadRecordAt(fp, loc, where, &header));
+  out.codec = loc.codec;
+  out.plain_size = header.plain_size;
   if (out.codec == Codec::kNone && out.data.size() != out.plain_size) {
     return absl::DataLossError(absl::StrCat(where, ": stored size differs from plain size"));
   }

@@ -149,6 +149,12 @@ class ChunkStore {
     std::string data;  // encoded with `codec`
   };
   virtual absl::StatusOr<Stored> GetStored(const Fingerprint& fp) = 0;
+  // The whole record of the bundle that holds chunk `fp`, which the locator placed at `loc`
+  // (loc.bundled), as stored: its codec, the bundle's plain size and its encoded bytes, the
+  // record's CRC and header checked, nothing decoded. The caller decodes it, finds the member in
+  // its table and hash-checks it.
+  virtual absl::StatusOr<Stored> GetBundleRecord(const Fingerprint& fp,
+                                                 const ChunkLocation& loc) = 0;
 
   // Drops the decoded bundles Get keeps: every later Get reads the packs (`check --read-data`
   // calls it first, so that a byte damaged on disk since an earlier read is found).

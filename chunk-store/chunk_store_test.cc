@@ -1311,6 +1311,28 @@ TEST(ChunkStoreTest, GetStoredAnswersTheRecordsBytesOrABundleMemberPlain) {
   EXPECT_EQ(store->GetStored(Sha256("absent")).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(ChunkStoreTest, GetBundleRecordAnswersTheWholeBundleAsStoredAndChecksItsCrc) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::vector<std::string> parts = {Text(1, 3000), Text(2, 2000)};
+  const ChunkPut bundle = MakeBundle(parts);
+  const ChunkPut alone = MakeChunk(Text(9, 20000));
+  ASSERT_TRUE(store->PutBatch({bundle, alone}).ok());
+  const ChunkLocation loc = *store->Locate(Sha256(parts[1]));
+  ASSERT_TRUE(loc.bundled);
+  absl::StatusOr<ChunkStore::Stored> got = store->GetBundleRecord(Sha256(parts[1]), loc);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->codec, bundle.codec);
+  EXPECT_EQ(got->plain_size, bundle.plain_size);
+  EXPECT_EQ(got->data, bundle.data);
+  const ChunkLocation not_bundled = *store->Locate(alone.fingerprint);
+  EXPECT_EQ(store->GetBundleRecord(alone.fingerprint, not_bundled).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  FlipByte(PackFile(dir.path(), loc.pack_id), loc.offset + kRecordHeaderSize + 10);
+  EXPECT_EQ(store->GetBundleRecord(Sha256(parts[1]), loc).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
 // A decoded bundle serves its members for decoded_bundle_ttl only: after that a member is read
 // from the pack again, so damage done to the pack while the store runs is found.
 TEST(ChunkStoreTest, DecodedBundleIsReadAgainOnceItsTimeIsUp) {

@@ -20,6 +20,10 @@
 
 namespace whorl {
 
+// GetChunks with whole_bundles (proto/whorl/v1/service.proto): the bundles a node may refer back
+// to on one stream are the last this many it sent, so a reader keeps that many decoded.
+inline constexpr size_t kGetChunksBundlesKept = 8;
+
 // Members a bundle may hold, at most (a table of 4096 x 36 bytes).
 inline constexpr uint32_t kMaxBundleMembers = 4096;
 inline constexpr size_t kBundleMemberEntrySize = Fingerprint::kSize + 4;

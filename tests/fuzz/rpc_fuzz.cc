@@ -20,10 +20,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <fstream>
+#include <map>
 
 #include "chunk-store/chunk_server.h"
 #include "chunk-store/chunk_store.h"
 #include "common/bloom_filter.h"
+#include "common/bundle.h"
 #include "common/codec.h"
 #include "common/daemon/daemon.h"
 #include "metadata-service/metadata_server.h"
@@ -194,6 +196,42 @@ void PutChunks(Cluster& c, std::string_view bytes) {
     const absl::StatusOr<std::string> plain =
         whorl::Decode(static_cast<whorl::Codec>(g.codec()), g.data(), g.plain_size());
     FUZZ_CHECK(plain.ok() && whorl::Sha256(*plain).ToBytes() == req.chunks(i).fingerprint());
+  }
+  // The same with whole_bundles: each answer is the chunk, a bundle holding it, or a reference
+  // to a bundle sent earlier on the stream that holds it.
+  get.set_whole_bundles(true);
+  const std::vector<v1::GetChunksResponse> whole = GetChunks(c, get, &gs);
+  FUZZ_CHECK(gs.ok() && whole.size() == got.size());
+  std::map<uint32_t, std::string> bundles;  // answer number -> decoded bundle
+  for (size_t i = 0; i < whole.size(); ++i) {
+    const std::string& want = req.chunks(i).fingerprint();
+    std::string bundle;
+    if (whole[i].same_bundle_as() != 0) {
+      FUZZ_CHECK(!whole[i].has_chunk() && bundles.contains(whole[i].same_bundle_as()));
+      bundle = bundles[whole[i].same_bundle_as()];
+    } else {
+      FUZZ_CHECK(whole[i].has_chunk() && whole[i].chunk().fingerprint() == want);
+      const v1::Chunk& g = whole[i].chunk();
+      FUZZ_CHECK(g.codec() <= static_cast<uint32_t>(whorl::Codec::kZstd));
+      absl::StatusOr<std::string> plain =
+          whorl::Decode(static_cast<whorl::Codec>(g.codec()), g.data(), g.plain_size());
+      FUZZ_CHECK(plain.ok());
+      if (!whole[i].bundle()) {
+        FUZZ_CHECK(whorl::Sha256(*plain).ToBytes() == want);
+        continue;
+      }
+      bundle = *plain;
+      bundles[static_cast<uint32_t>(i + 1)] = bundle;
+    }
+    absl::StatusOr<std::vector<whorl::BundleSlice>> slices = whorl::ParseBundle(bundle);
+    FUZZ_CHECK(slices.ok());
+    bool found = false;
+    for (const whorl::BundleSlice& s : *slices) {
+      if (s.member.fingerprint.ToBytes() != want) continue;
+      found =
+          whorl::Sha256(std::string_view(bundle).substr(s.offset, s.member.size)).ToBytes() == want;
+    }
+    FUZZ_CHECK(found);
   }
   FUZZ_CHECK(Missing(c, fps).empty());
 }

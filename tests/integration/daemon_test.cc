@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/bloom_filter.h"
+#include "common/bundle.h"
 #include "common/codec.h"
 #include "tests/integration/cluster_fixture.h"
 
@@ -363,6 +364,72 @@ TEST_F(DaemonTest, BundleIsStoredOnceRegisteredPerMemberAndServedPerMember) {
   ASSERT_TRUE(cluster_.Store(0)->PutChunks(&ctx2, req, &again).ok());
   EXPECT_EQ(again.newly_stored(), 0u);
   EXPECT_EQ(StoreStats(0).stored_bytes(), 52 + bundle.data().size());
+}
+
+// With whole_bundles, a bundle member comes as its whole bundle record, once per stream; later
+// members of it refer to that answer, and a chunk not in a bundle comes as before.
+TEST_F(DaemonTest, GetChunksWithWholeBundlesSendsEachBundleOncePerStream) {
+  int counter = 0;
+  std::vector<std::string> plains;
+  for (int i = 0; i < 4; ++i) {
+    plains.push_back(OwnedBy(cluster_, 0, "bundled text, compressible, compressible ", &counter));
+  }
+  const std::string alone = OwnedBy(cluster_, 0, "stored alone ", &counter);
+  const v1::Chunk bundle = MakeBundle(plains);
+  Put({alone});
+  {
+    v1::PutChunksRequest req;
+    Header(&req);
+    *req.add_chunks() = bundle;
+    v1::PutChunksResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(cluster_.Store(0)->PutChunks(&ctx, req, &resp).ok());
+  }
+  v1::GetChunksRequest get;
+  Header(&get);
+  get.set_whole_bundles(true);
+  for (const std::string* p :
+       std::vector<const std::string*>{&plains[2], &alone, &plains[0], &plains[3]}) {
+    get.add_fingerprints(Sha256(*p).ToBytes());
+  }
+  get.add_fingerprints(Sha256("never stored").ToBytes());
+  grpc::ClientContext ctx;
+  auto reader = cluster_.Store(0)->GetChunks(&ctx, get);
+  v1::GetChunksResponse r;
+  // 1: the bundle, as stored, for the member asked for.
+  ASSERT_TRUE(reader->Read(&r));
+  EXPECT_TRUE(r.bundle());
+  EXPECT_EQ(r.same_bundle_as(), 0u);
+  EXPECT_EQ(r.chunk().fingerprint(), Sha256(plains[2]).ToBytes());
+  EXPECT_EQ(r.chunk().codec(), bundle.codec());
+  EXPECT_EQ(r.chunk().plain_size(), bundle.plain_size());
+  EXPECT_EQ(r.chunk().data(), bundle.data());
+  absl::StatusOr<std::string> decoded =
+      Decode(static_cast<Codec>(r.chunk().codec()), r.chunk().data(), r.chunk().plain_size());
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  absl::StatusOr<std::vector<BundleSlice>> slices = ParseBundle(*decoded);
+  ASSERT_TRUE(slices.ok()) << slices.status();
+  ASSERT_EQ(slices->size(), 4u);
+  EXPECT_EQ(decoded->substr((*slices)[2].offset, (*slices)[2].member.size), plains[2]);
+  // 2: a chunk of its own, as before.
+  ASSERT_TRUE(reader->Read(&r));
+  EXPECT_FALSE(r.bundle());
+  EXPECT_EQ(r.same_bundle_as(), 0u);
+  EXPECT_EQ(r.chunk().data(), alone);
+  // 3 and 4: the bundle of answer 1, not sent again.
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_FALSE(r.has_chunk());
+    EXPECT_FALSE(r.bundle());
+    EXPECT_EQ(r.same_bundle_as(), 1u);
+    EXPECT_EQ(r.error_code(), 0);
+  }
+  // 5: not stored.
+  ASSERT_TRUE(reader->Read(&r));
+  EXPECT_EQ(r.error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+  EXPECT_EQ(r.same_bundle_as(), 0u);
+  EXPECT_FALSE(reader->Read(&r));
+  EXPECT_TRUE(reader->Finish().ok());
 }
 
 // A chunk stored compressed comes back as stored (the agent decodes and hash-checks it): fewer
