@@ -36,6 +36,7 @@ std::string RepoConfig::ToJson() const {
                   {"min_size", chunker.min_size},
                   {"avg_size", chunker.avg_size},
                   {"max_size", chunker.max_size}};
+  if (chunker.cut_on_ones) j["chunker"]["cut_on_ones"] = true;
   j["compression"] = compression.ToString();
   j["compression_large"] = large_compression.ToString();
   return j.dump(2) + "\n";
@@ -83,6 +84,12 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
   c.chunker.min_size = ch["min_size"].get<uint32_t>();
   c.chunker.avg_size = ch["avg_size"].get<uint32_t>();
   c.chunker.max_size = ch["max_size"].get<uint32_t>();
+  if (ch.contains("cut_on_ones")) {
+    if (!ch["cut_on_ones"].is_boolean()) {
+      return absl::DataLossError("config chunker cut_on_ones is not true or false");
+    }
+    c.chunker.cut_on_ones = ch["cut_on_ones"].get<bool>();
+  }
   if (std::string why = ValidateChunkerParams(c.chunker); !why.empty()) {
     return absl::DataLossError("config chunker: " + why);
   }
@@ -113,6 +120,7 @@ absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t ma
   c.chunker.min_size = min;
   c.chunker.avg_size = avg;
   c.chunker.max_size = max;
+  c.chunker.cut_on_ones = true;  // zero runs in max_size chunks (README "Why these chunk sizes")
   absl::Status rand_error;
   c.chunker.polynomial = DrawIrreduciblePolynomial([&rand_error]() -> uint64_t {
     absl::StatusOr<uint64_t> w = RandomWord();

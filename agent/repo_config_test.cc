@@ -21,6 +21,30 @@ TEST(RepoConfigTest, NewConfigRoundTripsThroughJson) {
   EXPECT_EQ(back->large_compression.ToString(), "zstd:3");
 }
 
+TEST(RepoConfigTest, NewConfigsCutOnOnesOldOnesOnZeros) {
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{},
+                         CompressionSpec{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->chunker.cut_on_ones);
+  const std::string json = c->ToJson();
+  EXPECT_NE(json.find(R"("cut_on_ones": true)"), std::string::npos) << json;
+  auto back = RepoConfig::FromJson(json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->chunker.cut_on_ones);
+  const std::string old =
+      R"({"version": 2, "id": "00112233445566778899aabbccddeeff", "compression": "zstd:3", )"
+      R"("chunker": {"polynomial": "0x3da3358b4dc173", "min_size": 8192, "avg_size": 32768, )"
+      R"("max_size": 131072}})";
+  auto read = RepoConfig::FromJson(old);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_FALSE(read->chunker.cut_on_ones);
+  EXPECT_EQ(read->ToJson().find("cut_on_ones"), std::string::npos);
+  std::string bad = old;
+  bad.insert(bad.find("\"min_size\""), R"("cut_on_ones": 1, )");
+  EXPECT_EQ(RepoConfig::FromJson(bad).status().message(),
+            "config chunker cut_on_ones is not true or false");
+}
+
 TEST(RepoConfigTest, LargeFilesCompressionIsItsOwnFieldAndDefaultsToTheOtherWhenAbsent) {
   auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, kDefaultCompression,
                          kDefaultLargeCompression);

@@ -128,6 +128,7 @@ Chunker::Chunker(const ChunkerParams& params) : params_(params) {
   }
   const uint64_t p = params.polynomial;
   mask_ = params.avg_size - 1;
+  cut_ = params.cut_on_ones ? mask_ : 0;
   uint64_t x512 = 1;  // x^512 mod p, built as (x^8)^64
   for (size_t i = 0; i < kWindow; ++i) x512 = PolyMulMod(x512, 256, p);
   for (uint64_t t = 0; t < 256; ++t) {
@@ -220,7 +221,7 @@ size_t Chunker::FindCutSlow(const uint8_t* data, size_t first, size_t end) const
   uint64_t h = 0;  // the hash of a window of zeros
   for (size_t i = first + 1 - kWindow; i <= first; ++i) h = Append(h, data[i]);
   for (size_t i = first;;) {
-    if ((h & mask_) == 0) return i + 1;
+    if ((h & mask_) == cut_) return i + 1;
     if (++i == end) return 0;
     h = Roll(h, data[i], data[i - kWindow]);
   }
@@ -252,19 +253,20 @@ size_t Chunker::FindCutFast(const uint8_t* data, size_t first, size_t end) const
     }
 #pragma GCC unroll 8
     for (size_t k = 0; k < kStreams; ++k) {  // each stream's first window
-      if ((h[k] & mask_) == 0) matches[n++ % kMaxMatches] = static_cast<uint32_t>(k * kSegment);
+      if ((h[k] & mask_) == cut_) matches[n++ % kMaxMatches] = static_cast<uint32_t>(k * kSegment);
     }
     for (size_t j = 1; j < kSegment; ++j) {
 #pragma GCC unroll 8
       for (size_t k = 0; k < kStreams; ++k) {
         const size_t o = k * kSegment + j;
         h[k] = Roll(h[k], w[o + kWindow - 1], w[o - 1]);
-        if ((h[k] & mask_) == 0) [[unlikely]] {
+        if ((h[k] & mask_) == cut_) [[unlikely]] {
           matches[n++ % kMaxMatches] = static_cast<uint32_t>(o);
         }
       }
     }
-    // Overflow (low-entropy data such as zeros) dropped some: find the first one the slow way.
+    // Overflow (low-entropy data such as zeros with cut 0) dropped some: find the first one the
+    // slow way.
     if (n > kMaxMatches) return FindCutSlow(data, first, first + kBlock);
     if (n > 0) return first + *std::min_element(matches, matches + n) + 1;
   }

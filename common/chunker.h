@@ -10,12 +10,14 @@
 //    `polynomial`) of the 64 bytes ending at that position. It depends on those 64 bytes only:
 //    not on earlier bytes, not on where the chunk began.
 //  - A chunk starting at offset 0 ends after byte i (length i + 1) at the smallest i with
-//    i + 1 >= min_size and (fingerprint(i) & (avg_size - 1)) == 0; if there is none with
-//    i + 1 <= max_size the chunk is max_size long; the end of the file ends the last chunk.
-//    Because min_size >= 64 the window never reaches before the chunk start.
+//    i + 1 >= min_size and (fingerprint(i) & mask) == cut, where mask = avg_size - 1 and cut is
+//    0, or mask itself with `cut_on_ones`; if there is none with i + 1 <= max_size the chunk is
+//    max_size long; the end of the file ends the last chunk. Because min_size >= 64 the window
+//    never reaches before the chunk start.
 //  - Identical windows have identical fingerprints. In particular an all-zero window
-//    fingerprints to 0, which always matches, so zero-filled regions cut into chunks of
-//    exactly min_size (they dedup among themselves; that is intended, not a bug).
+//    fingerprints to 0: with cut 0 it always matches, so zero-filled regions cut into chunks of
+//    exactly min_size; with `cut_on_ones` it never does, so they cut into max_size chunks (16x
+//    fewer with the default sizes). Either way they dedup among themselves.
 //  - Cut points are part of the repository format: for a fixed ChunkerParams they must never
 //    change between versions, or new backups stop deduplicating against old ones.
 //
@@ -52,6 +54,10 @@ struct ChunkerParams {
   // Power of two; mask = avg_size - 1 (expected distance past min_size to a cut).
   uint32_t avg_size = 0;
   uint32_t max_size = 0;  // > min_size, <= 64 MiB
+  // Cut where the fingerprint's low bits are all ones instead of all zeros, so that runs of
+  // zeros (disk images, sparse databases) are not cut every min_size bytes. Repositories made
+  // before 2026-11-30 cut on zeros (false).
+  bool cut_on_ones = false;
 };
 
 // Empty string when params are usable, else a human-readable reason ("min_size 10 is below 64").
@@ -106,6 +112,7 @@ class Chunker {
 
   ChunkerParams params_;
   uint64_t mask_;
+  uint64_t cut_;  // 0, or mask_ with cut_on_ones
   // shift_table_[t] = t * x^53 + (t * x^53 mod P): XOR-ing it clears bits 53..60 of a value
   // shifted left by 8 and adds their remainder back in.
   std::array<uint64_t, 256> shift_table_;

@@ -136,6 +136,7 @@ ChunkerParams RandomParams(SplitMix64& rng) {
   p.avg_size = std::bit_ceil(p.min_size) << rng.Below(5);
   p.max_size =
       std::max(p.avg_size, p.min_size + 1) + static_cast<uint32_t>(rng.Below(4 * p.avg_size));
+  p.cut_on_ones = rng.Below(2) == 1;
   return p;
 }
 
@@ -304,6 +305,29 @@ TEST(ChunkerTest, ZerosCutAtMinSize) {
   const std::vector<size_t> lengths = ChunkWhole(zeros, chunker);
   ASSERT_EQ(lengths.size(), zeros.size() / kDefaults.min_size);
   for (size_t len : lengths) EXPECT_EQ(len, kDefaults.min_size);
+}
+
+// With cut_on_ones the all-zero window never matches: zeros cut at exactly max_size, and the
+// chunks of data around a run of zeros are those of cut 0's rule shifted to the other value.
+TEST(ChunkerTest, ZerosCutAtMaxSizeWhenCuttingOnOnes) {
+  ChunkerParams p = kDefaults;
+  p.cut_on_ones = true;
+  const Chunker chunker(p);
+  const std::string zeros(1 << 20, '\0');
+  const std::vector<size_t> lengths = ChunkWhole(zeros, chunker);
+  ASSERT_EQ(lengths.size(), zeros.size() / p.max_size);
+  for (size_t len : lengths) EXPECT_EQ(len, p.max_size);
+  // Random data: cuts exist, between min and max, and differ from those of cut 0.
+  SplitMix64 rng(21);
+  const std::string data = RandomBytes(rng(), 4 << 20);
+  const std::vector<size_t> ones = ChunkWhole(data, chunker);
+  const std::vector<size_t> zero_rule = ChunkWhole(data, Chunker(kDefaults));
+  EXPECT_NE(ones, zero_rule);
+  EXPECT_GT(ones.size(), data.size() / p.max_size);
+  for (size_t i = 0; i + 1 < ones.size(); ++i) {
+    EXPECT_GE(ones[i], p.min_size);
+    EXPECT_LE(ones[i], p.max_size);
+  }
 }
 
 // Constant data has one window, so every position matches (cut at min_size) or none does (cut

@@ -139,7 +139,8 @@ int Run(int argc, char** argv) {
   ChunkerParams params{.polynomial = DrawIrreduciblePolynomial([&] { return rng(); }),
                        .min_size = 8 << 10,
                        .avg_size = 32 << 10,
-                       .max_size = 128 << 10};
+                       .max_size = 128 << 10,
+                       .cut_on_ones = true};  // as `whorl init` makes them
   const Chunker chunker(params);
   auto fast = [&](const uint8_t* p, size_t n) { return chunker.NextChunk(p, n, true); };
   auto slow = [&](const uint8_t* p, size_t n) {

@@ -90,7 +90,9 @@ void RepoConfigs() {
   c.chunker.max_size = whorl::agent::kDefaultChunkMax;
   Put("repo_config", "zstd", c.ToJson());
   c.large_compression = {whorl::Codec::kZstd, 1};
+  c.chunker.cut_on_ones = true;
   Put("repo_config", "zstd-large", c.ToJson());
+  c.chunker.cut_on_ones = false;
   c.compression = {whorl::Codec::kNone, 0};
   c.chunker.min_size = 512;
   c.chunker.avg_size = 1024;

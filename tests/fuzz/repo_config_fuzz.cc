@@ -37,6 +37,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(again->chunker.min_size == c->chunker.min_size);
   FUZZ_CHECK(again->chunker.avg_size == c->chunker.avg_size);
   FUZZ_CHECK(again->chunker.max_size == c->chunker.max_size);
+  FUZZ_CHECK(again->chunker.cut_on_ones == c->chunker.cut_on_ones);
+  FUZZ_CHECK(c->chunker.cut_on_ones ==
+             (ch.contains("cut_on_ones") && ch["cut_on_ones"].get<bool>()));
   FUZZ_CHECK(again->compression.ToString() == c->compression.ToString());
   FUZZ_CHECK(again->large_compression.ToString() == c->large_compression.ToString());
   // A config from before the field: large files as `compression` says.
