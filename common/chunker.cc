@@ -134,6 +134,7 @@ Chunker::Chunker(const ChunkerParams& params) : params_(params) {
   for (uint64_t t = 0; t < 256; ++t) {
     shift_table_[t] = (t << kDegree) ^ PolyMod(t << kDegree, p);
     out_table_[t] = PolyMulMod(t, x512, p);
+    out_table_ones_[t] = out_table_[t] ^ (mask_ << 8) ^ mask_;
   }
   // word_pow_[7 - k] = x^(64k) mod P.
   uint64_t x64 = 1;  // x^64 mod p
@@ -233,7 +234,11 @@ size_t Chunker::FindCutSlow(const uint8_t* data, size_t first, size_t end) const
 // only on the window. Matches go to a fixed array (a conditional store the compiler keeps as a
 // rarely taken branch, unlike a flag it would turn into per-byte cmovs); blocks go in order, so
 // the smallest match of the first block with any is the cut.
+template <bool kOnes>
 size_t Chunker::FindCutFast(const uint8_t* data, size_t first, size_t end) const {
+  const uint64_t mask = mask_;
+  const std::array<uint64_t, 256>& out_table = kOnes ? out_table_ones_ : out_table_;
+  auto is_cut = [mask](uint64_t h) { return (h & mask) == 0; };
   constexpr size_t kBlock = kStreams * kSegment;
   constexpr size_t kMaxMatches = 64;
   for (; end - first >= kBlock; first += kBlock) {
@@ -253,14 +258,15 @@ size_t Chunker::FindCutFast(const uint8_t* data, size_t first, size_t end) const
     }
 #pragma GCC unroll 8
     for (size_t k = 0; k < kStreams; ++k) {  // each stream's first window
-      if ((h[k] & mask_) == cut_) matches[n++ % kMaxMatches] = static_cast<uint32_t>(k * kSegment);
+      if (kOnes) h[k] ^= mask;
+      if (is_cut(h[k])) matches[n++ % kMaxMatches] = static_cast<uint32_t>(k * kSegment);
     }
     for (size_t j = 1; j < kSegment; ++j) {
 #pragma GCC unroll 8
       for (size_t k = 0; k < kStreams; ++k) {
         const size_t o = k * kSegment + j;
-        h[k] = Roll(h[k], w[o + kWindow - 1], w[o - 1]);
-        if ((h[k] & mask_) == cut_) [[unlikely]] {
+        h[k] = Append(h[k], w[o + kWindow - 1]) ^ out_table[w[o - 1]];  // Roll
+        if (is_cut(h[k])) [[unlikely]] {
           matches[n++ % kMaxMatches] = static_cast<uint32_t>(o);
         }
       }
@@ -286,7 +292,12 @@ size_t Chunker::Decide(size_t n, bool at_eof, FindFn find) const {
 }
 
 size_t Chunker::NextChunk(const uint8_t* data, size_t n, bool at_eof) const {
-  return Decide(n, at_eof, [&](size_t first, size_t end) { return FindCutFast(data, first, end); });
+  if (params_.cut_on_ones) {
+    return Decide(n, at_eof,
+                  [&](size_t first, size_t end) { return FindCutFast<true>(data, first, end); });
+  }
+  return Decide(n, at_eof,
+                [&](size_t first, size_t end) { return FindCutFast<false>(data, first, end); });
 }
 
 namespace internal {

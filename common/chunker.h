@@ -102,6 +102,10 @@ class Chunker {
   // Smallest i in [first, end) whose window (data[i-63, i]) matches the mask, as i + 1; else 0.
   // Requires first >= 63. Slow: one window at a time (the reference). Fast: interleaved streams.
   size_t FindCutSlow(const uint8_t* data, size_t first, size_t end) const;
+  // kOnes: cut_on_ones, for which the streams carry g = h ^ mask instead of h (so the test is
+  // the same one instruction: a cut is where g's low bits are zero) and roll with
+  // out_table_ones_. Comparing h's low bits with a cut value instead cost 10%.
+  template <bool kOnes>
   size_t FindCutFast(const uint8_t* data, size_t first, size_t end) const;
   // The hash of the 64-byte window w[0, 64) from scratch: carry-less multiplications when the
   // CPU has them (a dozen instructions), else 64 Appends.
@@ -112,13 +116,16 @@ class Chunker {
 
   ChunkerParams params_;
   uint64_t mask_;
-  uint64_t cut_;  // 0, or mask_ with cut_on_ones
+  uint64_t cut_;  // 0, or mask_ with cut_on_ones (FindCutSlow)
   // shift_table_[t] = t * x^53 + (t * x^53 mod P): XOR-ing it clears bits 53..60 of a value
   // shifted left by 8 and adds their remainder back in.
-  std::array<uint64_t, 256> shift_table_;
+  alignas(64) std::array<uint64_t, 256> shift_table_;
   // out_table_[b] = b * x^512 mod P: the contribution, after the shift, of the byte leaving the
   // window. XOR-ed in after the shift, which keeps it off the hash's dependency chain.
-  std::array<uint64_t, 256> out_table_;
+  alignas(64) std::array<uint64_t, 256> out_table_;
+  // out_table_[b] ^ (mask << 8) ^ mask: rolls g = h ^ mask to the next window's h ^ mask (Append
+  // is linear, and Append(mask, 0) = mask << 8 since mask < 2^45).
+  alignas(64) std::array<uint64_t, 256> out_table_ones_;
   // For WindowHashClmul: word_pow_[k] = x^(64 * (7 - k)) mod P, and Barrett's constant
   // barrett_ = floor(x^116 / P).
   bool has_clmul_ = false;
