@@ -16,49 +16,6 @@ ChunkUploader::~ChunkUploader() {
   }
   if (encoder_.joinable()) encoder_.join();
   if (storer_.joinable()) storer_.join();
-  {
-    absl::MutexLock lock(&pool_mu_);
-    pool_stop_ = true;
-  }
-  for (std::thread& t : helpers_) t.join();
-}
-
-void ChunkUploader::RunOnAllEncoders(const std::function<void()>& job) {
-  {
-    absl::MutexLock lock(&pool_mu_);
-    pool_job_ = &job;
-    ++pool_round_;
-    pool_busy_ = helpers_.size();
-  }
-  job();
-  absl::MutexLock lock(&pool_mu_);
-  pool_mu_.Await(absl::Condition(
-      +[](ChunkUploader* u)
-           ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->pool_mu_) { return u->pool_busy_ == 0; },
-      this));
-  pool_job_ = nullptr;
-}
-
-void ChunkUploader::RunHelper() {
-  uint64_t done = 0;  // the last round this helper ran
-  for (;;) {
-    const std::function<void()>* job;
-    {
-      absl::MutexLock lock(&pool_mu_);
-      std::pair<ChunkUploader*, uint64_t> me(this, done);
-      pool_mu_.Await(absl::Condition(
-          +[](std::pair<ChunkUploader*, uint64_t>* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return a->first->pool_stop_ || a->first->pool_round_ != a->second;
-          },
-          &me));
-      if (pool_stop_) return;
-      done = pool_round_;
-      job = pool_job_;
-    }
-    (*job)();
-    absl::MutexLock lock(&pool_mu_);
-    --pool_busy_;
-  }
 }
 
 bool ChunkUploader::Queue(Batch* batch, const Fingerprint& fp, std::string_view plain, Kind kind) {
@@ -101,8 +58,6 @@ absl::Status ChunkUploader::SubmitTrees() {
 absl::Status ChunkUploader::Submit(Batch* pending) {
   if (!encoder_.joinable()) {
     encoder_ = std::thread([this] { RunEncoder(); });
-    const size_t cores = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
-    for (size_t i = 1; i < cores; ++i) helpers_.emplace_back([this] { RunHelper(); });
     storer_ = std::thread([this] { RunStorer(); });
   }
   Batch batch;
@@ -251,6 +206,7 @@ absl::Status ChunkUploader::Process(Batch batch) {
   // bytes, a 512 KiB bundle), so none waits while another still has several to do.
   std::vector<EncodedChunk> chunks(units.size());
   const RepoConfig& config = repo_->config();
+  const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
   std::atomic<size_t> next_unit{0};
   auto encode_units = [&] {
     for (size_t k = next_unit++; k < units.size(); k = next_unit++) {
@@ -275,11 +231,10 @@ absl::Status ChunkUploader::Process(Batch batch) {
       out.data = Encode(config.compression, plain, &out.codec);
     }
   };
-  if (units.size() == 1) {
-    encode_units();
-  } else {
-    RunOnAllEncoders(encode_units);
-  }
+  std::vector<std::thread> threads;
+  for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_units);
+  encode_units();
+  for (auto& t : threads) t.join();
   batch.clear();
 
   // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new

@@ -22,7 +22,6 @@
 
 #include <atomic>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -106,10 +105,6 @@ class ChunkUploader {
   absl::Status HandOver();  // queues carry_ for the storer
   void RunEncoder();
   void RunStorer();
-  // Runs `job` on the encoder thread and on every compression helper at once; returns when all
-  // of them returned. Encoder thread only.
-  void RunOnAllEncoders(const std::function<void()>& job);
-  void RunHelper();
 
   Repository* repo_;
   const std::unique_ptr<const AckLog> ack_log_;  // null unless WHORL_ACK_LOG is set
@@ -134,15 +129,6 @@ class ChunkUploader {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_, storer_;  // started with the first batch
-  // Compression helpers: the encoder's companions, one per core beyond the first, started with
-  // it. They live as long as the uploader, so each keeps its zstd contexts (sized at the first
-  // compression, ~1 MiB at level 3) instead of a thread per batch making and zeroing new ones.
-  std::vector<std::thread> helpers_;
-  absl::Mutex pool_mu_;
-  const std::function<void()>* pool_job_ ABSL_GUARDED_BY(pool_mu_) = nullptr;
-  uint64_t pool_round_ ABSL_GUARDED_BY(pool_mu_) = 0;  // one more per job
-  size_t pool_busy_ ABSL_GUARDED_BY(pool_mu_) = 0;     // helpers still on the current job
-  bool pool_stop_ ABSL_GUARDED_BY(pool_mu_) = false;
   static constexpr uint64_t kTrimEveryBatches = 32;
   uint64_t stored_batches_ = 0;  // the storer thread's own
 };
