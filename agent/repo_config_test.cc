@@ -5,6 +5,14 @@
 namespace whorl::agent {
 namespace {
 
+// A config as builds before 2026-11-30 wrote it: no compression_large, no cut_on_ones.
+std::string ConfigBeforeNov30(const std::string& compression) {
+  return R"({"version": 2, "id": "00112233445566778899aabbccddeeff", "compression": ")" +
+         compression +
+         R"(", "chunker": {"polynomial": "0x3da3358b4dc173", "min_size": 8192, )"
+         R"("avg_size": 32768, "max_size": 131072}})";
+}
+
 TEST(RepoConfigTest, NewConfigRoundTripsThroughJson) {
   auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, CompressionSpec{},
                          CompressionSpec{});
@@ -31,10 +39,7 @@ TEST(RepoConfigTest, NewConfigsCutOnOnesOldOnesOnZeros) {
   auto back = RepoConfig::FromJson(json);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_TRUE(back->chunker.cut_on_ones);
-  const std::string old =
-      R"({"version": 2, "id": "00112233445566778899aabbccddeeff", "compression": "zstd:3", )"
-      R"("chunker": {"polynomial": "0x3da3358b4dc173", "min_size": 8192, "avg_size": 32768, )"
-      R"("max_size": 131072}})";
+  const std::string old = ConfigBeforeNov30("zstd:3");
   auto read = RepoConfig::FromJson(old);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_FALSE(read->chunker.cut_on_ones);
@@ -58,10 +63,7 @@ TEST(RepoConfigTest, LargeFilesCompressionIsItsOwnFieldAndDefaultsToTheOtherWhen
   EXPECT_EQ(back->large_compression.ToString(), "zstd:1");
 
   // A config written before the field existed: every chunk as `compression` says.
-  const std::string old =
-      R"({"version": 2, "id": "00112233445566778899aabbccddeeff", "compression": "zstd:5", )"
-      R"("chunker": {"polynomial": "0x3da3358b4dc173", "min_size": 8192, "avg_size": 32768, )"
-      R"("max_size": 131072}})";
+  const std::string old = ConfigBeforeNov30("zstd:5");
   auto read = RepoConfig::FromJson(old);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->large_compression.ToString(), "zstd:5");

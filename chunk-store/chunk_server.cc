@@ -124,6 +124,23 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
     return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
   }
 
+  // Fills a GetChunks answer with `stored` (the chunk or bundle record) or its error; whether
+  // it is a chunk.
+  static bool Answer(const std::string& fingerprint, absl::StatusOr<ChunkStore::Stored> stored,
+                     v1::GetChunksResponse* resp) {
+    if (!stored.ok()) {
+      resp->set_error_code(static_cast<int>(stored.status().code()));
+      resp->set_error_message(std::string(stored.status().message()));
+      return false;
+    }
+    v1::Chunk* c = resp->mutable_chunk();
+    c->set_fingerprint(fingerprint);
+    c->set_codec(static_cast<uint32_t>(stored->codec));
+    c->set_plain_size(static_cast<uint32_t>(stored->plain_size));
+    c->set_data(std::move(stored->data));
+    return true;
+  }
+
   grpc::Status GetChunks(grpc::ServerContext* ctx, const v1::GetChunksRequest* req,
                          grpc::ServerWriter<v1::GetChunksResponse>* writer) override {
     RpcScope scope(metrics_, "GetChunks", ctx, req->header(), req->ByteSizeLong());
@@ -166,16 +183,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
             std::find_if(sent.begin(), sent.end(), [&](const auto& s) { return s.first == key; });
         if (it != sent.end()) {
           resp.set_same_bundle_as(it->second);
-        } else if (absl::StatusOr<ChunkStore::Stored> b = store_->GetBundleRecord(*fp, *loc);
-                   !b.ok()) {
-          resp.set_error_code(static_cast<int>(b.status().code()));
-          resp.set_error_message(std::string(b.status().message()));
-        } else {
-          v1::Chunk* c = resp.mutable_chunk();
-          c->set_fingerprint(raw);
-          c->set_codec(static_cast<uint32_t>(b->codec));
-          c->set_plain_size(static_cast<uint32_t>(b->plain_size));
-          c->set_data(std::move(b->data));
+        } else if (Answer(raw, store_->GetBundleRecord(*fp, *loc), &resp)) {
           resp.set_bundle(true);
           if (sent.size() == kGetChunksBundlesKept) sent.pop_front();
           sent.emplace_back(key, answer);
@@ -183,17 +191,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       } else {
         // As stored: the agent decodes and hash-checks every chunk anyway, so decoding here
         // would only send more bytes (a zstd chunk's plain bytes) and spend this node's CPU.
-        absl::StatusOr<ChunkStore::Stored> stored = store_->GetStored(*fp);
-        if (!stored.ok()) {
-          resp.set_error_code(static_cast<int>(stored.status().code()));
-          resp.set_error_message(std::string(stored.status().message()));
-        } else {
-          v1::Chunk* c = resp.mutable_chunk();
-          c->set_fingerprint(raw);
-          c->set_codec(static_cast<uint32_t>(stored->codec));
-          c->set_plain_size(static_cast<uint32_t>(stored->plain_size));
-          c->set_data(std::move(stored->data));
-        }
+        Answer(raw, store_->GetStored(*fp), &resp);
       }
       out_bytes += resp.ByteSizeLong();
       if (!writer->Write(resp)) break;
