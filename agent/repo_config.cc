@@ -102,9 +102,10 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
     }
     absl::StatusOr<CompressionSpec> large =
         CompressionSpec::Parse(j["compression_large"].get<std::string>());
-    if (!large.ok())
+    if (!large.ok()) {
       return absl::DataLossError("config compression_large: " +
                                  std::string(large.status().message()));
+    }
     c.large_compression = *large;
   }
   return c;

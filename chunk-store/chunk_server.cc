@@ -191,7 +191,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       } else {
         // As stored: the agent decodes and hash-checks every chunk anyway, so decoding here
         // would only send more bytes (a zstd chunk's plain bytes) and spend this node's CPU.
-        Answer(raw, store_->GetStored(*fp), &resp);
+        Answer(raw, loc.ok() ? store_->GetStoredAt(*fp, *loc) : store_->GetStored(*fp), &resp);
       }
       out_bytes += resp.ByteSizeLong();
       if (!writer->Write(resp)) break;

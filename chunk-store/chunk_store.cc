@@ -204,6 +204,7 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::Status PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) override;
   absl::StatusOr<std::string> Get(const Fingerprint& fp) override;
   absl::StatusOr<Stored> GetStored(const Fingerprint& fp) override;
+  absl::StatusOr<Stored> GetStoredAt(const Fingerprint& fp, const ChunkLocation& loc) override;
   absl::StatusOr<Stored> GetBundleRecord(const Fingerprint& fp, const ChunkLocation& loc) override;
   absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) override;
   absl::StatusOr<std::vector<bool>> Contains(const std::vector<Fingerprint>& fps) override {
@@ -646,6 +647,11 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
 
 absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetStored(const Fingerprint& fp) {
   WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
+  return GetStoredAt(fp, loc);
+}
+
+absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetStoredAt(const Fingerprint& fp,
+                                                               const ChunkLocation& loc) {
   const std::string where = Where(loc.pack_id, loc.offset);
   Stored out;
   out.plain_size = loc.plain_size;

@@ -149,6 +149,9 @@ class ChunkStore {
     std::string data;  // encoded with `codec`
   };
   virtual absl::StatusOr<Stored> GetStored(const Fingerprint& fp) = 0;
+  // GetStored for a caller that already has the chunk's locator entry (Locate): no second
+  // lookup.
+  virtual absl::StatusOr<Stored> GetStoredAt(const Fingerprint& fp, const ChunkLocation& loc) = 0;
   // The whole record of the bundle that holds chunk `fp`, which the locator placed at `loc`
   // (loc.bundled), as stored: its codec, the bundle's plain size and its encoded bytes, the
   // record's CRC and header checked, nothing decoded. The caller decodes it, finds the member in
