@@ -50,7 +50,7 @@ struct Flags {
   // init
   uint32_t chunk_min = kDefaultChunkMin, chunk_avg = kDefaultChunkAvg, chunk_max = kDefaultChunkMax;
   std::string compression = kDefaultCompression.ToString();
-  std::string large_compression;  // empty: zstd:1 by default, else what --compression says
+  std::string large_compression;  // empty: lz4 by default, else what --compression says
   bool compression_given = false;
   // backup
   BackupOptions backup;
@@ -465,10 +465,10 @@ int Main(int argc, char** argv) {
   init->add_option("--chunk-avg", f.chunk_avg, "average chunk size (power of two)");
   init->add_option("--chunk-max", f.chunk_max, "maximum chunk size in bytes");
   init->add_option("--compression", f.compression,
-                   "zstd:N (1..19) or none (default zstd:3); also for files of 16 MiB and more "
+                   "zstd:N (1..19), lz4 or none (default zstd:3); also for files of 16 MiB and more "
                    "unless --compression-large is given");
   init->add_option("--compression-large", f.large_compression,
-                   "zstd:N (1..19) or none for files of 16 MiB and more (default zstd:1, or "
+                   "zstd:N (1..19), lz4 or none for files of 16 MiB and more (default lz4, or "
                    "--compression's value when that is given)");
 
   CLI::App* backup = app.add_subcommand("backup", "back up paths as a new snapshot");

@@ -747,7 +747,7 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       return absl::DataLossError(
           absl::StrCat(node.describe, ": answered another chunk for ", fp.ToHex()));
     }
-    if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
+    if (!KnownCodec(c.codec())) {
       return absl::DataLossError(
           absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": unknown codec ", c.codec()));
     }

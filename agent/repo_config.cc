@@ -108,6 +108,12 @@ absl::StatusOr<RepoConfig> RepoConfig::FromJson(std::string_view text) {
     }
     c.large_compression = *large;
   }
+  if (c.version < kLz4RepoFormatVersion &&
+      (c.compression.codec == Codec::kLz4 || c.large_compression.codec == Codec::kLz4)) {
+    return absl::DataLossError("config names lz4 compression, which needs repository version " +
+                               std::to_string(kLz4RepoFormatVersion) + ", but is version " +
+                               std::to_string(c.version));
+  }
   return c;
 }
 
@@ -137,6 +143,8 @@ absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t ma
   }
   c.compression = compression;
   c.large_compression = large_compression;
+  const bool lz4 = compression.codec == Codec::kLz4 || large_compression.codec == Codec::kLz4;
+  c.version = lz4 ? kLz4RepoFormatVersion : 2;
   return c;
 }
 

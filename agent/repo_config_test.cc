@@ -56,11 +56,11 @@ TEST(RepoConfigTest, LargeFilesCompressionIsItsOwnFieldAndDefaultsToTheOtherWhen
   ASSERT_TRUE(c.ok()) << c.status();
   const std::string json = c->ToJson();
   EXPECT_NE(json.find(R"("compression": "zstd:3")"), std::string::npos) << json;
-  EXPECT_NE(json.find(R"("compression_large": "zstd:1")"), std::string::npos) << json;
+  EXPECT_NE(json.find(R"("compression_large": "lz4")"), std::string::npos) << json;
   auto back = RepoConfig::FromJson(json);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->compression.ToString(), "zstd:3");
-  EXPECT_EQ(back->large_compression.ToString(), "zstd:1");
+  EXPECT_EQ(back->large_compression.ToString(), "lz4");
 
   // A config written before the field existed: every chunk as `compression` says.
   const std::string old = ConfigBeforeNov30("zstd:5");
@@ -73,8 +73,8 @@ TEST(RepoConfigTest, LargeFilesCompressionIsItsOwnFieldAndDefaultsToTheOtherWhen
   auto refused = RepoConfig::FromJson(bad);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(refused.status().message(),
-            "config compression_large: compression must be 'none' or 'zstd:N' with N in 1..19, "
-            "got 'zstd:99'");
+            "config compression_large: compression must be 'none', 'zstd:N' with N in 1..19 or "
+            "'lz4', got 'zstd:99'");
   bad = old;
   bad.insert(1, R"("compression_large": 1, )");
   EXPECT_EQ(RepoConfig::FromJson(bad).status().message(),
@@ -91,6 +91,35 @@ TEST(RepoConfigTest, TwoConfigsDrawDifferentPolynomials) {
   EXPECT_NE(a->id, b->id);
 }
 
+// LZ4 records are what a version 2 build cannot read: a config that names LZ4 is version 3, one
+// that does not stays version 2, and a version 2 config naming LZ4 is refused.
+TEST(RepoConfigTest, Lz4MakesAVersion3ConfigAndNeedsOne) {
+  for (const auto& [comp, large, version] :
+       std::vector<std::tuple<CompressionSpec, CompressionSpec, int>>{
+           {kDefaultCompression, kDefaultLargeCompression, 3},
+           {{Codec::kLz4, 0}, {Codec::kZstd, 1}, 3},
+           {{Codec::kZstd, 3}, {Codec::kZstd, 1}, 2},
+           {{Codec::kNone, 0}, {Codec::kNone, 0}, 2}}) {
+    auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, comp, large);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->version, version) << comp.ToString() << " " << large.ToString();
+    EXPECT_TRUE(c->bundles());
+    auto back = RepoConfig::FromJson(c->ToJson());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->version, version);
+    EXPECT_EQ(back->compression.codec, comp.codec);
+    EXPECT_EQ(back->large_compression.codec, large.codec);
+  }
+  auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, kDefaultCompression,
+                         kDefaultLargeCompression);
+  ASSERT_TRUE(c.ok());
+  c->version = 2;
+  auto refused = RepoConfig::FromJson(c->ToJson());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(refused.status().message(),
+            "config names lz4 compression, which needs repository version 3, but is version 2");
+}
+
 TEST(RepoConfigTest, ReadsVersion1WithoutBundlesAndWritesVersion2) {
   auto fresh = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax,
                              CompressionSpec{}, CompressionSpec{});
@@ -103,7 +132,7 @@ TEST(RepoConfigTest, ReadsVersion1WithoutBundlesAndWritesVersion2) {
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->version, 1);
   EXPECT_FALSE(read->bundles());
-  EXPECT_EQ(RepoConfig::FromJson(R"({"version": 3})").status().code(),
+  EXPECT_EQ(RepoConfig::FromJson(R"({"version": 4})").status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(RepoConfig::FromJson(R"({"version": 0})").status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -126,7 +155,7 @@ TEST(RepoConfigTest, RefusesNumbersThatOnlyFitAfterTruncation) {
   auto version = RepoConfig::FromJson(R"({"version": 4294967297, )" + rest + "8192}}");
   EXPECT_EQ(version.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(version.status().message(),
-            "unsupported repository version 4294967297 (this whorl reads 1 to 2)");
+            "unsupported repository version 4294967297 (this whorl reads 1 to 3)");
   auto size = RepoConfig::FromJson(R"({"version": 1, )" + rest + "4294975488}}");
   EXPECT_EQ(size.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(size.status().message(), "config chunker min_size is over 2^32");

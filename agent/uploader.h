@@ -44,8 +44,11 @@ class ChunkUploader {
   static constexpr size_t kBatchChunks = 4096;
   // Encoded bytes stored with one PutChunks (one group commit), at least.
   static constexpr size_t kStoreBytes = 2 << 20;
-  // Full batches that may wait for the background thread.
-  static constexpr size_t kMaxQueued = 1;
+  // Full batches that may wait for each background thread. 3 (1 before): a store's fdatasyncs
+  // and a batch of costly chunks no longer stall the reading thread; the 1 GiB image's first
+  // backup went from 2.44-2.61 s to 2.06-2.19 s (cold, side by side), the source tree's the
+  // same or faster, for 2-4 MiB more at the peak.
+  static constexpr size_t kMaxQueued = 3;
   // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
   // many chunks a backup has; forgetting costs one more question to the index).
   static constexpr size_t kMaxKnown = 1 << 16;

@@ -48,7 +48,7 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
         return scope.Finish(Invalid(absl::StrCat("chunk ", i, ": fingerprint of ",
                                                  c.fingerprint().size(), " bytes, want 32")));
       }
-      if (c.codec() > static_cast<uint32_t>(Codec::kZstd)) {
+      if (!KnownCodec(c.codec())) {
         return scope.Finish(
             Invalid(absl::StrCat("chunk ", fp->ToHex(), ": unknown codec ", c.codec())));
       }

@@ -146,7 +146,7 @@ absl::Status ValidatePut(const ChunkPut& c, const ChunkStoreOptions& options) {
   if (c.data.size() > cap) {
     return Invalid(c, absl::StrCat("stored size ", c.data.size(), " > ", cap));
   }
-  if (c.codec != Codec::kNone && c.codec != Codec::kZstd) {
+  if (!KnownCodec(static_cast<uint64_t>(c.codec))) {
     return Invalid(c, absl::StrCat("unknown codec ", static_cast<int>(c.codec)));
   }
   if (!c.members.empty()) return ValidateBundlePut(c, options);
@@ -535,9 +535,10 @@ absl::Status ChunkStoreImpl::AppendAll(const Selection& selection, rocksdb::Writ
   std::unordered_set<Fingerprint, FingerprintHash> to_index = selection.fresh;
   for (const ChunkPut* c : selection.todo) {
     const bool bundle = !c->members.empty();
-    // A version 1 pack never holds a bundle: a build that reads only version 1 would take it
-    // for a torn record and cut it.
-    if (bundle) write_version_ = kPackVersion;
+    // A version 1 pack never holds a bundle, nor an older pack an LZ4 record: a build that
+    // reads only the older version would take it for a torn record and cut it.
+    if (bundle) write_version_ = std::max(write_version_, kBundlePackVersion);
+    if (c->codec == Codec::kLz4) write_version_ = std::max(write_version_, kLz4PackVersion);
     if (writer_->size() >= options_.max_pack_bytes || writer_->version() < write_version_) {
       WHORL_RETURN_IF_ERROR(StartNewPack());
     }

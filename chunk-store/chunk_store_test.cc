@@ -918,7 +918,7 @@ std::vector<PackDamage> PackDamages() {
       {"header cut", [](const std::string& p) { std::filesystem::resize_file(p, 10); },
        "pack header incomplete (10 bytes)"},
       {"bad magic", overwrite(0, "WHORLPAX"), "bad pack magic"},
-      {"unknown version", overwrite(8, std::string("\x03\0\0\0", 4)), "unknown pack version 3"},
+      {"unknown version", overwrite(8, std::string("\x04\0\0\0", 4)), "unknown pack version 4"},
       {"nonzero reserved", overwrite(12, "x"), "nonzero reserved field in pack header"},
   };
 }
@@ -1158,6 +1158,36 @@ TEST(ChunkStoreTest, BundleMembersReadBackAfterReopenFromAVersion2Pack) {
   // Later single chunks go to the version 2 pack too.
   ASSERT_TRUE(store->PutBatch({MakeChunk("later")}).ok());
   EXPECT_EQ(store->Locate(Sha256("later"))->pack_id, 2u);
+}
+
+// The first LZ4 record starts a version 3 pack; every later record goes to version 3 packs, and
+// all of them read back after a reopen.
+TEST(ChunkStoreTest, Lz4RecordStartsAVersion3Pack) {
+  TempDir dir;
+  const std::vector<std::string> parts = {Text(4, 3000), Text(5, 2000)};
+  const std::string big = Text(6, 20000);
+  const ChunkPut lz4 = MakeChunk(big, Codec::kLz4);
+  ASSERT_EQ(lz4.codec, Codec::kLz4);
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("single")}).ok());
+    ASSERT_TRUE(store->PutBatch({MakeBundle(parts)}).ok());
+    ASSERT_TRUE(store->PutBatch({lz4, MakeChunk("after")}).ok());
+    ASSERT_TRUE(store->PutBatch({MakeBundle({Text(7, 100), Text(8, 200)})}).ok());
+  }
+  auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(PackVersionOf(PackFile(dir.path(), 1)), 1u);
+  EXPECT_EQ(PackVersionOf(PackFile(dir.path(), 2)), 2u);
+  EXPECT_EQ(PackVersionOf(PackFile(dir.path(), 3)), 3u);
+  EXPECT_FALSE(std::filesystem::exists(PackFile(dir.path(), 4)));
+  const ChunkLocation loc = *store->Locate(Sha256(big));
+  EXPECT_EQ(loc.pack_id, 3u);
+  EXPECT_EQ(loc.codec, Codec::kLz4);
+  EXPECT_EQ(loc.stored_size, lz4.data.size());
+  EXPECT_EQ(store->Locate(Sha256("after"))->pack_id, 3u);
+  EXPECT_EQ(store->Locate(Sha256(Text(7, 100)))->pack_id, 3u);
+  ExpectReadsBack(*store, {big, "single", "after", Text(7, 100), Text(8, 200)});
+  ExpectReadsBack(*store, parts);
 }
 
 // check --read-data reads in this order: each pack front to back, a bundle's members together.

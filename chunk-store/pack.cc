@@ -36,10 +36,6 @@ uint64_t DecodeFixed(const char* p, int n) {
 }
 uint32_t DecodeFixed32(const char* p) { return static_cast<uint32_t>(DecodeFixed(p, 4)); }
 
-bool KnownCodec(uint8_t codec) {
-  return codec == static_cast<uint8_t>(Codec::kNone) || codec == static_cast<uint8_t>(Codec::kZstd);
-}
-
 // Closes a file descriptor when it goes out of scope.
 class FdCloser {
  public:
@@ -235,9 +231,10 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
     WHORL_RETURN_IF_ERROR(
         PreadExact(fd, offset + kRecordHeaderSize, decoded->stored_size, &data, path));
     if (!CheckRecordCrc(header, data).ok()) break;
+    if (decoded->codec == Codec::kLz4 && version < kLz4PackVersion) break;
     std::vector<BundleSlice> members;
     if (decoded->bundle) {
-      if (version < 2) break;
+      if (version < kBundlePackVersion) break;
       absl::StatusOr<std::vector<BundleSlice>> parsed = ParseBundleRecord(*decoded, data);
       if (!parsed.ok()) break;
       members = *std::move(parsed);

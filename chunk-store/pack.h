@@ -74,7 +74,8 @@ absl::Status CheckRecordCrc(std::string_view header, std::string_view data);
 
 // Reads the records of an open pack from offset `start` (a record boundary; by default the end
 // of the pack header) on, stopping at the first record that is incomplete or fails any check of
-// DecodeRecordHeader or CheckRecordCrc, or is a bundle that is in a version 1 pack, does not
+// DecodeRecordHeader or CheckRecordCrc, is a bundle in a version 1 pack or an LZ4 record in a
+// pack older than version 3, does not
 // decode or whose member table does not parse. DATA_LOSS if the pack header itself is short or bad,
 // or if the file is shorter than `start`; I/O errors as ErrnoStatus. Does not modify the file.
 absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_chunk_bytes,
@@ -114,7 +115,8 @@ class PackWriter {
 
   uint32_t pack_id() const { return pack_id_; }
   uint64_t size() const { return size_; }
-  uint32_t version() const { return version_; }  // of the pack: only version 2 takes bundles
+  // Of the pack: version 2 and up take bundles, version 3 LZ4 records.
+  uint32_t version() const { return version_; }
 
   // Appends one record and returns its offset. On error part of it may have been written:
   // call TruncateTo(size before the append).

@@ -10,10 +10,13 @@ namespace whorl::chunkstore {
 // Pack header is magic (8 bytes), version (4 bytes), reserved (4 bytes, zero).
 inline constexpr char kPackMagic[] = "WHORLPAK";  // 8 bytes; the NUL is not written
 inline constexpr size_t kPackMagicSize = 8;
-// Version 2 adds bundle records; a build reads versions kOldestPackVersion..kPackVersion. New
-// packs are version 1 until the store holds a bundle (so a store that never got one stays
-// readable by version-1 builds), version 2 from then on.
-inline constexpr uint32_t kPackVersion = 2;
+// Version 2 adds bundle records, version 3 records of codec 2 (LZ4); a build reads versions
+// kOldestPackVersion..kPackVersion. A store's new packs have the lowest version that holds what
+// it was given so far (1, then 2 once it holds a bundle, 3 once it holds an LZ4 record), so a
+// store stays readable by older builds until it holds what they cannot read.
+inline constexpr uint32_t kBundlePackVersion = 2;
+inline constexpr uint32_t kLz4PackVersion = 3;
+inline constexpr uint32_t kPackVersion = 3;
 inline constexpr uint32_t kOldestPackVersion = 1;
 inline constexpr size_t kPackHeaderSize = 16;
 

@@ -85,10 +85,10 @@ TEST(PackTest, PackHeaderWithBadMagicIsRefused) {
 
 TEST(PackTest, PackHeaderWithUnknownVersionIsRefused) {
   std::string header = EncodePackHeader(1);
-  header[8] = 3;
+  header[8] = 4;
   const absl::Status s = CheckPackHeader(header).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(s.message().find("unknown pack version 3 (this build reads 1 to 2)"),
+  EXPECT_NE(s.message().find("unknown pack version 4 (this build reads 1 to 3)"),
             absl::string_view::npos)
       << s;
   header[8] = 0;
@@ -147,8 +147,41 @@ TEST(PackTest, RecordWithBadMagicIsRefused) {
 TEST(PackTest, RecordWithUnknownCodecIsRefused) {
   const std::string data = "abc";
   std::string header = EncodeRecordHeader(HeaderFor(data), data);
-  header[kRecordCodecOffset] = 2;
-  EXPECT_FALSE(RecordAccepted(Recrc(header, data), data));
+  for (char codec : {'\x03', '\xff'}) {
+    header[kRecordCodecOffset] = codec;
+    EXPECT_FALSE(RecordAccepted(Recrc(header, data), data));
+  }
+}
+
+// An LZ4 record (codec 2) is valid only in a version 3 pack: a scan of an older pack stops
+// before it, as a version 2 build, which does not know codec 2, would.
+TEST(PackTest, Lz4RecordIsReadFromAVersion3PackOnly) {
+  const std::string plain = std::string(3000, 'z') + "end";
+  RecordHeader h;
+  const std::string data = Encode(CompressionSpec{Codec::kLz4, 0}, plain, &h.codec);
+  ASSERT_EQ(h.codec, Codec::kLz4);
+  h.plain_size = static_cast<uint32_t>(plain.size());
+  h.stored_size = static_cast<uint32_t>(data.size());
+  h.fingerprint = Sha256(plain);
+  const std::string first = Bytes(1, 40);
+  for (uint32_t version : {1u, 2u, 3u}) {
+    TempDir dir;
+    const std::string path = dir.path() + "/00000001.pack";
+    const std::string pack = EncodePackHeader(version) + EncodeRecord(HeaderFor(first), first) +
+                             EncodeRecord(h, data);
+    WriteFile(path, pack);
+    absl::StatusOr<PackScan> scan = ScanFile(path);
+    ASSERT_TRUE(scan.ok()) << scan.status();
+    if (version < 3) {
+      EXPECT_EQ(scan->records.size(), 1u) << version;
+      EXPECT_EQ(scan->valid_end, kPackHeaderSize + kRecordHeaderSize + first.size());
+      continue;
+    }
+    ASSERT_EQ(scan->records.size(), 2u);
+    EXPECT_EQ(scan->valid_end, pack.size());
+    EXPECT_EQ(scan->records[1].header.codec, Codec::kLz4);
+    EXPECT_EQ(*Decode(Codec::kLz4, data, plain.size()), plain);
+  }
 }
 
 TEST(PackTest, RecordWithNonzeroFlagsIsRefused) {

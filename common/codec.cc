@@ -1,21 +1,25 @@
 #include "common/codec.h"
 
+#include <lz4.h>
 #include <zstd.h>
 
 #include <charconv>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 namespace whorl {
 
 std::string CompressionSpec::ToString() const {
   if (codec == Codec::kNone) return "none";
+  if (codec == Codec::kLz4) return "lz4";
   return "zstd:" + std::to_string(level);
 }
 
 absl::StatusOr<CompressionSpec> CompressionSpec::Parse(std::string_view text) {
   if (text == "none") return CompressionSpec{Codec::kNone, 0};
   if (text == "zstd") return CompressionSpec{};
+  if (text == "lz4") return CompressionSpec{Codec::kLz4, 0};
   if (text.substr(0, 5) == "zstd:") {
     std::string_view num = text.substr(5);
     int level = 0;
@@ -25,7 +29,7 @@ absl::StatusOr<CompressionSpec> CompressionSpec::Parse(std::string_view text) {
     }
   }
   return absl::InvalidArgumentError(
-      "compression must be 'none' or 'zstd:N' with N in 1..19, got '" + std::string(text) + "'");
+      "compression must be 'none', 'zstd:N' with N in 1..19 or 'lz4', got '" + std::string(text) + "'");
 }
 
 namespace {
@@ -35,6 +39,7 @@ struct ZstdContexts {
   // Encode compresses here and copies out the exact size: a string sized to the bound would
   // keep ~bound bytes of capacity per stored chunk while a batch waits to be stored.
   std::string scratch;
+  std::string lz4_state = std::string(static_cast<size_t>(LZ4_sizeofState()), '\0');
   ~ZstdContexts() {
     ZSTD_freeCCtx(c);
     ZSTD_freeDCtx(d);
@@ -55,6 +60,17 @@ std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* c
         ZSTD_compressCCtx(z.c, z.scratch.data(), bound, plain.data(), plain.size(), spec.level);
     if (!ZSTD_isError(n) && n < plain.size()) {
       *codec = Codec::kZstd;
+      return std::string(z.scratch.data(), n);
+    }
+  }
+  if (spec.codec == Codec::kLz4 && !plain.empty() && plain.size() <= LZ4_MAX_INPUT_SIZE) {
+    ZstdContexts& z = Contexts();
+    const int bound = LZ4_compressBound(static_cast<int>(plain.size()));
+    if (z.scratch.size() < static_cast<size_t>(bound)) z.scratch.resize(bound);
+    const int n = LZ4_compress_fast_extState(z.lz4_state.data(), plain.data(), z.scratch.data(),
+                                             static_cast<int>(plain.size()), bound, 1);
+    if (n > 0 && static_cast<size_t>(n) < plain.size()) {
+      *codec = Codec::kLz4;
       return std::string(z.scratch.data(), n);
     }
   }
@@ -88,6 +104,24 @@ absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_
         return absl::DataLossError(std::string("zstd: ") + ZSTD_getErrorName(n));
       }
       if (n != plain_size) return absl::DataLossError("zstd frame decodes to the wrong size");
+      return out;
+    }
+    case Codec::kLz4: {
+      // A block records no size; each of its bytes expands to at most ~255 (a match length
+      // byte adds 255), so a size the stored bytes cannot hold is refused before allocating.
+      if (plain_size > LZ4_MAX_INPUT_SIZE || plain_size > 256 * uint64_t{stored.size()} + 16 ||
+          stored.size() > LZ4_MAX_INPUT_SIZE) {
+        return absl::DataLossError(absl::StrCat("lz4 block of ", stored.size(),
+                                                " bytes cannot hold ", plain_size));
+      }
+      std::string out(plain_size, '\0');
+      const int n = LZ4_decompress_safe(stored.data(), out.data(), static_cast<int>(stored.size()),
+                                        static_cast<int>(out.size()));
+      if (n < 0) return absl::DataLossError("lz4: malformed block");
+      if (static_cast<uint64_t>(n) != plain_size) {
+        return absl::DataLossError(
+            absl::StrCat("lz4 block decodes to ", n, " bytes, want ", plain_size));
+      }
       return out;
     }
   }

@@ -14,9 +14,14 @@ namespace whorl {
 enum class Codec : uint8_t {
   kNone = 0,  // stored as is
   kZstd = 1,  // one zstd frame
+  kLz4 = 2,   // one LZ4 block (no frame); its plain size is the record's
 };
+inline constexpr Codec kNewestCodec = Codec::kLz4;
 
-// Compression setting of a repository: "none" or "zstd:N" (N in 1..19).
+// True for a codec this build decodes.
+inline bool KnownCodec(uint64_t codec) { return codec <= static_cast<uint64_t>(kNewestCodec); }
+
+// Compression setting of a repository: "none", "zstd:N" (N in 1..19) or "lz4".
 struct CompressionSpec {
   Codec codec = Codec::kZstd;
   int level = 3;
@@ -24,13 +29,14 @@ struct CompressionSpec {
   static absl::StatusOr<CompressionSpec> Parse(std::string_view text);
 };
 
-// Encodes `plain` per `spec`. If zstd would not make it smaller, stores it plain: `*codec`
-// says which was used. Thread-safe (per-thread zstd contexts).
+// Encodes `plain` per `spec`. If the codec would not make it smaller, stores it plain: `*codec`
+// says which was used. Thread-safe (per-thread zstd contexts and LZ4 state).
 std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* codec);
 
 // Decodes `stored` written with `codec`; the result must be exactly `plain_size` bytes.
 // DATA_LOSS if the bytes do not decode or decode to another size; INVALID_ARGUMENT for an
-// unknown codec.
+// unknown codec. Neither codec allocates the plain size before checking that the stored bytes
+// can hold it (a zstd frame records it; an LZ4 block expands at most ~255x).
 absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_t plain_size);
 
 }  // namespace whorl

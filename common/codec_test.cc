@@ -1,7 +1,10 @@
 #include "common/codec.h"
 
 #include <gtest/gtest.h>
+#include <lz4.h>
 #include <zstd.h>
+
+#include "absl/strings/str_cat.h"
 
 namespace whorl {
 namespace {
@@ -67,12 +70,58 @@ TEST(CodecTest, DecodeChecksTheFrameSizeBeforeAllocating) {
             "zstd frame does not record its size");
 }
 
+TEST(CodecTest, Lz4RoundTripAndIncompressibleStoredPlain) {
+  std::string plain;
+  for (int i = 0; i < 5000; ++i) plain += "line " + std::to_string(i % 97) + " of a text file\n";
+  Codec codec;
+  const std::string stored = Encode(CompressionSpec{Codec::kLz4, 0}, plain, &codec);
+  EXPECT_EQ(codec, Codec::kLz4);
+  EXPECT_LT(stored.size(), plain.size() / 4);
+  auto back = Decode(codec, stored, plain.size());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, plain);
+  // A block has no header: the stored bytes are exactly what LZ4 itself makes.
+  std::string direct(LZ4_compressBound(static_cast<int>(plain.size())), '\0');
+  direct.resize(LZ4_compress_default(plain.data(), direct.data(), static_cast<int>(plain.size()),
+                                     static_cast<int>(direct.size())));
+  EXPECT_EQ(stored, direct);
+
+  std::string noise;
+  uint64_t x = 7;
+  for (int i = 0; i < 4096; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    noise.push_back(static_cast<char>(x >> 56));
+  }
+  EXPECT_EQ(Encode(CompressionSpec{Codec::kLz4, 0}, noise, &codec), noise);
+  EXPECT_EQ(codec, Codec::kNone);
+}
+
+TEST(CodecTest, Lz4DecodeRefusesWrongSizesAndGarbageBeforeAllocating) {
+  const std::string plain(100000, 'a');
+  Codec codec;
+  const std::string stored = Encode(CompressionSpec{Codec::kLz4, 0}, plain, &codec);
+  ASSERT_EQ(codec, Codec::kLz4);
+  // Too short and too long are both refused: a block decodes to one size only.
+  EXPECT_EQ(Decode(codec, stored, plain.size() - 1).status().message(), "lz4: malformed block");
+  EXPECT_EQ(Decode(codec, stored, plain.size() + 1).status().message(),
+            "lz4 block decodes to 100000 bytes, want 100001");
+  // A size the stored bytes cannot hold is refused without allocating it.
+  auto huge = Decode(codec, stored, uint64_t{1} << 40);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(huge.status().message(),
+            absl::StrCat("lz4 block of ", stored.size(), " bytes cannot hold 1099511627776"));
+  EXPECT_EQ(Decode(codec, "\xff\xff\xff", 600).status().message(), "lz4: malformed block");
+  EXPECT_EQ(Decode(codec, "", 1).status().code(), absl::StatusCode::kDataLoss);
+}
+
 TEST(CodecTest, ParseSpec) {
   EXPECT_EQ(CompressionSpec::Parse("zstd:5")->level, 5);
   EXPECT_EQ(CompressionSpec::Parse("none")->codec, Codec::kNone);
   EXPECT_FALSE(CompressionSpec::Parse("zstd:0").ok());
   EXPECT_FALSE(CompressionSpec::Parse("zstd:20").ok());
-  EXPECT_FALSE(CompressionSpec::Parse("lz4").ok());
+  EXPECT_EQ(CompressionSpec::Parse("lz4")->codec, Codec::kLz4);
+  EXPECT_EQ(CompressionSpec::Parse("lz4")->ToString(), "lz4");
+  EXPECT_FALSE(CompressionSpec::Parse("lz4:1").ok());
   EXPECT_FALSE(CompressionSpec::Parse("zstd:3x").ok());
 }
 

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   librocksdb-dev libabsl-dev libspdlog-dev libfmt-dev
-  libgtest-dev libgmock-dev libssl-dev libzstd-dev
+  libgtest-dev libgmock-dev libssl-dev libzstd-dev liblz4-dev
   libcli11-dev nlohmann-json3-dev prometheus-cpp-dev libisal-dev python3
   clang-14 libclang-rt-14-dev
 )

@@ -1,7 +1,9 @@
 """stats --json: logical and stored bytes, unique chunks, dedup ratio; dedup of equal files."""
 
+import glob
 import json
 import os
+import struct
 
 import whorl_e2e as w
 
@@ -157,20 +159,56 @@ class InitOptionsTest(w.WhorlTestCase):
         self.assertLess(stored["large"], len(text) // 4, stored)
         self.assertGreaterEqual(stored["small"], len(text) - 1, stored)
 
-    def test_init_chooses_zstd_3_and_zstd_1_for_large_files_unless_told(self):
-        cases = [((), ("zstd:3", "zstd:1")),
-                 (("--compression", "none"), ("none", "none")),
-                 (("--compression", "zstd:3"), ("zstd:3", "zstd:3")),
-                 (("--compression-large", "zstd:7"), ("zstd:3", "zstd:7"))]
-        for i, (args, want) in enumerate(cases):
+    def test_init_chooses_zstd_3_and_lz4_for_large_files_unless_told(self):
+        # (flags, (compression, compression_large), config version): 3 only when LZ4 is named.
+        cases = [((), ("zstd:3", "lz4"), 3),
+                 (("--compression", "none"), ("none", "none"), 2),
+                 (("--compression", "zstd:3"), ("zstd:3", "zstd:3"), 2),
+                 (("--compression", "lz4"), ("lz4", "lz4"), 3),
+                 (("--compression-large", "zstd:7"), ("zstd:3", "zstd:7"), 2)]
+        for i, (args, want, version) in enumerate(cases):
             repo = self.init_repo(f"repo{i}", *args)
             with open(os.path.join(repo, "config")) as f:
                 config = json.load(f)
             self.assertEqual((config["compression"], config["compression_large"]), want, args)
+            self.assertEqual(config["version"], version, args)
         r = self.whorl("init", "--repo", self.path("bad"), "--compression-large", "zstd:20")
-        self.assert_fails(r, 1, "compression must be 'none' or 'zstd:N' with N in 1..19, "
+        self.assert_fails(r, 1, "compression must be 'none', 'zstd:N' with N in 1..19 or 'lz4', "
                           "got 'zstd:20'")
         self.assertFalse(os.path.exists(os.path.join(self.path("bad"), "config")))
+
+    def test_large_files_go_in_lz4_records_of_version_3_packs_small_ones_in_zstd_bundles(self):
+        line = b"%08d whorl line with some words in it\n"
+        big = b"".join(line % i for i in range(17 * w.MIB // len(line % 0) + 1))[:17 * w.MIB]
+        src = w.makedirs(self.path("src"))
+        w.write_file(os.path.join(src, b"big"), big)
+        for i in range(8):
+            w.write_file(os.path.join(src, b"small%d" % i), line % i * 300)
+        repo = self.init_repo("repo")
+        self.backup(repo, src)
+        codecs = {}  # (pack version, codec, is bundle) -> records
+        for path in sorted(glob.glob(os.path.join(repo, "chunks", "packs", "*.pack"))):
+            data = w.read_bytes(path)
+            version, off = struct.unpack_from("<I", data, 8)[0], 16
+            while off + 52 <= len(data):
+                key = (version, data[off + 4], data[off + 5] & 1)
+                codecs[key] = codecs.get(key, 0) + 1
+                off += 52 + struct.unpack_from("<I", data, off + 12)[0]
+            self.assertEqual(off, len(data), path)
+        lz4 = {k: n for k, n in codecs.items() if k[1] == 2}
+        # 17 MiB of text in chunks of at most 128 KiB: at least 136 LZ4 records, all in version 3
+        # packs, none a bundle; the small files went into zstd (codec 1) bundles.
+        self.assertEqual(set(lz4), {(3, 2, 0)}, codecs)
+        self.assertGreaterEqual(lz4[(3, 2, 0)], 17 * 8, codecs)
+        self.assertTrue(any(k[1] == 1 and k[2] == 1 for k in codecs), codecs)
+        self.assertLess(self.stats(repo)["stored_bytes"], len(big) // 3)
+        target = self.path("t")
+        self.restore(repo, "latest", target)
+        self.assertEqual(w.read_bytes(w.restored_path(target, os.path.join(src, b"big"))), big)
+        self.assertEqual(w.read_bytes(w.restored_path(target, os.path.join(src, b"small7"))),
+                         line % 7 * 300)
+        r = self.whorl("check", "--repo", repo, "--read-data")
+        self.assertEqual(r.code, 0, r.describe())
 
     def test_chunk_size_options_set_the_chunk_count(self):
         data = os.urandom(w.MIB)

@@ -1,4 +1,4 @@
-// Decode (zstd / none) on hostile stored bytes, as the chunk store and the agent call it.
+// Decode (zstd / lz4 / none) on hostile stored bytes, as the chunk store and the agent call it.
 // Input: codec byte, plain size (4 bytes little-endian, taken modulo 1 MiB + 1: callers bound it
 // by the chunk-size cap first), then the stored bytes. Properties: never crashes; OK only with
 // exactly plain_size bytes; errors are DATA_LOSS or INVALID_ARGUMENT (unknown codec); and for
@@ -16,17 +16,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<std::string> plain = whorl::Decode(codec, stored, plain_size);
   if (plain.ok()) {
     FUZZ_CHECK(plain->size() == plain_size);
-    FUZZ_CHECK(codec == whorl::Codec::kNone || codec == whorl::Codec::kZstd);
+    FUZZ_CHECK(whorl::KnownCodec(data[0]));
     if (codec == whorl::Codec::kNone) FUZZ_CHECK(*plain == stored);
   } else {
     const absl::StatusCode code = plain.status().code();
     FUZZ_CHECK(code == absl::StatusCode::kDataLoss ||
-               (code == absl::StatusCode::kInvalidArgument && data[0] > 1));
+               (code == absl::StatusCode::kInvalidArgument && !whorl::KnownCodec(data[0])));
   }
   // Round trip of the stored bytes taken as plain data.
-  for (const int level : {1, 3}) {
+  for (const whorl::CompressionSpec spec : {whorl::CompressionSpec{whorl::Codec::kZstd, 1},
+                                            whorl::CompressionSpec{whorl::Codec::kZstd, 3},
+                                            whorl::CompressionSpec{whorl::Codec::kLz4, 0}}) {
     whorl::Codec used = whorl::Codec::kNone;
-    const std::string enc = whorl::Encode({whorl::Codec::kZstd, level}, stored, &used);
+    const std::string enc = whorl::Encode(spec, stored, &used);
+    FUZZ_CHECK(used == whorl::Codec::kNone || used == spec.codec);
     FUZZ_CHECK(used == whorl::Codec::kNone || enc.size() < stored.size());
     absl::StatusOr<std::string> back = whorl::Decode(used, enc, stored.size());
     FUZZ_CHECK(back.ok() && *back == stored);

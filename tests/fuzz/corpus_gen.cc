@@ -164,6 +164,8 @@ void Codecs() {
   const std::string z = whorl::Encode({whorl::Codec::kZstd, 3}, plain, &used);
   Put("codec", "zstd", std::string(1, static_cast<char>(used)) + Le32(plain.size()) + z);
   Put("codec", "none", std::string(1, '\0') + Le32(64) + Text(64, 9));
+  const std::string l = whorl::Encode({whorl::Codec::kLz4, 0}, plain, &used);
+  Put("codec", "lz4", std::string(1, static_cast<char>(used)) + Le32(plain.size()) + l);
 }
 
 void ClusterMaps() {
