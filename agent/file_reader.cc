@@ -16,6 +16,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "common/file_util.h"
+#include "common/status_macros.h"
 
 namespace whorl::agent {
 namespace {
@@ -44,6 +45,7 @@ class Block {
   size_t size() const { return size_; }
   size_t prefix() const { return prefix_; }
   size_t filled = 0;  // bytes the last read put in data()
+  int holds = 0;      // ReadAheadSource: users of the block (its mutex guards this)
 
  private:
   size_t prefix_, size_, mapped_;
@@ -83,6 +85,9 @@ class BlockSource {
   virtual absl::StatusOr<Block*> Next() = 0;
   // The caller is done with the block before the one Next returned last.
   virtual void TailCopied() {}
+  // Another user of `block` (which Next returned): it is not reused until Release.
+  virtual void Hold(Block* /*block*/) {}
+  virtual void Release(Block* /*block*/) {}
 };
 
 // The caller's thread reads, alternating two blocks (kept by the FileChunker between files).
@@ -105,17 +110,16 @@ class SyncSource : public BlockSource {
   int next_ = 0;
 };
 
-// A thread reads ahead into kBlocks blocks: while the caller chunks and hashes one block, the
-// disk fills the other. The previous block goes back to the thread as soon as its tail is
-// copied (TailCopied), so two blocks keep one read in flight all the time (three did before:
-// 4.5 MB more at the peak of a tree's first backup, four threads on big files at once).
+// A thread reads ahead into `blocks` blocks: while the caller chunks and hashes one block, the
+// disk fills another. The previous block goes back to the thread as soon as its tail is copied
+// (TailCopied) and every Hold on it is released, so two blocks keep one read in flight all the
+// time when the caller hashes too (three did before: 4.5 MB more at the peak of a tree's first
+// backup, four threads on big files at once); a pipelined file needs more (see HashStage).
 class ReadAheadSource : public BlockSource {
  public:
-  static constexpr int kBlocks = 2;
-
-  ReadAheadSource(int fd, const std::string& path, size_t prefix, size_t size)
+  ReadAheadSource(int fd, const std::string& path, size_t prefix, size_t size, int blocks)
       : fd_(fd), path_(path) {
-    for (int i = 0; i < kBlocks; ++i) {
+    for (int i = 0; i < blocks; ++i) {
       blocks_.push_back(std::make_unique<Block>(prefix, size));
       free_.push_back(blocks_.back().get());
     }
@@ -131,7 +135,7 @@ class ReadAheadSource : public BlockSource {
 
   absl::StatusOr<Block*> Next() override {
     absl::MutexLock lock(&mu_);
-    if (previous_ != nullptr) free_.push_back(previous_);  // TailCopied was not called
+    if (previous_ != nullptr) Drop(previous_);  // TailCopied was not called
     previous_ = current_;
     mu_.Await(absl::Condition(
         +[](ReadAheadSource* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
@@ -141,16 +145,30 @@ class ReadAheadSource : public BlockSource {
     if (!error_.ok()) return error_;
     current_ = filled_.front();
     filled_.pop_front();
+    current_->holds = 1;
     return current_;
   }
 
   void TailCopied() override {
     absl::MutexLock lock(&mu_);
-    if (previous_ != nullptr) free_.push_back(previous_);
+    if (previous_ != nullptr) Drop(previous_);
     previous_ = nullptr;
   }
 
+  void Hold(Block* block) override {
+    absl::MutexLock lock(&mu_);
+    ++block->holds;
+  }
+  void Release(Block* block) override {
+    absl::MutexLock lock(&mu_);
+    Drop(block);
+  }
+
  private:
+  void Drop(Block* block) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (--block->holds == 0) free_.push_back(block);
+  }
+
   void Run() {
     bool direct = true;
     for (;;) {
@@ -189,6 +207,95 @@ class ReadAheadSource : public BlockSource {
   std::thread thread_;  // last: started once everything above exists
 };
 
+// The hashing thread of a pipelined file: calls `on_chunk` for the chunks of each block pushed,
+// in order, then releases the block to its source. At most kMaxPending blocks wait, so the
+// caller stays at most that far ahead. After an error of `on_chunk`, or once destroyed before
+// Finish (the caller failed), it calls nothing more; Push and Finish return that error.
+class HashStage {
+ public:
+  static constexpr size_t kMaxPending = 2;
+  // Blocks a pipelined read needs: one being read, one being cut, one being hashed and
+  // kMaxPending waiting to be hashed.
+  static constexpr int kSourceBlocks = 3 + kMaxPending;
+
+  HashStage(const std::function<absl::Status(std::string_view)>& on_chunk, BlockSource* source)
+      : on_chunk_(on_chunk), source_(source), thread_([this] { Run(); }) {}
+  ~HashStage() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  HashStage(const HashStage&) = delete;
+  HashStage& operator=(const HashStage&) = delete;
+
+  // Queues the chunks cut from `block` (held for the stage until they are hashed).
+  absl::Status Push(Block* block, std::vector<std::string_view> chunks) {
+    source_->Hold(block);
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](HashStage* h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(h->mu_) {
+          return h->pending_.size() < kMaxPending || !h->error_.ok();
+        },
+        this));
+    pending_.push_back(Work{block, std::move(chunks)});
+    return error_;
+  }
+
+  // Waits until every chunk pushed is hashed (or one failed).
+  absl::Status Finish() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](HashStage* h)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(h->mu_) { return h->pending_.empty() && !h->busy_; },
+        this));
+    return error_;
+  }
+
+ private:
+  struct Work {
+    Block* block;
+    std::vector<std::string_view> chunks;
+  };
+
+  void Run() {
+    for (;;) {
+      Work work;
+      bool failed;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](HashStage* h)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(h->mu_) { return !h->pending_.empty() || h->stop_; },
+            this));
+        if (pending_.empty()) return;
+        work = std::move(pending_.front());
+        pending_.pop_front();
+        busy_ = true;
+        failed = !error_.ok() || stop_;  // stopping: the caller has returned an error
+      }
+      absl::Status s;
+      for (size_t i = 0; i < work.chunks.size() && !failed && s.ok(); ++i) {
+        s = on_chunk_(work.chunks[i]);
+      }
+      source_->Release(work.block);
+      absl::MutexLock lock(&mu_);
+      busy_ = false;
+      if (!s.ok() && error_.ok()) error_ = s;
+    }
+  }
+
+  const std::function<absl::Status(std::string_view)>& on_chunk_;
+  BlockSource* const source_;
+  absl::Mutex mu_;
+  std::deque<Work> pending_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;  // last: started once everything above exists
+};
+
 }  // namespace
 
 class FileChunker::Buffers {
@@ -212,9 +319,13 @@ absl::StatusOr<uint64_t> FileChunker::Chunk(
   const bool big =
       ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) >= options_.direct_min_size;
   std::unique_ptr<BlockSource> source;
+  std::unique_ptr<HashStage> hasher;  // destroyed (joined) before the source's blocks
   if (big && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_DIRECT) == 0) {
+    const bool pipelined = static_cast<uint64_t>(st.st_size) >= options_.pipeline_min_size;
     source = std::make_unique<ReadAheadSource>(fd, path, prefix,
-                                               RoundUp(std::max(options_.direct_block_size, max)));
+                                               RoundUp(std::max(options_.direct_block_size, max)),
+                                               pipelined ? HashStage::kSourceBlocks : 2);
+    if (pipelined) hasher = std::make_unique<HashStage>(on_chunk, source.get());
   } else {
     if (buffers_ == nullptr) {
       buffers_ = std::make_unique<Buffers>(prefix, RoundUp(std::max(options_.block_size, max)));
@@ -235,18 +346,27 @@ absl::StatusOr<uint64_t> FileChunker::Chunk(
     source->TailCopied();
     const bool eof = b->filled == 0;
     size_t n = tail_len + b->filled;
+    std::vector<std::string_view> cut;  // a pipelined file's chunks of this block
     for (;;) {
       const size_t len = chunker_.NextChunk(begin, n, eof);
       if (len == 0) break;
-      if (absl::Status s = on_chunk(std::string_view(reinterpret_cast<const char*>(begin), len));
-          !s.ok()) {
+      const std::string_view chunk(reinterpret_cast<const char*>(begin), len);
+      if (hasher != nullptr) {
+        cut.push_back(chunk);
+      } else if (absl::Status s = on_chunk(chunk); !s.ok()) {
         return s;
       }
       begin += len;
       n -= len;
       total += len;
     }
-    if (eof) return total;
+    if (hasher != nullptr && !cut.empty()) {
+      if (absl::Status s = hasher->Push(b, std::move(cut)); !s.ok()) return s;
+    }
+    if (eof) {
+      if (hasher != nullptr) WHORL_RETURN_IF_ERROR(hasher->Finish());
+      return total;
+    }
     tail = begin;
     tail_len = n;
   }

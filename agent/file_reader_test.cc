@@ -5,7 +5,9 @@
 
 #include <filesystem>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -77,10 +79,14 @@ class FileChunkerTest : public ::testing::Test {
 TEST_F(FileChunkerTest, SameCutsAsInMemoryForEverySizeAndPath) {
   const Chunker chunker(Params());
   std::mt19937_64 rng(11);
-  // direct_min_size 0: every file takes the O_DIRECT read-ahead path; huge: the page cache.
-  for (uint64_t direct_min : {uint64_t{0}, ~uint64_t{0}}) {
+  // direct_min_size 0: every file takes the O_DIRECT read-ahead path (pipelined, with a thread
+  // that calls on_chunk, or not); huge: the page cache.
+  for (const auto& [direct_min, pipeline_min] :
+       {std::pair{uint64_t{0}, ~uint64_t{0}}, std::pair{uint64_t{0}, uint64_t{0}},
+        std::pair{~uint64_t{0}, uint64_t{0}}}) {
     ChunkFileOptions options;
     options.direct_min_size = direct_min;
+    options.pipeline_min_size = pipeline_min;
     options.block_size = 16384;  // == max_size: tails move at every block
     options.direct_block_size = 20480;
     FileChunker fc(chunker, options);  // reused across files, as a worker does
@@ -94,18 +100,64 @@ TEST_F(FileChunkerTest, SameCutsAsInMemoryForEverySizeAndPath) {
       uint64_t read_total = 0;
       ReadBack(&fc, data, &lengths, &seen, &read_total);
       EXPECT_EQ(lengths, Reference(chunker, data))
-          << "size " << size << " direct_min " << direct_min;
+          << "size " << size << " direct_min " << direct_min << " pipeline_min " << pipeline_min;
       EXPECT_EQ(seen, data) << "size " << size;
       EXPECT_EQ(read_total, size);
     }
   }
 }
 
+// A pipelined file's chunks are handed to on_chunk on one other thread, in order; any other file's
+// on the caller's thread.
+TEST_F(FileChunkerTest, APipelinedFileCallsOnChunkOnAThreadOfItsOwn) {
+  const Chunker chunker(Params());
+  std::string data(3 << 20, '\0');
+  std::mt19937_64 rng(5);
+  for (char& c : data) c = static_cast<char>(rng());
+  const std::string path = dir_ + "/f";
+  {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+    ::close(fd);
+  }
+  for (uint64_t pipeline_min : {uint64_t{0}, uint64_t{3 << 20}, uint64_t{(3 << 20) + 1}}) {
+    ChunkFileOptions options;
+    options.direct_min_size = 0;
+    options.pipeline_min_size = pipeline_min;
+    FileChunker fc(chunker, options);
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0);
+    std::set<std::thread::id> threads;
+    std::vector<size_t> lengths;
+    std::string seen;
+    absl::StatusOr<uint64_t> n = fc.Chunk(
+        fd, path,
+        [&](std::string_view chunk) {
+          threads.insert(std::this_thread::get_id());
+          lengths.push_back(chunk.size());
+          seen.append(chunk);
+          return absl::OkStatus();
+        },
+        [](uint64_t) {});
+    ::close(fd);
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(seen, data);
+    EXPECT_EQ(lengths, Reference(chunker, data));
+    ASSERT_EQ(threads.size(), 1u);
+    EXPECT_EQ(*threads.begin() == std::this_thread::get_id(), pipeline_min > data.size())
+        << "pipeline_min " << pipeline_min;
+  }
+}
+
 TEST_F(FileChunkerTest, AnErrorOfTheCallbackStopsTheRead) {
   const Chunker chunker(Params());
-  for (uint64_t direct_min : {uint64_t{0}, ~uint64_t{0}}) {
+  for (const auto& [direct_min, pipeline_min] :
+       {std::pair{uint64_t{0}, ~uint64_t{0}}, std::pair{uint64_t{0}, uint64_t{0}},
+        std::pair{~uint64_t{0}, uint64_t{0}}}) {
     ChunkFileOptions options;
     options.direct_min_size = direct_min;
+    options.pipeline_min_size = pipeline_min;
     FileChunker fc(chunker, options);
     const std::string path = dir_ + "/f";
     {

@@ -164,7 +164,7 @@ void ChunkUploader::RunStorer() {
 }
 
 // Asks which chunks of the batch are missing and compresses those, then hands them to the
-// storer (waiting while kMaxQueued encoded batches already wait).
+// storer (waiting while kMaxEncodedQueued encoded stores already wait).
 absl::Status ChunkUploader::Process(Batch batch) {
   std::vector<Fingerprint> fps;
   fps.reserve(batch.size());
@@ -256,7 +256,7 @@ absl::Status ChunkUploader::HandOver() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-        return u->encoded_.size() < kMaxQueued || !u->error_.ok() || u->stop_;
+        return u->encoded_.size() < kMaxEncodedQueued || !u->error_.ok() || u->stop_;
       },
       this));
   if (!error_.ok()) return error_;

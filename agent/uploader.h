@@ -9,8 +9,9 @@
 //
 // Two background threads make a pipeline while the callers go on reading, chunking and hashing:
 // one asks and compresses batch k+1 while the other stores batch k (its fsyncs cost no CPU). At
-// most kMaxQueued full batches wait for each, so memory stays bounded (about
-// (2 kMaxQueued + 3) x kBatchBytes) whatever the backup's size.
+// most kMaxQueued full batches wait for the first and kMaxEncodedQueued stores for the second, so
+// memory stays bounded (about (kMaxQueued + 2) x kBatchBytes + (kMaxEncodedQueued + 2) x
+// kStoreBytes) whatever the backup's size.
 //
 // With WHORL_ACK_LOG set, the fingerprints of every batch stored are appended to that file once
 // PutChunks returned OK (agent/ack_log.h; the crash harness's ledger of acknowledged chunks).
@@ -44,11 +45,14 @@ class ChunkUploader {
   static constexpr size_t kBatchChunks = 4096;
   // Encoded bytes stored with one PutChunks (one group commit), at least.
   static constexpr size_t kStoreBytes = 2 << 20;
-  // Full batches that may wait for each background thread. 3 (1 before): a store's fdatasyncs
-  // and a batch of costly chunks no longer stall the reading thread; the 1 GiB image's first
-  // backup went from 2.44-2.61 s to 2.06-2.19 s (cold, side by side), the source tree's the
-  // same or faster, for 2-4 MiB more at the peak.
+  // Full batches that may wait for the encoder thread. 3 (1 before): a batch of costly chunks no
+  // longer stalls the reading threads; the 1 GiB image's first backup went from 2.44-2.61 s to
+  // 2.06-2.19 s (cold, side by side), the source tree's the same or faster, for 2-4 MiB more at
+  // the peak.
   static constexpr size_t kMaxQueued = 3;
+  // Encoded stores (kStoreBytes each) that may wait for the storer thread. 3 was no faster than
+  // 1 on the image and 5 MiB bigger at the peak.
+  static constexpr size_t kMaxEncodedQueued = 1;
   // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
   // many chunks a backup has; forgetting costs one more question to the index).
   static constexpr size_t kMaxKnown = 1 << 16;
