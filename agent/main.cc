@@ -464,9 +464,10 @@ int Main(int argc, char** argv) {
   init->add_option("--chunk-min", f.chunk_min, "minimum chunk size in bytes");
   init->add_option("--chunk-avg", f.chunk_avg, "average chunk size (power of two)");
   init->add_option("--chunk-max", f.chunk_max, "maximum chunk size in bytes");
-  init->add_option("--compression", f.compression,
-                   "zstd:N (1..19), lz4 or none (default zstd:3); also for files of 16 MiB and more "
-                   "unless --compression-large is given");
+  init->add_option(
+      "--compression", f.compression,
+      "zstd:N (1..19), lz4 or none (default zstd:3); also for files of 16 MiB and more "
+      "unless --compression-large is given");
   init->add_option("--compression-large", f.large_compression,
                    "zstd:N (1..19), lz4 or none for files of 16 MiB and more (default lz4, or "
                    "--compression's value when that is given)");

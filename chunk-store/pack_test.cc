@@ -167,8 +167,8 @@ TEST(PackTest, Lz4RecordIsReadFromAVersion3PackOnly) {
   for (uint32_t version : {1u, 2u, 3u}) {
     TempDir dir;
     const std::string path = dir.path() + "/00000001.pack";
-    const std::string pack = EncodePackHeader(version) + EncodeRecord(HeaderFor(first), first) +
-                             EncodeRecord(h, data);
+    const std::string pack =
+        EncodePackHeader(version) + EncodeRecord(HeaderFor(first), first) + EncodeRecord(h, data);
     WriteFile(path, pack);
     absl::StatusOr<PackScan> scan = ScanFile(path);
     ASSERT_TRUE(scan.ok()) << scan.status();

@@ -29,7 +29,8 @@ absl::StatusOr<CompressionSpec> CompressionSpec::Parse(std::string_view text) {
     }
   }
   return absl::InvalidArgumentError(
-      "compression must be 'none', 'zstd:N' with N in 1..19 or 'lz4', got '" + std::string(text) + "'");
+      "compression must be 'none', 'zstd:N' with N in 1..19 or 'lz4', got '" + std::string(text) +
+      "'");
 }
 
 namespace {
@@ -111,8 +112,8 @@ absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_
       // byte adds 255), so a size the stored bytes cannot hold is refused before allocating.
       if (plain_size > LZ4_MAX_INPUT_SIZE || plain_size > 256 * uint64_t{stored.size()} + 16 ||
           stored.size() > LZ4_MAX_INPUT_SIZE) {
-        return absl::DataLossError(absl::StrCat("lz4 block of ", stored.size(),
-                                                " bytes cannot hold ", plain_size));
+        return absl::DataLossError(
+            absl::StrCat("lz4 block of ", stored.size(), " bytes cannot hold ", plain_size));
       }
       std::string out(plain_size, '\0');
       const int n = LZ4_decompress_safe(stored.data(), out.data(), static_cast<int>(stored.size()),
