@@ -514,7 +514,7 @@ class Archiver {
     absl::StatusOr<uint64_t> size = file_chunker->Chunk(
         fd, path,
         [this, job, node](std::string_view chunk) {
-          const Fingerprint fp = Sha256(chunk);
+          const Fingerprint fp = ChunkSha256(chunk);
           const bool large = static_cast<uint64_t>(job->st.st_size) >= kLargeFileBytes;
           if (absl::Status up = uploader_.Add(
                   fp, chunk, large ? ChunkUploader::kLargeFile : ChunkUploader::kSmallFile);

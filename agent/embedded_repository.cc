@@ -181,6 +181,7 @@ absl::StatusOr<Stores> OpenStores(const std::string& path, bool read_only) {
   options.read_only = read_only;
   metadata::MetadataStoreOptions meta_options;
   meta_options.read_only = read_only;
+  meta_options.sync_registrations = false;  // metadata_store.h: the chunk store syncs first
   absl::StatusOr<std::unique_ptr<metadata::MetadataStore>> meta = absl::UnknownError("not opened");
   std::thread meta_open([&meta, &path, &meta_options] {
     meta = metadata::MetadataStore::Open(path + "/meta", meta_options);

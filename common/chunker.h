@@ -74,6 +74,10 @@ bool PolyIsIrreducible(uint64_t p);  // over GF(2), any degree 1..63; false for 
 // ValidateChunkerParams) if a broken source yields none in 10000 draws, instead of looping.
 uint64_t DrawIrreduciblePolynomial(const std::function<uint64_t()>& random);
 
+// Whether data[0, n) are all zero bytes. Stops at the first that is not (for most data, within
+// the first word); scans a run of zeros 64 bytes at a time.
+bool AllZero(const uint8_t* data, size_t n);
+
 // Thread-safe after construction (all methods const). Construction builds the tables (< 1 ms).
 class Chunker {
  public:

@@ -428,6 +428,49 @@ TEST(ChunkerTest, FastPathMatchesReference) {
   }
 }
 
+// Cutting on ones, the fast path passes over blocks whose windows are all zeros. A few random
+// bytes dropped at every kind of offset into zeros (inside a block, in the 63 bytes before one,
+// across a boundary) must give the reference's cuts: small average sizes make the burst's windows
+// match often.
+TEST(ChunkerTest, ZeroBlocksPassedOverCutAsTheReference) {
+  SplitMix64 rng(31);
+  for (int round = 0; round < 400; ++round) {
+    ChunkerParams p;
+    p.polynomial = DrawIrreduciblePolynomial([&] { return rng(); });
+    p.min_size = static_cast<uint32_t>(64 + rng.Below(512));
+    p.avg_size = std::bit_ceil(p.min_size) << rng.Below(2);
+    p.max_size = p.avg_size * 64;
+    p.cut_on_ones = true;
+    const Chunker chunker(p);
+    std::string data(20000 + rng.Below(20000), '\0');
+    for (int burst = 0; burst < 3; ++burst) {
+      const size_t at = rng.Below(data.size());
+      const size_t len = std::min<size_t>(data.size() - at, 1 + rng.Below(80));
+      const std::string bytes = RandomBytes(rng(), len);
+      data.replace(at, len, bytes);
+    }
+    ASSERT_EQ(ChunkWhole(data, chunker), ChunkWhole(data, Slow(chunker))) << "round " << round;
+  }
+  // Zeros alone: max-size chunks, the same either way.
+  ChunkerParams p = kDefaults;
+  p.cut_on_ones = true;
+  const Chunker chunker(p);
+  const std::string zeros(3 * p.max_size + 5, '\0');
+  EXPECT_EQ(ChunkWhole(zeros, chunker), ChunkWhole(zeros, Slow(chunker)));
+}
+
+TEST(ChunkerTest, AllZeroStopsAtTheFirstNonZeroByte) {
+  std::string data(1000, '\0');
+  EXPECT_TRUE(AllZero(Bytes(data), data.size()));
+  EXPECT_TRUE(AllZero(Bytes(data), 0));
+  for (size_t at : {0, 1, 63, 64, 65, 127, 640, 998, 999}) {
+    std::string d = data;
+    d[at] = '\x01';
+    EXPECT_FALSE(AllZero(Bytes(d), d.size())) << at;
+    EXPECT_TRUE(AllZero(Bytes(d), at)) << at;
+  }
+}
+
 // A segment's first window is hashed from scratch (carry-less multiplication on x86-64 with
 // PCLMUL): it must equal 64 Appends for any polynomial and any bytes, including all-ones windows
 // (the largest products) and windows of zeros.

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "absl/status/status.h"
+#include "common/chunker.h"
 
 namespace whorl {
 
@@ -46,6 +47,19 @@ Fingerprint Sha256(std::string_view data) {
     std::abort();  // Only on a broken OpenSSL installation: nothing sensible to return.
   }
   return f;
+}
+
+Fingerprint ChunkSha256(std::string_view data) {
+  if (data.empty() || !AllZero(reinterpret_cast<const uint8_t*>(data.data()), data.size())) {
+    return Sha256(data);
+  }
+  thread_local size_t zeros_size = 0;
+  thread_local Fingerprint zeros_fp;
+  if (zeros_size != data.size()) {
+    zeros_fp = Sha256(data);
+    zeros_size = data.size();
+  }
+  return zeros_fp;
 }
 
 std::string HexEncode(std::string_view bytes) {

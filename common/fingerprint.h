@@ -45,6 +45,11 @@ struct FingerprintHash {
 // SHA-256 of `data`. Never fails for in-memory input (aborts if OpenSSL cannot).
 Fingerprint Sha256(std::string_view data);
 
+// Sha256 of a chunk. A chunk of zeros (a disk image's empty space: max-size chunks of zeros, one
+// after another) costs a scan instead: the thread keeps the fingerprint of the last length of
+// zeros it hashed.
+Fingerprint ChunkSha256(std::string_view data);
+
 // Lowercase hex of arbitrary bytes.
 std::string HexEncode(std::string_view bytes);
 // Fails with INVALID_ARGUMENT on odd length or a non-hex digit.

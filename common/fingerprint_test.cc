@@ -26,6 +26,21 @@ TEST(Sha256Test, NistMillionA) {
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+// Zeros come from a per-thread cache of the last length hashed: alternating lengths, zeros with
+// one byte set, and other data must all give SHA-256 itself.
+TEST(FingerprintTest, ChunkSha256IsSha256ForZerosAndEverythingElse) {
+  for (size_t n : {131072, 131072, 8192, 131072, 1, 1, 65}) {
+    const std::string zeros(n, '\0');
+    EXPECT_EQ(ChunkSha256(zeros), Sha256(zeros)) << n;
+    std::string almost = zeros;
+    almost[n - 1] = '\x01';
+    EXPECT_EQ(ChunkSha256(almost), Sha256(almost)) << n;
+    EXPECT_NE(ChunkSha256(almost), ChunkSha256(zeros)) << n;
+  }
+  EXPECT_EQ(ChunkSha256(""), Sha256(""));
+  EXPECT_EQ(ChunkSha256("abc"), Sha256("abc"));
+}
+
 TEST(FingerprintTest, HexRoundTrip) {
   const Fingerprint f = Sha256("abc");
   auto back = Fingerprint::FromHex(f.ToHex());

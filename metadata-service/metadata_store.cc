@@ -88,11 +88,12 @@ int64_t NowNs() {
 class MetadataStoreImpl : public MetadataStore {
  public:
   MetadataStoreImpl(std::unique_ptr<rocksdb::DB> db, std::string dir, uint64_t reserve_bytes,
-                    bool read_only)
+                    bool read_only, bool sync_registrations)
       : db_(std::move(db)),
         dir_(std::move(dir)),
         reserve_bytes_(reserve_bytes),
         read_only_(read_only),
+        sync_registrations_(sync_registrations),
         latch_("metadata store " + dir_) {}
 
   // Batches at least this big are looked up on two threads.
@@ -152,7 +153,7 @@ class MetadataStoreImpl : public MetadataStore {
     if (batch.Count() == 0) return absl::OkStatus();
     WHORL_RETURN_IF_ERROR(CanWrite(batch.GetDataSize()));
     rocksdb::WriteOptions wo;
-    wo.sync = true;
+    wo.sync = sync_registrations_;
     WHORL_KILL_POINT("meta.index_put.before");
     WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "index register")));
     WHORL_KILL_POINT("meta.index_put.after");
@@ -283,6 +284,7 @@ class MetadataStoreImpl : public MetadataStore {
   const std::string dir_;
   const uint64_t reserve_bytes_;
   const bool read_only_;
+  const bool sync_registrations_;
   WriteLatch latch_;  // the first failed write
   absl::Mutex mu_;
 };
@@ -353,7 +355,7 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
       std::unique_ptr<rocksdb::DB>(db), dir,
       store_options.reserve_bytes != 0 ? store_options.reserve_bytes
                                        : 2 * store_options.write_buffer_bytes + (1 << 20),
-      store_options.read_only));
+      store_options.read_only, store_options.sync_registrations));
 }
 
 }  // namespace whorl::metadata
