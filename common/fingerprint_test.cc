@@ -7,8 +7,7 @@ namespace {
 
 // Known answers from NIST FIPS 180-2 examples (SHA-256).
 TEST(Sha256Test, NistEmptyString) {
-  EXPECT_EQ(Sha256("").ToHex(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256("").ToHex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 TEST(Sha256Test, NistAbc) {
