@@ -140,7 +140,7 @@ class EmbeddedRepository : public Repository {
  private:
   absl::StatusOr<std::string> ReadChecked(const Fingerprint& fp) {
     WHORL_ASSIGN_OR_RETURN(std::string plain, chunks_->Get(fp));
-    if (Sha256(plain) != fp) {
+    if (ChunkSha256(plain) != fp) {
       return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
     }
     return plain;

@@ -441,7 +441,7 @@ class RemoteRepositoryImpl final : public RemoteRepository {
 
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
     if (std::optional<std::string> ahead = read_ahead_.Take(fp); ahead.has_value()) {
-      if (Sha256(*ahead) == fp) return *std::move(ahead);
+      if (ChunkSha256(*ahead) == fp) return *std::move(ahead);
       // A read-ahead copy that does not verify is fetched again below and reported there.
     }
     std::string plain;
@@ -467,7 +467,7 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       WHORL_ASSIGN_OR_RETURN(plain, DecodeAnswer(node, fp, *got));
       return absl::OkStatus();
     }));
-    if (Sha256(plain) != fp) {
+    if (ChunkSha256(plain) != fp) {
       return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
     }
     return plain;
