@@ -509,11 +509,13 @@ class Archiver {
       job->status = ErrnoStatus("open", path, errno);
       return;
     }
-    v1::Node* node = &job->node;
-    node->clear_chunks();
+    // The chunk list is gathered whole and copied into the node at the end: a string per
+    // chunk made as the file is read, between the pipeline's buffers, fragmented the heap, and
+    // the peak grew with the size of a big file.
+    std::vector<Fingerprint> chunks;
     absl::StatusOr<uint64_t> size = file_chunker->Chunk(
         fd, path,
-        [this, job, node](std::string_view chunk) {
+        [this, job, &chunks](std::string_view chunk) {
           const Fingerprint fp = ChunkSha256(chunk);
           const bool large = static_cast<uint64_t>(job->st.st_size) >= kLargeFileBytes;
           if (absl::Status up = uploader_.Add(
@@ -523,7 +525,7 @@ class Archiver {
             stopping_.store(true, std::memory_order_relaxed);
             return up;
           }
-          node->add_chunks(fp.ToBytes());
+          chunks.push_back(fp);
           return absl::OkStatus();
         },
         [this](uint64_t n) { read_bytes_.fetch_add(n, std::memory_order_relaxed); });
@@ -532,6 +534,10 @@ class Archiver {
       ::close(fd);
       return;
     }
+    v1::Node* node = &job->node;
+    node->clear_chunks();
+    node->mutable_chunks()->Reserve(static_cast<int>(chunks.size()));
+    for (const Fingerprint& fp : chunks) node->add_chunks(fp.ToBytes());
     node->set_size(*size);
     struct stat after;
     if (::fstat(fd, &after) == 0 &&

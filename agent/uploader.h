@@ -27,10 +27,10 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/ack_log.h"
 #include "agent/repository.h"
@@ -53,9 +53,11 @@ class ChunkUploader {
   // Encoded stores (kStoreBytes each) that may wait for the storer thread. 3 was no faster than
   // 1 on the image and 5 MiB bigger at the peak.
   static constexpr size_t kMaxEncodedQueued = 1;
-  // Fingerprints remembered between batches (~5 MB at most, so the peak stays flat however
-  // many chunks a backup has; forgetting costs one more question to the index).
-  static constexpr size_t kMaxKnown = 1 << 16;
+  // Fingerprints remembered between batches, in one table of 32 Ki slots (~1 MiB, allocated
+  // whole: a node per fingerprint, as std::unordered_set had, fragmented the heap between the
+  // pipeline's big buffers, and the peak grew with the backup). Forgetting costs one more
+  // question to the index.
+  static constexpr size_t kMaxKnown = 1 << 14;
   // Bundles: new chunks smaller than kBundleMemberBytes (every chunk, with the default 128 KiB
   // maximum) go into a bundle that is closed once it holds kBundleBytes of plain bytes (or
   // kMaxBundleMembers chunks). Measured on the source tree (cold, side by side): chunks under
@@ -121,7 +123,7 @@ class ChunkUploader {
   Batch trees_ ABSL_GUARDED_BY(add_mu_);
   size_t tree_bytes_ ABSL_GUARDED_BY(add_mu_) = 0;
   // Present or queued.
-  std::unordered_set<Fingerprint, FingerprintHash> known_ ABSL_GUARDED_BY(add_mu_);
+  absl::flat_hash_set<Fingerprint, FingerprintHash> known_ ABSL_GUARDED_BY(add_mu_);
   std::atomic<uint64_t> data_added_{0};
 
   absl::Mutex mu_;
