@@ -664,8 +664,10 @@ absl::StatusOr<BackupResult> RunBackup(
     node->children.clear();  // a target covers everything below it
   }
 
-  WHORL_ASSIGN_OR_RETURN(std::optional<metadata::SnapshotRecord> parent,
-                         FindParent(repo, options.host, paths));
+  std::optional<metadata::SnapshotRecord> parent;
+  if (!options.force) {
+    WHORL_ASSIGN_OR_RETURN(parent, FindParent(repo, options.host, paths));
+  }
   std::unique_ptr<v1::Tree> parent_root;
   if (parent.has_value()) {
     absl::StatusOr<v1::Tree> t = LoadTree(repo, parent->snapshot.root());

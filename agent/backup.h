@@ -21,6 +21,9 @@ struct BackupOptions {
   std::vector<std::string> tags;
   std::vector<std::string> excludes;  // fnmatch globs: without '/' on the base name, else path
   bool one_file_system = false;
+  // Reads every file and asks the index about every chunk and tree, as if there were no parent
+  // snapshot (after `whorl repair`, so that chunks of unchanged files are stored again).
+  bool force = false;
 };
 
 struct BackupProgress {

@@ -108,7 +108,10 @@ absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprin
 }
 
 absl::StatusOr<std::vector<std::string>> RunCheck(Repository* data_repo,
-                                                  const CheckOptions& options) {
+                                                  const CheckOptions& options,
+                                                  CheckDetails* details) {
+  CheckDetails ignored_details;
+  if (details == nullptr) details = &ignored_details;
   data_repo->ForgetPrefetched();  // every chunk is read from the store now
   RetryingRepository retrying(data_repo);
   Repository* repo = &retrying;
@@ -141,10 +144,16 @@ absl::StatusOr<std::vector<std::string>> RunCheck(Repository* data_repo,
   // loses the chunks the locator places in it (a read error, if any, says more: it stays).
   WHORL_ASSIGN_OR_RETURN(const std::vector<PackDamage> packs, data_repo->CheckPacks());
   for (const PackDamage& p : packs) {
+    if (p.lost.empty()) {
+      details->notes.push_back(p.pack + " is damaged: " + p.problem +
+                               " (no chunk the store locates is lost with it)");
+      continue;
+    }
     problems.push_back(p.pack + " is damaged: " + p.problem + " (" + std::to_string(p.lost.size()) +
                        (p.lost.size() == 1 ? " chunk lost)" : " chunks lost)"));
     for (const Fingerprint& fp : p.lost) damaged.emplace(fp, "in damaged " + p.pack);
   }
+  for (const auto& [fp, why] : damaged) details->damaged.push_back(fp);
 
   if (!damaged.empty()) {
     std::unordered_map<Fingerprint, std::vector<std::string>, FingerprintHash> users;

@@ -29,9 +29,20 @@ inline constexpr int kReadAttempts = 3;
 absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprint& fp,
                                               int attempts);
 
-// Returns one line per problem found (empty: the repository is sound). Fails only if the
-// repository cannot be read at all.
-absl::StatusOr<std::vector<std::string>> RunCheck(Repository* repo, const CheckOptions& options);
+// What RunCheck found besides its problem lines.
+struct CheckDetails {
+  // The chunks and trees that cannot be read: referenced but missing from the chunk store, in a
+  // damaged pack's lost bytes, or (read_data) failing every read. What `whorl repair` forgets.
+  std::vector<Fingerprint> damaged;
+  // Damage that loses no chunk the store still locates (a damaged pack whose lost chunks a
+  // repair forgot): reported, not an error.
+  std::vector<std::string> notes;
+};
+
+// Returns one line per problem found (empty: the repository is sound) and, if `details` is not
+// null, fills it. Fails only if the repository cannot be read at all.
+absl::StatusOr<std::vector<std::string>> RunCheck(Repository* repo, const CheckOptions& options,
+                                                  CheckDetails* details = nullptr);
 
 }  // namespace whorl::agent
 

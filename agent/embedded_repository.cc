@@ -126,6 +126,12 @@ class EmbeddedRepository : public Repository {
     return out;
   }
 
+  absl::Status ForgetChunks(const std::vector<Fingerprint>& fps) override {
+    ForgetPrefetched();
+    WHORL_RETURN_IF_ERROR(chunks_->Forget(fps));
+    return meta_->Unregister(fps);
+  }
+
   absl::StatusOr<RepoStats> Stats() override {
     RepoStats stats;
     WHORL_ASSIGN_OR_RETURN(std::vector<metadata::SnapshotRecord> snaps, meta_->ListSnapshots());

@@ -278,16 +278,48 @@ int CmdRestore(const Flags& f) {
 int CmdCheck(const Flags& f) {
   absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
+  CheckDetails details;
   absl::StatusOr<std::vector<std::string>> problems =
-      RunCheck(repo->get(), CheckOptions{f.read_data});
+      RunCheck(repo->get(), CheckOptions{f.read_data}, &details);
   if (!problems.ok()) return Fail(problems.status());
   for (const std::string& p : *problems) std::cout << "error: " << p << "\n";
+  for (const std::string& n : details.notes) std::cout << "note: " << n << "\n";
   if (problems->empty()) {
     std::cout << "no errors were found\n";
     return kExitOk;
   }
   std::cout << problems->size() << " errors found\n";
   return kExitFailed;
+}
+
+// whorl repair: finds the chunks and trees that cannot be read (as check does; with
+// --read-data every chunk is read) and forgets them, so that the next backup that meets their
+// bytes stores them again. The snapshots that use them heal then, since their fingerprints do
+// not change; `backup --force` makes that backup read every file, an unchanged one too.
+int CmdRepair(const Flags& f) {
+  absl::StatusOr<std::unique_ptr<Repository>> repo =
+      OpenRepository(f.repo, Remote(f), RepoAccess::kReadWrite);
+  if (!repo.ok()) return Fail(repo.status());
+  // Forgetting nothing costs nothing, and a repository that cannot forget says so before the
+  // check (which may read every chunk).
+  if (absl::Status s = (*repo)->ForgetChunks({}); !s.ok()) return Fail(s);
+  CheckDetails details;
+  absl::StatusOr<std::vector<std::string>> problems =
+      RunCheck(repo->get(), CheckOptions{f.read_data}, &details);
+  if (!problems.ok()) return Fail(problems.status());
+  for (const std::string& p : *problems) std::cout << "found: " << p << "\n";
+  if (details.damaged.empty()) {
+    std::cout << "nothing to repair: no chunk is missing or damaged"
+              << (f.read_data ? "" : " (without --read-data only packs were checked, not data)")
+              << "\n";
+    return kExitOk;
+  }
+  if (absl::Status s = (*repo)->ForgetChunks(details.damaged); !s.ok()) return Fail(s);
+  std::cout << "forgot " << details.damaged.size()
+            << (details.damaged.size() == 1 ? " chunk" : " chunks")
+            << " that could not be read; the snapshots using them stay incomplete until a backup "
+               "stores the same bytes again: run `whorl backup --force` of the same paths\n";
+  return kExitOk;
 }
 
 // whorl debug chunks: for the crash harness's ledger (tests/crash/), which must prove that
@@ -478,6 +510,9 @@ int Main(int argc, char** argv) {
   backup->add_option("--tag", f.backup.tags, "tag (repeatable)");
   backup->add_option("--exclude", f.backup.excludes, "glob to exclude (repeatable)");
   backup->add_option("--exclude-file", f.exclude_file, "file of globs to exclude");
+  backup->add_flag("--force", f.backup.force,
+                   "read every file, an unchanged one too (after a repair: stores again what it "
+                   "forgot)");
   backup->add_flag("--one-file-system", f.backup.one_file_system,
                    "stay on the first path's filesystem");
   backup->add_option("--manifest-out", f.manifest_out, "also write the manifest to FILE");
@@ -507,6 +542,11 @@ int Main(int argc, char** argv) {
   CLI::App* check = app.add_subcommand("check", "verify the repository");
   repo_option(check);
   check->add_flag("--read-data", f.read_data, "also read and verify every chunk");
+
+  CLI::App* repair = app.add_subcommand(
+      "repair", "forget missing or damaged chunks, for the next backup to store them again");
+  repo_option(repair);
+  repair->add_flag("--read-data", f.read_data, "read every chunk to find the damaged ones");
 
   CLI::App* stats = app.add_subcommand("stats", "repository size and dedup ratio");
   repo_option(stats);
@@ -548,6 +588,7 @@ int Main(int argc, char** argv) {
   if (*ls) return CmdLs(f);
   if (*restore) return CmdRestore(f);
   if (*check) return CmdCheck(f);
+  if (*repair) return CmdRepair(f);
   if (*stats) return CmdStats(f);
   if (*admin_stats) return CmdAdminStats(f);
   if (*debug_chunks) return CmdDebugChunks(f);

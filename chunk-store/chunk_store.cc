@@ -206,6 +206,7 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::StatusOr<Stored> GetStored(const Fingerprint& fp) override;
   absl::StatusOr<Stored> GetStoredAt(const Fingerprint& fp, const ChunkLocation& loc) override;
   absl::StatusOr<Stored> GetBundleRecord(const Fingerprint& fp, const ChunkLocation& loc) override;
+  absl::Status Forget(const std::vector<Fingerprint>& fps) override;
   absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) override;
   absl::StatusOr<std::vector<bool>> Contains(const std::vector<Fingerprint>& fps) override {
     return LookupMany(fps);
@@ -599,6 +600,23 @@ absl::StatusOr<std::shared_ptr<const PackReader>> ChunkStoreImpl::Reader(uint32_
   if (readers_.size() >= kMaxCachedReaders) readers_.erase(readers_.begin());
   readers_.emplace(pack_id, reader);
   return reader;
+}
+
+absl::Status ChunkStoreImpl::Forget(const std::vector<Fingerprint>& fps) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("chunk store ", packs_dir_, ": opened read-only, it takes no writes"));
+  }
+  absl::MutexLock lock(&mu_);
+  WHORL_RETURN_IF_ERROR(latch_.Check());
+  rocksdb::WriteBatch batch;
+  for (const Fingerprint& fp : fps) batch.Delete(KeyOf(fp));
+  if (batch.Count() == 0) return absl::OkStatus();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "forget")));
+  ForgetDecoded();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ChunkLocation> ChunkStoreImpl::Locate(const Fingerprint& fp) {

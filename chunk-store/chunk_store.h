@@ -163,6 +163,12 @@ class ChunkStore {
   // calls it first, so that a byte damaged on disk since an earlier read is found).
   virtual void ForgetDecoded() = 0;
 
+  // Removes locator entries (absent ones are skipped): Get of these chunks is NOT_FOUND, and a
+  // later put of one writes it anew. For `whorl repair`, which forgets chunks that cannot be
+  // read so that the next backup stores them again; their records stay in the packs, unread.
+  // One synced write. FAILED_PRECONDITION if opened read-only.
+  virtual absl::Status Forget(const std::vector<Fingerprint>& fps) = 0;
+
   // Locator lookup only: NOT_FOUND if absent.
   virtual absl::StatusOr<ChunkLocation> Locate(const Fingerprint& fp) = 0;
 

@@ -1050,6 +1050,59 @@ TEST(ChunkStoreTest, CheckPacksReportsAMissingPackWhileOpen) {
   ExpectReadsBack(*store, {plains[0], plains[2]});
 }
 
+// Repair's forgetting: a damaged chunk's entry goes (an absent one is skipped), Get says
+// NOT_FOUND instead of DATA_LOSS, the next put writes the chunk anew, and all of it holds after
+// a reopen.
+TEST(ChunkStoreTest, ForgetDropsADamagedChunkAndTheNextPutStoresItAgain) {
+  TempDir dir;
+  const std::vector<std::string> plains = {Text(1, 900), Text(2, 900)};
+  const Fingerprint a = Sha256(plains[0]);
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk(plains[0]), MakeChunk(plains[1])}).ok());
+    const ChunkLocation before = *store->Locate(a);
+    FlipByte(PackFile(dir.path(), 1), before.offset + kRecordHeaderSize + 10);
+    ASSERT_EQ(store->Get(a).status().code(), absl::StatusCode::kDataLoss);
+    ASSERT_TRUE(store->Forget({a, Sha256("never stored")}).ok());
+    EXPECT_EQ(store->Get(a).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(*store->Contains({a, Sha256(plains[1])}), (std::vector<bool>{false, true}));
+    EXPECT_EQ(store->Stats()->chunks, 1u);
+    uint64_t added = 0;
+    ASSERT_TRUE(store->PutBatch({MakeChunk(plains[0])}, &added).ok());
+    EXPECT_EQ(added, 1u);
+    EXPECT_GT(store->Locate(a)->offset, before.offset);
+    ExpectReadsBack(*store, plains);
+    EXPECT_TRUE(store->Forget({}).ok());
+  }
+  auto store = OpenOrDie(dir.path());
+  ExpectReadsBack(*store, plains);
+  ChunkStoreOptions read_only;
+  read_only.read_only = true;
+  store.reset();
+  store = OpenOrDie(dir.path(), read_only);
+  EXPECT_EQ(store->Forget({a}).code(), absl::StatusCode::kFailedPrecondition);
+  ExpectReadsBack(*store, plains);
+}
+
+// A pack lost whole: once its chunks are forgotten, CheckPacks still names the pack but loses
+// nothing with it, and the chunks put again land in a new pack.
+TEST(ChunkStoreTest, ForgottenChunksOfAMissingPackAreLostNoMoreAndStoredAnew) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 100;
+  const std::vector<std::string> plains = ThreePacks(dir.path(), options);
+  auto store = OpenOrDie(dir.path(), options);
+  std::filesystem::remove(PackFile(dir.path(), 2));
+  ExpectOneProblem(*store, 2, "pack file missing", {plains[1]}, "before the forget");
+  ASSERT_TRUE(store->Forget({Sha256(plains[1])}).ok());
+  ExpectOneProblem(*store, 2, "pack file missing", {}, "after the forget");
+  ASSERT_TRUE(store->PutBatch({MakeChunk(plains[1])}).ok());
+  EXPECT_GT(store->Locate(Sha256(plains[1]))->pack_id, 3u);
+  store.reset();
+  store = OpenOrDie(dir.path(), options);
+  ExpectReadsBack(*store, plains);
+}
+
 TEST(ChunkStoreTest, CheckPacksNamesOnlyTheChunksPastACutInAClosedPack) {
   TempDir dir;
   ChunkStoreOptions options;

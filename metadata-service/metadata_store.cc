@@ -160,6 +160,17 @@ class MetadataStoreImpl : public MetadataStore {
     return absl::OkStatus();
   }
 
+  absl::Status Unregister(const std::vector<Fingerprint>& fps) override {
+    absl::MutexLock lock(&mu_);
+    rocksdb::WriteBatch batch;
+    for (const Fingerprint& fp : fps) batch.Delete(ChunkKey(fp));
+    if (batch.Count() == 0) return absl::OkStatus();
+    WHORL_RETURN_IF_ERROR(CanWrite(batch.GetDataSize()));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return latch_.Note(FromRocks(db_->Write(wo, &batch), "index unregister"));
+  }
+
   absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) override {
     std::string value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), ChunkKey(fp), &value);

@@ -99,6 +99,11 @@ class MetadataStore {
   // Records chunks as durable. Entries already present keep their first_seen. One synced write.
   virtual absl::Status Register(const std::vector<std::pair<Fingerprint, IndexEntry>>& entries) = 0;
 
+  // Removes index entries (absent ones are skipped), so that FindMissing reports these chunks
+  // missing and the next backup that meets them stores them again: `whorl repair` does this
+  // for chunks that cannot be read. One synced write.
+  virtual absl::Status Unregister(const std::vector<Fingerprint>& fps) = 0;
+
   // Looks one fingerprint up: NOT_FOUND if absent.
   virtual absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) = 0;
 

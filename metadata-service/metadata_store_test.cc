@@ -91,6 +91,7 @@ TEST_F(MetadataStoreTest, ReadOnlyOpenAnswersRefusesWritesAndWritesNothing) {
     EXPECT_NE(s.message().find("opened read-only"), std::string::npos) << s;
     EXPECT_EQ((*ro)->CommitSnapshot(snap).status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_EQ((*ro)->PutConfig("config").code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ((*ro)->Unregister({a}).code(), absl::StatusCode::kFailedPrecondition);
   }
   EXPECT_EQ(chunkstore::testing::FilesAndSizes(dir_), before);
 }
@@ -132,6 +133,26 @@ TEST_F(MetadataStoreTest, RegisterKeepsFirstSeen) {
   EXPECT_EQ(e->first_seen_ns, 111);
   EXPECT_EQ(e->node, "n1");
   EXPECT_EQ(store_->Lookup(Sha256("zz")).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Repair's forgetting: the entries go (after a reopen too), an absent one is skipped, and a
+// later Register adds a forgotten chunk again with a new first_seen.
+TEST_F(MetadataStoreTest, UnregisterForgetsEntriesUntilRegisteredAgain) {
+  const Fingerprint a = Sha256("a"), b = Sha256("b"), c = Sha256("c");
+  ASSERT_TRUE(
+      store_->Register({{a, IndexEntry{1, 1, 111, ""}}, {b, IndexEntry{2, 2, 222, ""}}}).ok());
+  ASSERT_TRUE(store_->Unregister({a, c}).ok());
+  EXPECT_EQ(*store_->FindMissing({a, b, c}), (std::vector<bool>{true, false, true}));
+  store_.reset();
+  auto reopened = MetadataStore::Open(dir_ + "/db");
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  store_ = std::move(*reopened);
+  EXPECT_EQ(*store_->FindMissing({a, b}), (std::vector<bool>{true, false}));
+  EXPECT_EQ(store_->Lookup(a).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store_->Register({{a, IndexEntry{1, 1, 333, ""}}}).ok());
+  EXPECT_EQ(store_->Lookup(a)->first_seen_ns, 333);
+  EXPECT_EQ(store_->Lookup(b)->first_seen_ns, 222);
+  EXPECT_TRUE(store_->Unregister({}).ok());
 }
 
 TEST_F(MetadataStoreTest, CommitRefusesRootNotInIndex) {

@@ -4,8 +4,8 @@ record, and an orphan pack the locator does not know. Each case runs on a fresh 
 repository of three packs. Plain `check` (which reads no chunk data) and `check --read-data`
 must name the damaged pack, the lost chunks and exactly the files that use them, and exit 1;
 `restore` must restore every other file byte-exact, name the lost ones and exit 1; nothing is
-ever restored with wrong bytes; the orphan changes nothing. (Repairing a repository is not
-implemented: not tested here.)
+ever restored with wrong bytes; the orphan changes nothing. `repair` forgets a cut pack's lost
+chunks and `backup --force` stores them again: the first snapshot then restores whole.
 
 No option sets the pack size of an embedded repository (the chunk store's default, 64 MiB), so
 the tree is big enough for three packs: 132 files of 1 MiB, one chunk each.
@@ -235,6 +235,30 @@ class PackDamageTest(w.WhorlTestCase):
         repo = self.fresh_copy()
         os.remove(pack_path(repo, 1))
         self.assert_closed_pack_lost(repo, 1, f"{pack_path(repo, 1)}: pack file missing")
+
+    def test_repair_and_a_forced_backup_bring_back_every_file_of_a_cut_closed_pack(self):
+        repo = self.fresh_copy()
+        # Cut inside pack 2's eleventh record: its first ten stay readable, 54 chunks are lost.
+        records = self.records[2]
+        os.truncate(pack_path(repo, 2), records[10][0] + 1000)
+        lost = {fp for offset, _, fp in records[10:]}
+        self.assertEqual(len(lost), 54)
+        r = self.whorl("repair", "--repo", repo, expect=0)
+        self.assertIn("found: pack 00000002 is damaged", r.stdout, r.describe())
+        self.assertIn("forgot 54 chunks that could not be read", r.stdout, r.describe())
+        r, out = self.check(repo, expect=1)
+        self.assertEqual(set(out.chunks), lost, r.describe())
+        self.assertEqual(out.packs, [], r.describe())
+        self.assertIn("note: pack 00000002 is damaged", r.stdout, r.describe())
+        _, forced = self.backup(repo, os.path.join(self.base, "src"), args=("--force",))
+        self.assertGreaterEqual(forced["data_added"], 54 * w.MIB, forced)
+        self.assertLess(forced["data_added"], 55 * w.MIB, forced)
+        r, out = self.check(repo, "--read-data", expect=0)
+        self.assertEqual(out.last, "no errors were found", r.describe())
+        self.assertIn("no chunk the store locates is lost with it", r.stdout, r.describe())
+        target = self.path("restored")
+        self.restore(repo, self.s1, target, expect=0)
+        self.assert_restored_exactly(target, self.src_files)
 
     def test_closed_pack_cut_to_zero_is_reported_and_never_reused(self):
         repo = self.fresh_copy()

@@ -136,6 +136,11 @@ class ClusterBackupTest(ClusterTestCase):
         plain = self.stats(self.url)
         for k in ("snapshots", "logical_bytes", "stored_bytes", "unique_chunks"):
             self.assertEqual(plain[k], st[k], (plain, st))
+        # A cluster's chunks cannot be forgotten yet: repair says so before it checks anything,
+        # and changes nothing.
+        self.assert_fails(self.whorl("repair", "--repo", self.url, "--read-data"), 1,
+                          "a cluster's chunks cannot be forgotten yet")
+        self.assertEqual(self.stats(self.url)["unique_chunks"], st["unique_chunks"])
 
         # A second backup of unchanged files reads none of them and adds no file data (only
         # the trees above, whose directories' mtimes the restores above changed).
