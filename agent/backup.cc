@@ -664,9 +664,15 @@ absl::StatusOr<BackupResult> RunBackup(
     node->children.clear();  // a target covers everything below it
   }
 
+  WHORL_ASSIGN_OR_RETURN(const uint64_t repair_generation, repo->RepairGeneration());
   std::optional<metadata::SnapshotRecord> parent;
   if (!options.force) {
     WHORL_ASSIGN_OR_RETURN(parent, FindParent(repo, options.host, paths));
+    // A repair since the parent forgot chunks that its unchanged files may use: every file is
+    // read, which stores those chunks again (once: this snapshot records the generation).
+    if (parent.has_value() && parent->snapshot.repair_generation() < repair_generation) {
+      parent.reset();
+    }
   }
   std::unique_ptr<v1::Tree> parent_root;
   if (parent.has_value()) {
@@ -725,6 +731,7 @@ absl::StatusOr<BackupResult> RunBackup(
   for (const std::string& t : options.tags) snap.add_tags(t);
   snap.set_root(root.ToBytes());
   if (parent.has_value()) snap.set_parent(parent->id.ToBytes());
+  snap.set_repair_generation(repair_generation);
   v1::SnapshotSummary summary = archiver.summary();
   summary.set_data_added(archiver.data_added());
   summary.set_errors(archiver.errors().size());

@@ -2,7 +2,9 @@
 // tree mirrors the absolute paths (backing up /home/x gives root -> home -> x).
 //
 // A file whose size, mtime, ctime and inode match the parent snapshot (the newest snapshot of
-// the same host and the same paths) is not read: its chunk list is reused.
+// the same host and the same paths) is not read: its chunk list is reused. Unless a repair
+// forgot chunks since that snapshot was made (Repository::RepairGeneration): then every file
+// is read, so that what the repair forgot is stored again.
 #ifndef WHORL_AGENT_BACKUP_H_
 #define WHORL_AGENT_BACKUP_H_
 
@@ -22,7 +24,7 @@ struct BackupOptions {
   std::vector<std::string> excludes;  // fnmatch globs: without '/' on the base name, else path
   bool one_file_system = false;
   // Reads every file and asks the index about every chunk and tree, as if there were no parent
-  // snapshot (after `whorl repair`, so that chunks of unchanged files are stored again).
+  // snapshot (a backup does so by itself after `whorl repair`, see RepairGeneration).
   bool force = false;
 };
 

@@ -131,6 +131,7 @@ class EmbeddedRepository : public Repository {
     WHORL_RETURN_IF_ERROR(chunks_->Forget(fps));
     return meta_->Unregister(fps);
   }
+  absl::StatusOr<uint64_t> RepairGeneration() override { return meta_->RepairGeneration(); }
 
   absl::StatusOr<RepoStats> Stats() override {
     RepoStats stats;

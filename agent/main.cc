@@ -295,7 +295,8 @@ int CmdCheck(const Flags& f) {
 // whorl repair: finds the chunks and trees that cannot be read (as check does; with
 // --read-data every chunk is read) and forgets them, so that the next backup that meets their
 // bytes stores them again. The snapshots that use them heal then, since their fingerprints do
-// not change; `backup --force` makes that backup read every file, an unchanged one too.
+// not change; the next backup of each host's paths reads every file, an unchanged one too (the
+// repair raised the repository's repair generation past its parent snapshot's).
 int CmdRepair(const Flags& f) {
   absl::StatusOr<std::unique_ptr<Repository>> repo =
       OpenRepository(f.repo, Remote(f), RepoAccess::kReadWrite);
@@ -317,8 +318,9 @@ int CmdRepair(const Flags& f) {
   if (absl::Status s = (*repo)->ForgetChunks(details.damaged); !s.ok()) return Fail(s);
   std::cout << "forgot " << details.damaged.size()
             << (details.damaged.size() == 1 ? " chunk" : " chunks")
-            << " that could not be read; the snapshots using them stay incomplete until a backup "
-               "stores the same bytes again: run `whorl backup --force` of the same paths\n";
+            << " that could not be read; the next backup of each host's paths reads every file "
+               "and stores again what the files still hold, which makes the snapshots using "
+               "those chunks whole\n";
   return kExitOk;
 }
 
@@ -511,8 +513,7 @@ int Main(int argc, char** argv) {
   backup->add_option("--exclude", f.backup.excludes, "glob to exclude (repeatable)");
   backup->add_option("--exclude-file", f.exclude_file, "file of globs to exclude");
   backup->add_flag("--force", f.backup.force,
-                   "read every file, an unchanged one too (after a repair: stores again what it "
-                   "forgot)");
+                   "read every file, even one the last snapshot says is unchanged");
   backup->add_flag("--one-file-system", f.backup.one_file_system,
                    "stay on the first path's filesystem");
   backup->add_option("--manifest-out", f.manifest_out, "also write the manifest to FILE");

@@ -108,6 +108,8 @@ class Repository {
     return absl::UnimplementedError(
         "repair works on an embedded repository; a cluster's chunks cannot be forgotten yet");
   }
+  // How many repairs forgot chunks (metadata_format.md, `k:repair`); 0 where there are none.
+  virtual absl::StatusOr<uint64_t> RepairGeneration() { return uint64_t{0}; }
 };
 
 // Passes every call to another repository. A wrapper that changes some calls (check's retrying
@@ -143,6 +145,7 @@ class ForwardingRepository : public Repository {
   absl::Status ForgetChunks(const std::vector<Fingerprint>& fps) override {
     return inner_->ForgetChunks(fps);
   }
+  absl::StatusOr<uint64_t> RepairGeneration() override { return inner_->RepairGeneration(); }
 
  protected:
   Repository* inner() const { return inner_; }

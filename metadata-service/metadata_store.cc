@@ -25,6 +25,7 @@ namespace {
 constexpr char kChunkPrefix = 'c';
 constexpr char kSnapshotPrefix = 's';
 constexpr char kConfigKey[] = "k:config";
+constexpr char kRepairKey[] = "k:repair";
 constexpr size_t kEntryFixedSize = 16;  // stored u32, plain u32, first_seen i64
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
@@ -162,13 +163,29 @@ class MetadataStoreImpl : public MetadataStore {
 
   absl::Status Unregister(const std::vector<Fingerprint>& fps) override {
     absl::MutexLock lock(&mu_);
+    if (fps.empty()) return absl::OkStatus();
+    WHORL_ASSIGN_OR_RETURN(const uint64_t generation, RepairGeneration());
     rocksdb::WriteBatch batch;
     for (const Fingerprint& fp : fps) batch.Delete(ChunkKey(fp));
-    if (batch.Count() == 0) return absl::OkStatus();
+    std::string value;
+    PutFixed64(&value, generation + 1);
+    batch.Put(kRepairKey, value);
     WHORL_RETURN_IF_ERROR(CanWrite(batch.GetDataSize()));
     rocksdb::WriteOptions wo;
     wo.sync = true;
     return latch_.Note(FromRocks(db_->Write(wo, &batch), "index unregister"));
+  }
+
+  absl::StatusOr<uint64_t> RepairGeneration() override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kRepairKey, &value);
+    if (s.IsNotFound()) return 0;
+    WHORL_RETURN_IF_ERROR(FromRocks(s, "repair generation"));
+    if (value.size() != 8) {
+      return absl::DataLossError("repair generation of " + std::to_string(value.size()) +
+                                 " bytes, want 8 (metadata store " + dir_ + ")");
+    }
+    return GetFixed(value.data(), 8);
   }
 
   absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) override {

@@ -101,8 +101,12 @@ class MetadataStore {
 
   // Removes index entries (absent ones are skipped), so that FindMissing reports these chunks
   // missing and the next backup that meets them stores them again: `whorl repair` does this
-  // for chunks that cannot be read. One synced write.
+  // for chunks that cannot be read. A non-empty call adds 1 to the repair generation in the same
+  // synced write.
   virtual absl::Status Unregister(const std::vector<Fingerprint>& fps) = 0;
+
+  // How many Unregister calls with fingerprints this shard has taken (0 if none).
+  virtual absl::StatusOr<uint64_t> RepairGeneration() = 0;
 
   // Looks one fingerprint up: NOT_FOUND if absent.
   virtual absl::StatusOr<IndexEntry> Lookup(const Fingerprint& fp) = 0;

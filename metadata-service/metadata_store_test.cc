@@ -141,6 +141,7 @@ TEST_F(MetadataStoreTest, UnregisterForgetsEntriesUntilRegisteredAgain) {
   const Fingerprint a = Sha256("a"), b = Sha256("b"), c = Sha256("c");
   ASSERT_TRUE(
       store_->Register({{a, IndexEntry{1, 1, 111, ""}}, {b, IndexEntry{2, 2, 222, ""}}}).ok());
+  EXPECT_EQ(*store_->RepairGeneration(), 0u);
   ASSERT_TRUE(store_->Unregister({a, c}).ok());
   EXPECT_EQ(*store_->FindMissing({a, b, c}), (std::vector<bool>{true, false, true}));
   store_.reset();
@@ -153,6 +154,10 @@ TEST_F(MetadataStoreTest, UnregisterForgetsEntriesUntilRegisteredAgain) {
   EXPECT_EQ(store_->Lookup(a)->first_seen_ns, 333);
   EXPECT_EQ(store_->Lookup(b)->first_seen_ns, 222);
   EXPECT_TRUE(store_->Unregister({}).ok());
+  // One generation per call that forgot something, kept across a reopen.
+  EXPECT_EQ(*store_->RepairGeneration(), 1u);
+  ASSERT_TRUE(store_->Unregister({c}).ok());
+  EXPECT_EQ(*store_->RepairGeneration(), 2u);
 }
 
 TEST_F(MetadataStoreTest, CommitRefusesRootNotInIndex) {
