@@ -127,8 +127,10 @@ class EmbeddedRepository : public Repository {
   }
 
   absl::Status ForgetChunks(const std::vector<Fingerprint>& fps) override {
+    if (fps.empty()) return absl::OkStatus();
     ForgetPrefetched();
     WHORL_RETURN_IF_ERROR(chunks_->Forget(fps));
+    WHORL_KILL_POINT("repair.forget.between");
     return meta_->Unregister(fps);
   }
   absl::StatusOr<uint64_t> RepairGeneration() override { return meta_->RepairGeneration(); }
