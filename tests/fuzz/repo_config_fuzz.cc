@@ -25,7 +25,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const nlohmann::json& ch = j["chunker"];
   FUZZ_CHECK(j["version"].is_number_unsigned() &&
              j["version"].get<uint64_t>() == static_cast<uint64_t>(c->version) &&
-             (c->version == 1 || c->version == 2));
+             c->version >= whorl::agent::kOldestRepoFormatVersion &&
+             c->version <= whorl::agent::kRepoFormatVersion);
+  // LZ4 only where a build that reads it is required (repo_config.h).
+  if (c->compression.codec == whorl::Codec::kLz4 ||
+      c->large_compression.codec == whorl::Codec::kLz4) {
+    FUZZ_CHECK(c->version >= whorl::agent::kLz4RepoFormatVersion);
+  }
   FUZZ_CHECK(ch["min_size"].get<uint64_t>() == c->chunker.min_size);
   FUZZ_CHECK(ch["avg_size"].get<uint64_t>() == c->chunker.avg_size);
   FUZZ_CHECK(ch["max_size"].get<uint64_t>() == c->chunker.max_size);
