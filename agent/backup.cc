@@ -479,6 +479,7 @@ class Archiver {
     node->set_size(static_cast<uint64_t>(st.st_size));
     ++counts_.total_files_processed;
     counts_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
+    uploader_.Walked(static_cast<uint64_t>(st.st_size));
     if (parent_node != nullptr && parent_node->type() == v1::Node::FILE &&
         parent_node->size() == node->size() && parent_node->mtime_ns() == node->mtime_ns() &&
         parent_node->ctime_ns() == node->ctime_ns() && parent_node->inode() == node->inode()) {

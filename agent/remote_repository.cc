@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -672,6 +673,8 @@ class RemoteRepositoryImpl final : public RemoteRepository {
     uint32_t answer = 0;
     std::string plain;
     std::vector<BundleSlice> slices;
+    // Slice index by fingerprint: a bundle of trees holds up to 4096 members, each looked up.
+    absl::flat_hash_map<Fingerprint, uint32_t, FingerprintHash> index;
   };
 
   // The plain bytes of `fp` in answer number `answer` of a whole_bundles stream (not yet
@@ -696,39 +699,70 @@ class RemoteRepositoryImpl final : public RemoteRepository {
                                               slices.status().message()));
     }
     if (bundles->size() == kGetChunksBundlesKept) bundles->pop_front();
-    bundles->push_back(std::make_shared<const StreamBundle>(
-        StreamBundle{answer, *std::move(plain), *std::move(slices)}));
+    auto b = std::make_shared<StreamBundle>();
+    b->answer = answer;
+    b->plain = *std::move(plain);
+    b->slices = *std::move(slices);
+    b->index.reserve(b->slices.size());
+    for (size_t i = 0; i < b->slices.size(); ++i) {
+      b->index.emplace(b->slices[i].member.fingerprint, static_cast<uint32_t>(i));
+    }
+    bundles->push_back(std::move(b));
     return Member(node, fp, *bundles->back());
   }
 
   // The read-ahead's streams share the bundles they decoded last: a bundle whose members fall
   // in two batches is fetched and decoded once, not once per batch.
+  // At most kDecodedBundlesKept, and no older one once they hold more than
+  // kDecodedBundleBytesKept plain bytes; a bundle used again is the newest (least recently used
+  // first).
   void KeepDecoded(std::shared_ptr<const StreamBundle> b) {
     absl::MutexLock lock(&decoded_mu_);
-    if (decoded_.size() == kDecodedBundlesKept) {
-      const std::shared_ptr<const StreamBundle> old = decoded_.front();
-      decoded_.pop_front();
+    if (std::find(decoded_.begin(), decoded_.end(), b) != decoded_.end()) return;
+    // The same bundle, decoded by another stream at the same time (streams fetching neighbouring
+    // batches ask for it together): one copy is enough.
+    if (auto it = decoded_members_.find(b->slices[0].member.fingerprint);
+        it != decoded_members_.end() && it->second.first->plain == b->plain) {
+      return;
+    }
+    for (size_t i = 0; i < b->slices.size(); ++i) {
+      decoded_members_[b->slices[i].member.fingerprint] = {b, i};
+    }
+    decoded_bytes_ += b->plain.size();
+    decoded_.push_back(std::move(b));
+    while (decoded_.size() > kDecodedBundlesKept ||
+           (decoded_bytes_ > kDecodedBundleBytesKept && decoded_.size() > 1)) {
+      auto victim = decoded_.begin();
+      const std::shared_ptr<const StreamBundle> old = *victim;
+      decoded_.erase(victim);
+      decoded_bytes_ -= old->plain.size();
       for (size_t i = 0; i < old->slices.size(); ++i) {
         auto it = decoded_members_.find(old->slices[i].member.fingerprint);
         if (it != decoded_members_.end() && it->second.first == old) decoded_members_.erase(it);
       }
     }
-    for (size_t i = 0; i < b->slices.size(); ++i) {
-      decoded_members_[b->slices[i].member.fingerprint] = {b, i};
-    }
-    decoded_.push_back(std::move(b));
   }
   std::optional<std::string> FromDecodedBundle(const Fingerprint& fp) {
     absl::MutexLock lock(&decoded_mu_);
     auto it = decoded_members_.find(fp);
     if (it == decoded_members_.end()) return std::nullopt;
-    const BundleSlice& s = it->second.first->slices[it->second.second];
-    return it->second.first->plain.substr(s.offset, s.member.size);
+    const std::shared_ptr<const StreamBundle>& b = it->second.first;
+    const BundleSlice& s = b->slices[it->second.second];
+    if (decoded_.back() != b) {
+      auto at = std::find(decoded_.begin(), decoded_.end(), b);
+      if (at != decoded_.end()) {
+        std::shared_ptr<const StreamBundle> used = *at;
+        decoded_.erase(at);
+        decoded_.push_back(std::move(used));
+      }
+    }
+    return b->plain.substr(s.offset, s.member.size);
   }
   static absl::StatusOr<std::string> Member(const Node& node, const Fingerprint& fp,
                                             const StreamBundle& b) {
-    for (const BundleSlice& s : b.slices) {
-      if (s.member.fingerprint == fp) return b.plain.substr(s.offset, s.member.size);
+    if (auto it = b.index.find(fp); it != b.index.end()) {
+      const BundleSlice& s = b.slices[it->second];
+      return b.plain.substr(s.offset, s.member.size);
     }
     return absl::DataLossError(
         absl::StrCat(node.describe, ": chunk ", fp.ToHex(), ": not in the bundle sent for it"));
@@ -904,9 +938,11 @@ class RemoteRepositoryImpl final : public RemoteRepository {
   std::map<std::string, CachedFilter> filters_ ABSL_GUARDED_BY(filters_mu_);
   std::atomic<uint64_t> asked_{0};
   std::atomic<uint64_t> filtered_{0};
-  static constexpr size_t kDecodedBundlesKept = 16;  // ~8 MiB
+  static constexpr size_t kDecodedBundlesKept = 32;
+  static constexpr size_t kDecodedBundleBytesKept = 16 << 20;  // 8 bundles of 2 MiB
   absl::Mutex decoded_mu_;
   std::deque<std::shared_ptr<const StreamBundle>> decoded_ ABSL_GUARDED_BY(decoded_mu_);
+  size_t decoded_bytes_ ABSL_GUARDED_BY(decoded_mu_) = 0;
   std::unordered_map<Fingerprint, std::pair<std::shared_ptr<const StreamBundle>, size_t>,
                      FingerprintHash>
       decoded_members_ ABSL_GUARDED_BY(decoded_mu_);

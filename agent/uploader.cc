@@ -30,7 +30,7 @@ bool ChunkUploader::Queue(Batch* batch, const Fingerprint& fp, std::string_view 
     }
   }
   known_.insert(fp);
-  batch->push_back(Pending{fp, std::string(plain), kind});
+  batch->push_back(Pending{fp, std::string(plain), kind, walked_.load(std::memory_order_relaxed)});
   return true;
 }
 
@@ -44,7 +44,7 @@ absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, K
 
 absl::Status ChunkUploader::AddTree(const Fingerprint& fp, std::string_view plain) {
   absl::MutexLock add_lock(&add_mu_);
-  if (!Queue(&trees_, fp, plain, kOther)) return absl::OkStatus();
+  if (!Queue(&trees_, fp, plain, kTree)) return absl::OkStatus();
   tree_bytes_ += plain.size();
   if (tree_bytes_ >= kTreeBatchBytes || trees_.size() >= kBatchChunks) return SubmitTrees();
   return absl::OkStatus();
@@ -87,7 +87,8 @@ absl::Status ChunkUploader::Flush() {
   flushing_ = true;  // the encoder hands over what it carries once nothing else waits
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-        return (u->queue_.empty() && u->encoded_.empty() && u->busy_ == 0 && !u->carrying_) ||
+        return (u->queue_.empty() && u->encoded_.empty() && u->busy_ == 0 && !u->carrying_ &&
+                !u->holding_) ||
                !u->error_.ok();
       },
       this));
@@ -103,20 +104,25 @@ void ChunkUploader::RunEncoder() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-            return !u->queue_.empty() || u->stop_ || (u->flushing_ && u->carrying_);
+            return !u->queue_.empty() || u->stop_ ||
+                   (u->flushing_ && (u->carrying_ || u->holding_));
           },
           this));
       if (queue_.empty()) {
         if (stop_) return;  // stopping, nothing left
-        hand_over = true;   // flushing: store what the encoder carries
+        hand_over = true;   // flushing: store the open bundles and what the encoder carries
       } else {
         batch = std::move(queue_.front());
         queue_.pop_front();
       }
       ++busy_;
-      if (!error_.ok()) batch.clear();  // after an error nothing more is uploaded
+      if (!error_.ok()) {  // after an error nothing more is uploaded
+        batch.clear();
+        hand_over = false;
+      }
     }
-    absl::Status s = batch.empty() ? absl::OkStatus() : Process(std::move(batch));
+    absl::Status s = absl::OkStatus();
+    if (!batch.empty() || hand_over) s = Process(std::move(batch), hand_over);
     if (s.ok() && hand_over) s = HandOver();
     absl::MutexLock lock(&mu_);
     --busy_;
@@ -164,89 +170,120 @@ void ChunkUploader::RunStorer() {
 }
 
 // Asks which chunks of the batch are missing and compresses those, then hands them to the
-// storer (waiting while kMaxEncodedQueued encoded stores already wait).
-absl::Status ChunkUploader::Process(Batch batch) {
-  std::vector<Fingerprint> fps;
-  fps.reserve(batch.size());
-  for (const Pending& p : batch) fps.push_back(p.fp);
-  WHORL_ASSIGN_OR_RETURN(std::vector<bool> missing, repo_->FindMissing(fps));
+// storer (waiting while kMaxEncodedQueued encoded stores already wait). With `close_all`, every
+// open bundle is closed and compressed too (the end of the backup).
+absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
+  std::vector<bool> missing;
+  if (!batch.empty()) {
+    std::vector<Fingerprint> fps;
+    fps.reserve(batch.size());
+    for (const Pending& p : batch) fps.push_back(p.fp);
+    WHORL_ASSIGN_OR_RETURN(missing, repo_->FindMissing(fps));
+  }
 
-  // What to encode: a chunk alone, or the small chunks that follow each other as one bundle
-  // (one open bundle per group: per chunk-store node on a cluster).
-  std::vector<std::vector<size_t>> units;
-  struct OpenBundle {
-    std::vector<size_t> items;
-    size_t bytes = 0;
-  };
-  std::map<size_t, OpenBundle> open;
+  // What to encode, in order: a chunk alone, or a closed bundle (of one: a chunk alone).
+  std::vector<Batch> units;
   auto close_bundle = [&](OpenBundle& b) {
-    if (!b.items.empty()) units.push_back(std::move(b.items));  // a bundle of one is a chunk
+    for (const Pending& p : b.items) open_fps_.erase(p.fp);
+    if (!b.items.empty()) units.push_back(std::move(b.items));
     b = OpenBundle{};
   };
-  const bool bundling = repo_->AcceptsBundles();
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (!missing[i]) continue;
-    if (!bundling || batch[i].kind != kSmallFile || batch[i].plain.size() >= kBundleMemberBytes) {
-      units.push_back({i});
-      continue;
-    }
-    OpenBundle& b = open[repo_->BundleGroup(batch[i].fp)];
-    b.items.push_back(i);
-    b.bytes += batch[i].plain.size();
-    if (b.bytes >= kBundleBytes || b.items.size() >= kMaxBundleMembers) close_bundle(b);
-  }
-  for (auto& [group, b] : open) close_bundle(b);
-  // In the order the chunks came (a bundle where its first member came): a directory's tree
-  // is stored after the chunks of its files, as without bundles.
-  std::sort(units.begin(), units.end(),
-            [](const std::vector<size_t>& x, const std::vector<size_t>& y) { return x[0] < y[0]; });
-  if (units.empty()) return absl::OkStatus();
-  // Compression is the costly step: spread it over the cores. Each thread takes the next unit
-  // not taken yet (units differ in size and in cost by up to 100x: a run of zeros, random
-  // bytes, a 512 KiB bundle), so none waits while another still has several to do.
-  std::vector<EncodedChunk> chunks(units.size());
-  const RepoConfig& config = repo_->config();
-  const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
-  std::atomic<size_t> next_unit{0};
-  auto encode_units = [&] {
-    for (size_t k = next_unit++; k < units.size(); k = next_unit++) {
-      EncodedChunk& out = chunks[k];
-      if (units[k].size() == 1) {
-        const Pending& p = batch[units[k][0]];
-        out.fingerprint = p.fp;
-        out.plain_size = p.plain.size();
-        out.data = Encode(p.kind == kLargeFile ? config.large_compression : config.compression,
-                          p.plain, &out.codec);
-        continue;
+  auto close_where = [&](auto pred) {
+    for (auto it = open_.begin(); it != open_.end();) {
+      if (pred(it->first)) {
+        close_bundle(it->second);
+        it = open_.erase(it);
+      } else {
+        ++it;
       }
-      for (size_t i : units[k]) {
-        out.members.push_back({batch[i].fp, static_cast<uint32_t>(batch[i].plain.size())});
-      }
-      size_t size = BundleTableSize(out.members.size());
-      for (const BundleMember& m : out.members) size += m.size;
-      std::string plain = EncodeBundleTable(out.members);
-      plain.reserve(size);  // one allocation for up to 512 KiB of members
-      for (size_t i : units[k]) plain += batch[i].plain;
-      out.plain_size = plain.size();
-      out.data = Encode(config.compression, plain, &out.codec);
     }
   };
-  std::vector<std::thread> threads;
-  for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_units);
-  encode_units();
-  for (auto& t : threads) t.join();
+  const bool bundling = repo_->AcceptsBundles();
+  bool closed_for_trees = false;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!missing[i]) continue;
+    Pending& p = batch[i];
+    const bool tree = p.kind == kTree;
+    if (!bundling || (p.kind != kSmallFile && !tree) || p.plain.size() >= kBundleMemberBytes) {
+      units.emplace_back();
+      units.back().push_back(std::move(p));
+      continue;
+    }
+    // Once in a bundle not stored yet is enough (the uploader forgets what it saw, and asks
+    // again, after kMaxKnown chunks).
+    if (!open_fps_.insert(p.fp).second) continue;
+    // The first tree of a tree batch: the open bundles of file chunks are closed before it, so a
+    // tree is still stored after every chunk added before it.
+    if (tree && !closed_for_trees) {
+      closed_for_trees = true;
+      close_where([](const std::pair<bool, size_t>& key) { return !key.first; });
+    }
+    OpenBundle& b = open_[{tree, repo_->BundleGroup(p.fp)}];
+    if (!b.items.empty() && p.walked > b.walked + kBundleSpanBytes) close_bundle(b);
+    if (b.items.empty()) b.walked = p.walked;
+    b.bytes += p.plain.size();
+    b.items.push_back(std::move(p));
+    if (b.bytes >= kBundleBytes || b.items.size() >= kMaxBundleMembers) close_bundle(b);
+  }
   batch.clear();
+  if (close_all) close_where([](const std::pair<bool, size_t>&) { return true; });
+  std::erase_if(open_, [](const auto& e) { return e.second.items.empty(); });
 
-  // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new
-  // chunks in each batch, and each store is a group commit (fsyncs), so it is not paid per
-  // batch.
-  for (EncodedChunk& c : chunks) {
-    carry_bytes_ += c.data.size();
-    carry_.push_back(std::move(c));
+  if (!units.empty()) {
+    // Compression is the costly step: spread it over the cores. Each thread takes the next unit
+    // not taken yet (units differ in size and in cost by up to 100x: a run of zeros, random
+    // bytes, a 2 MiB bundle), so none waits while another still has several to do.
+    std::vector<EncodedChunk> chunks(units.size());
+    const RepoConfig& config = repo_->config();
+    const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+    std::atomic<size_t> next_unit{0};
+    auto encode_units = [&] {
+      for (size_t k = next_unit++; k < units.size(); k = next_unit++) {
+        EncodedChunk& out = chunks[k];
+        Batch& unit = units[k];
+        if (unit.size() == 1) {
+          const Pending& p = unit[0];
+          out.fingerprint = p.fp;
+          out.plain_size = p.plain.size();
+          out.data = Encode(p.kind == kLargeFile ? config.large_compression : config.compression,
+                            p.plain, &out.codec);
+          unit.clear();
+          continue;
+        }
+        for (const Pending& p : unit) {
+          out.members.push_back({p.fp, static_cast<uint32_t>(p.plain.size())});
+        }
+        size_t size = BundleTableSize(out.members.size());
+        for (const BundleMember& m : out.members) size += m.size;
+        std::string plain = EncodeBundleTable(out.members);
+        plain.reserve(size);  // one allocation for up to 2 MiB of members
+        for (Pending& p : unit) {
+          plain += p.plain;
+          std::string().swap(p.plain);
+        }
+        unit.clear();
+        out.plain_size = plain.size();
+        out.data = Encode(config.compression, plain, &out.codec);
+      }
+    };
+    std::vector<std::thread> threads;
+    for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_units);
+    encode_units();
+    for (auto& t : threads) t.join();
+    units.clear();
+
+    // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new
+    // chunks in each batch, and each store is a group commit (fsyncs), so it is not paid per
+    // batch.
+    for (EncodedChunk& c : chunks) {
+      carry_bytes_ += c.data.size();
+      carry_.push_back(std::move(c));
+    }
   }
   {
     absl::MutexLock lock(&mu_);
-    carrying_ = true;
+    carrying_ = !carry_.empty();
+    holding_ = !open_.empty();
   }
   if (carry_bytes_ >= kStoreBytes || carry_.size() >= kBatchChunks) return HandOver();
   return absl::OkStatus();

@@ -1,5 +1,6 @@
-// The uploader's bundles: which chunks go together (small file chunks, per group, up to a size),
-// which never do (trees, big chunks), and SplitBundle, which undoes one.
+// The uploader's bundles: which chunks go together (small file chunks, per group, up to a size
+// or a span of the walk; trees with trees), which never do (big chunks), and SplitBundle, which
+// undoes one.
 #include "agent/uploader.h"
 
 #include <gtest/gtest.h>
@@ -138,46 +139,93 @@ TEST_F(UploaderTest, ARepositoryWithoutBundlesGetsSingleChunks) {
   for (const auto& p : rec.puts) EXPECT_TRUE(p.members.empty());
 }
 
-TEST_F(UploaderTest, TreesAreStoredInRunsAfterEveryChunkAddedBeforeThem) {
+// What was stored, member by member, in order (a bundle's members where the bundle was stored),
+// and which put each one came in.
+std::vector<std::pair<Fingerprint, size_t>> StoredInOrder(const RecordingRepository& rec) {
+  std::vector<std::pair<Fingerprint, size_t>> out;
+  for (size_t k = 0; k < rec.puts.size(); ++k) {
+    if (rec.puts[k].members.empty()) out.emplace_back(rec.puts[k].fp, k);
+    for (const BundleMember& m : rec.puts[k].members) out.emplace_back(m.fingerprint, k);
+  }
+  return out;
+}
+
+TEST_F(UploaderTest, TreesAreBundledTogetherAndStoredAfterEveryChunkAddedBeforeThem) {
   RecordingRepository rec(repo_.get());
   std::map<Fingerprint, size_t> order;  // the position each chunk was added at
   std::set<Fingerprint> trees;
-  size_t tree_bytes = 0;
   {
     ChunkUploader up(&rec);
     for (int i = 0; i < 1500; ++i) {
       const std::string data = Text(i, 3000);
       order.emplace(Sha256(data), order.size());
-      ASSERT_TRUE(up.Add(Sha256(data), data, ChunkUploader::kLargeFile).ok());
+      ASSERT_TRUE(up.Add(Sha256(data), data, ChunkUploader::kSmallFile).ok());
       const std::string tree = absl::StrCat("tree ", i, Text(-i, 1000));
       order.emplace(Sha256(tree), order.size());
       trees.insert(Sha256(tree));
-      tree_bytes += tree.size();
       ASSERT_TRUE(up.AddTree(Sha256(tree), tree).ok());
       ASSERT_TRUE(up.AddTree(Sha256(tree), tree).ok());  // known: not queued again
     }
     ASSERT_TRUE(up.Flush().ok());
   }
-  ASSERT_EQ(rec.puts.size(), order.size());
-  std::set<Fingerprint> stored;
-  size_t runs = 0;
-  bool in_run = false;
-  for (size_t k = 0; k < rec.puts.size(); ++k) {
-    const Fingerprint& fp = rec.puts[k].fp;
-    EXPECT_TRUE(stored.insert(fp).second) << "stored twice";
-    const bool tree = trees.contains(fp);
-    if (tree && !in_run) ++runs;
-    in_run = tree;
-    if (!tree) continue;
+  const std::vector<std::pair<Fingerprint, size_t>> stored = StoredInOrder(rec);
+  ASSERT_EQ(stored.size(), order.size());
+  std::set<Fingerprint> seen;
+  std::set<size_t> tree_puts;
+  for (const auto& [fp, put] : stored) {
+    EXPECT_TRUE(seen.insert(fp).second) << "stored twice";
+    if (!trees.contains(fp)) continue;
+    tree_puts.insert(put);
     // Every chunk added before this tree is stored before it.
     for (const auto& [other, pos] : order) {
       if (pos < order.at(fp) && !trees.contains(other)) {
-        EXPECT_TRUE(stored.contains(other)) << "a tree stored before a chunk added before it";
+        EXPECT_TRUE(seen.contains(other)) << "a tree stored before a chunk added before it";
       }
     }
   }
-  // ~1.5 MB of trees: a run per full tree batch and one for the rest, not one per tree.
-  EXPECT_EQ(runs, tree_bytes / ChunkUploader::kTreeBatchBytes + 1);
+  // ~1.5 MB of trees in two groups: one bundle per group (under kBundleBytes each, never
+  // closed early: nothing was walked), holding trees only.
+  ASSERT_EQ(tree_puts.size(), 2u);
+  for (size_t put : tree_puts) {
+    ASSERT_GT(rec.puts[put].members.size(), 700u);
+    for (const BundleMember& m : rec.puts[put].members) EXPECT_TRUE(trees.contains(m.fingerprint));
+  }
+}
+
+// Chunks of one group whose first byte is even, the group RecordingRepository gives number 0.
+std::vector<std::string> EvenChunks(size_t n, size_t size) {
+  std::vector<std::string> out;
+  for (int i = 0; out.size() < n; ++i) {
+    std::string s = Text(i, size);
+    if (Sha256(s).bytes[0] % 2 == 0) out.push_back(std::move(s));
+  }
+  return out;
+}
+
+TEST_F(UploaderTest, ABundleStaysOpenAcrossBatchesUntilFullOrTheWalkMovesOn) {
+  RecordingRepository rec(repo_.get());
+  // 3 MiB of 4 KiB chunks in one group: three batches' worth (kBatchBytes), which make one full
+  // bundle (kBundleBytes) and the rest.
+  const std::vector<std::string> chunks = EvenChunks(768, 4096);
+  // Then two more, the second after the walk moved on by more than kBundleSpanBytes.
+  const std::vector<std::string> more = EvenChunks(770, 100);
+  {
+    ChunkUploader up(&rec);
+    for (const std::string& c : chunks) {
+      ASSERT_TRUE(up.Add(Sha256(c), c, ChunkUploader::kSmallFile).ok());
+    }
+    ASSERT_TRUE(up.Add(Sha256(more[768]), more[768], ChunkUploader::kSmallFile).ok());
+    up.Walked(ChunkUploader::kBundleSpanBytes + 1);
+    ASSERT_TRUE(up.Add(Sha256(more[769]), more[769], ChunkUploader::kSmallFile).ok());
+    ASSERT_TRUE(up.Flush().ok());
+  }
+  static_assert(ChunkUploader::kBundleBytes == 512 * 4096);
+  ASSERT_EQ(rec.puts.size(), 3u);
+  EXPECT_EQ(rec.puts[0].members.size(), 512u);  // full at kBundleBytes
+  EXPECT_EQ(rec.puts[1].members.size(), 257u);  // the rest, and the chunk added before the walk
+  EXPECT_EQ(rec.puts[1].members.back().fingerprint, Sha256(more[768]));
+  EXPECT_TRUE(rec.puts[2].members.empty());  // alone: its bundle was closed before it came
+  EXPECT_EQ(rec.puts[2].fp, Sha256(more[769]));
 }
 
 // A large file's chunk is compressed with the repository's large_compression, everything else

@@ -31,8 +31,11 @@ namespace {
 // Pack files kept open for reads; beyond this the cache drops one before opening another.
 constexpr size_t kMaxCachedReaders = 64;
 // Decoded bundles kept for the reads of their other members (a restore reads a bundle's
-// members one after the other, on a few threads).
-constexpr size_t kMaxCachedBundles = 16;
+// members one after the other, on a few threads, and the trees' bundles between): at most this
+// many, and no older one once their plain bytes exceed kMaxCachedBundleBytes (8 bundles of
+// 2 MiB, the most an agent puts in one).
+constexpr size_t kMaxCachedBundles = 32;
+constexpr size_t kMaxCachedBundleBytes = 16 << 20;
 
 // RocksDB status -> absl::Status with "locator: <context>: " before RocksDB's text.
 absl::Status FromRocks(const rocksdb::Status& s, const std::string& context) {
@@ -263,9 +266,14 @@ class ChunkStoreImpl final : public ChunkStore {
   // threads ask for its members at the same time.
   absl::StatusOr<std::string> GetFromBundle(const Fingerprint& fp, const ChunkLocation& loc,
                                             const std::string& where);
-  absl::StatusOr<std::shared_ptr<const std::string>> ReadBundle(const Fingerprint& fp,
-                                                                const ChunkLocation& loc,
-                                                                const std::string& where);
+  // A bundle's plain bytes and its member table, parsed once for all its members' Gets.
+  struct DecodedBundle {
+    std::string plain;
+    std::vector<BundleSlice> members;
+  };
+  absl::StatusOr<std::shared_ptr<const DecodedBundle>> ReadBundle(const Fingerprint& fp,
+                                                                  const ChunkLocation& loc,
+                                                                  const std::string& where);
 
   const std::string packs_dir_;
   const ChunkStoreOptions options_;
@@ -294,10 +302,10 @@ class ChunkStoreImpl final : public ChunkStore {
     std::pair<uint32_t, uint64_t> key;                 // pack id, offset
     std::chrono::steady_clock::time_point decoded_at;  // set before `ready`
     bool ready = false;                                // guarded by bundles_mu_
-    std::shared_ptr<const std::string> plain;  // set before `ready`; null if the read failed
+    std::shared_ptr<const DecodedBundle> bundle;  // set before `ready`; null if the read failed
   };
   absl::Mutex bundles_mu_;
-  // Recently decoded bundles, oldest first.
+  // Recently decoded bundles, least recently used first.
   std::deque<std::shared_ptr<CachedBundle>> bundles_ ABSL_GUARDED_BY(bundles_mu_);
 };
 
@@ -718,8 +726,14 @@ absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
     std::erase_if(bundles_, [&](const std::shared_ptr<CachedBundle>& e) {
       return e->ready && now - e->decoded_at > options_.decoded_bundle_ttl;
     });
-    for (const std::shared_ptr<CachedBundle>& e : bundles_) {
-      if (e->key == key) entry = e;
+    for (auto it = bundles_.begin(); it != bundles_.end(); ++it) {
+      if ((*it)->key != key) continue;
+      // Used again: the newest now (a restore reads the trees' bundles between those of the
+      // files, and must not decode them again for every directory).
+      entry = *it;
+      bundles_.erase(it);
+      bundles_.push_back(entry);
+      break;
     }
     if (entry == nullptr) {
       entry = std::make_shared<CachedBundle>();
@@ -731,35 +745,50 @@ absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
       bundles_mu_.Await(absl::Condition(&entry->ready));
     }
   }
-  std::shared_ptr<const std::string> plain = mine ? nullptr : entry->plain;
-  if (plain == nullptr) {
+  std::shared_ptr<const DecodedBundle> bundle = mine ? nullptr : entry->bundle;
+  if (bundle == nullptr) {
     // Ours to read, or the reader that went first failed: read it here (and report our own
     // error, if it fails again).
-    absl::StatusOr<std::shared_ptr<const std::string>> read = ReadBundle(fp, loc, where);
+    absl::StatusOr<std::shared_ptr<const DecodedBundle>> read = ReadBundle(fp, loc, where);
     if (mine) {
       absl::MutexLock lock(&bundles_mu_);
-      entry->plain = read.ok() ? *read : nullptr;
+      entry->bundle = read.ok() ? *read : nullptr;
       entry->decoded_at = std::chrono::steady_clock::now();
       entry->ready = true;
       if (!read.ok()) std::erase(bundles_, entry);
+      // The oldest go once the decoded bytes kept exceed the cap (this one stays).
+      size_t kept = 0;
+      for (const std::shared_ptr<CachedBundle>& e : bundles_) {
+        if (e->bundle != nullptr) kept += e->bundle->plain.size();
+      }
+      while (kept > kMaxCachedBundleBytes && bundles_.size() > 1 && bundles_.front() != entry) {
+        if (bundles_.front()->bundle != nullptr) kept -= bundles_.front()->bundle->plain.size();
+        bundles_.pop_front();
+      }
     }
     if (!read.ok()) return read.status();
-    plain = *std::move(read);
+    bundle = *std::move(read);
   }
-  absl::StatusOr<std::string_view> member = FindBundleMember(*plain, fp, loc);
+  absl::StatusOr<std::string_view> member =
+      FindBundleMember(bundle->plain, bundle->members, fp, loc);
   if (!member.ok()) return Annotate(member.status(), where);
   return std::string(*member);
 }
 
-absl::StatusOr<std::shared_ptr<const std::string>> ChunkStoreImpl::ReadBundle(
+absl::StatusOr<std::shared_ptr<const ChunkStoreImpl::DecodedBundle>> ChunkStoreImpl::ReadBundle(
     const Fingerprint& fp, const ChunkLocation& loc, const std::string& where) {
   RecordHeader header;
   WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
+  auto out = std::make_shared<DecodedBundle>();
   absl::StatusOr<std::string> plain = Decode(loc.codec, data, header.plain_size);
   if (!plain.ok()) {
     return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
   }
-  return std::make_shared<const std::string>(*std::move(plain));
+  out->plain = *std::move(plain);
+  absl::StatusOr<std::vector<BundleSlice>> members = ParseBundle(out->plain);
+  if (!members.ok()) return Annotate(members.status(), where);
+  out->members = *std::move(members);
+  return out;
 }
 
 void ChunkStoreImpl::ForgetDecoded() {

@@ -408,14 +408,28 @@ absl::Status CheckRecordMatches(const RecordHeader& header, const Fingerprint& f
 absl::StatusOr<std::string_view> FindBundleMember(std::string_view bundle, const Fingerprint& fp,
                                                   const ChunkLocation& location) {
   WHORL_ASSIGN_OR_RETURN(const std::vector<BundleSlice> members, ParseBundle(bundle));
+  return FindBundleMember(bundle, members, fp, location);
+}
+
+absl::StatusOr<std::string_view> FindBundleMember(std::string_view bundle,
+                                                  const std::vector<BundleSlice>& members,
+                                                  const Fingerprint& fp,
+                                                  const ChunkLocation& location) {
+  // Offsets never decrease in table order; members of 0 bytes may share one.
+  auto it =
+      std::lower_bound(members.begin(), members.end(), location.inner_offset,
+                       [](const BundleSlice& m, uint32_t offset) { return m.offset < offset; });
+  for (; it != members.end() && it->offset == location.inner_offset; ++it) {
+    if (it->member.fingerprint == fp && it->member.size == location.plain_size) {
+      return bundle.substr(it->offset, it->member.size);
+    }
+  }
+  // Not where the locator places it: say where it is, if anywhere.
   for (const BundleSlice& m : members) {
     if (m.member.fingerprint != fp) continue;
-    if (m.offset != location.inner_offset || m.member.size != location.plain_size) {
-      return absl::DataLossError(absl::StrCat("bundle holds chunk ", fp.ToHex(), " at ", m.offset,
-                                              " + ", m.member.size, ", locator says ",
-                                              location.inner_offset, " + ", location.plain_size));
-    }
-    return bundle.substr(m.offset, m.member.size);
+    return absl::DataLossError(absl::StrCat("bundle holds chunk ", fp.ToHex(), " at ", m.offset,
+                                            " + ", m.member.size, ", locator says ",
+                                            location.inner_offset, " + ", location.plain_size));
   }
   return absl::DataLossError("bundle does not hold chunk " + fp.ToHex());
 }

@@ -137,6 +137,15 @@ class PackDamageTest(w.WhorlTestCase):
 
         cls.pristine = os.path.join(cls.base, "pristine")
         run_ok("init", "--repo", cls.pristine, *ONE_CHUNK_PER_FILE)
+        # A version 1 repository: no bundles, so every chunk and every tree is a record of its own
+        # in a version 1 pack (the layout the cases rely on; bundles have their own cases in
+        # agent/corruption_test.cc).
+        config_path = os.path.join(cls.pristine, "config")
+        with open(config_path) as f:
+            config = json.load(f)
+        config["version"] = 1
+        with open(config_path, "w") as f:
+            json.dump(config, f)
         cls.s1 = snapshot_id(run_ok("backup", "--repo", cls.pristine, "--json", w.fss(src)))
         s1_end = os.path.getsize(pack_path(cls.pristine, 3))
         cls.s2 = snapshot_id(run_ok("backup", "--repo", cls.pristine, "--json",
