@@ -918,6 +918,9 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   // (an embedded repository's first backup would otherwise grow it to RocksDB's 64 MiB).
   rocksdb::ColumnFamilyOptions locator_options;
   locator_options.write_buffer_size = options.locator_write_buffer_bytes;
+  // Values (pack, offset, sizes) shrink; keys (SHA-256) do not. zstd instead of RocksDB's
+  // default Snappy: 2.78 -> 2.50 MB for the benchmark's source tree after 9 backups.
+  locator_options.compression = rocksdb::kZSTD;
   rocksdb::ColumnFamilyOptions pack_ends_options;
   pack_ends_options.write_buffer_size = 1 << 20;  // one small entry per pack
   const std::vector<rocksdb::ColumnFamilyDescriptor> families = {

@@ -350,8 +350,11 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   // RocksDB's lock-free HyperClockCache: an LRUCache spent a quarter of a busy shard's CPU in
   // its hash table and list (0.97-1.05M -> 1.24-1.28M fingerprints/s over gRPC with both
   // changes). RocksDB 7.8.0 fixed HyperClockCache's last listed bug; 7.9 calls it
-  // production-ready without further fixes.
-  options.compression = rocksdb::kNoCompression;
+  // production-ready without further fixes. An embedded repository's index is part of the
+  // repository a user pays for and answers one backup at a time: its blocks are zstd-compressed
+  // (the values, sizes and first-seen times, do shrink): 2.85 -> 2.21 MB for the benchmark's
+  // source tree after 9 backups, the first backup's time the same.
+  options.compression = store_options.daemon ? rocksdb::kNoCompression : rocksdb::kZSTD;
   options.write_buffer_size = store_options.write_buffer_bytes;
   options.memtable_prefix_bloom_size_ratio = 0.05;
   options.memtable_whole_key_filtering = true;
