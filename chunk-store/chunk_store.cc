@@ -1,6 +1,7 @@
 #include "chunk-store/chunk_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
 
@@ -919,8 +920,12 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   rocksdb::ColumnFamilyOptions locator_options;
   locator_options.write_buffer_size = options.locator_write_buffer_bytes;
   // Values (pack, offset, sizes) shrink; keys (SHA-256) do not. zstd instead of RocksDB's
-  // default Snappy: 2.78 -> 2.50 MB for the benchmark's source tree after 9 backups.
+  // default Snappy, in 16 KiB blocks instead of 4 KiB: 2.78 -> 2.50 -> 2.34 MB for the
+  // benchmark's source tree after 9 backups (a Get that misses the block cache decodes 16 KiB).
   locator_options.compression = rocksdb::kZSTD;
+  rocksdb::BlockBasedTableOptions locator_table;
+  locator_table.block_size = 16 << 10;
+  locator_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(locator_table));
   rocksdb::ColumnFamilyOptions pack_ends_options;
   pack_ends_options.write_buffer_size = 1 << 20;  // one small entry per pack
   const std::vector<rocksdb::ColumnFamilyDescriptor> families = {
