@@ -169,6 +169,11 @@ void ChunkUploader::RunStorer() {
   }
 }
 
+CompressionSpec ChunkUploader::BundleCompression(const CompressionSpec& spec, size_t plain_size) {
+  if (spec.codec != Codec::kZstd || plain_size >= kSmallBundleBytes) return spec;
+  return CompressionSpec{Codec::kZstd, std::max(spec.level, kSmallBundleZstdLevel)};
+}
+
 // Asks which chunks of the batch are missing and compresses those, then hands them to the
 // storer (waiting while kMaxEncodedQueued encoded stores already wait). With `close_all`, every
 // open bundle is closed and compressed too (the end of the backup).
@@ -263,7 +268,7 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
         }
         unit.clear();
         out.plain_size = plain.size();
-        out.data = Encode(config.compression, plain, &out.codec);
+        out.data = Encode(BundleCompression(config.compression, plain.size()), plain, &out.codec);
       }
     };
     std::vector<std::thread> threads;

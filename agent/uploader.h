@@ -79,6 +79,14 @@ class ChunkUploader {
   // chunks, scattered over the whole tree, would otherwise share a few bundles that a restore
   // of the source tree decoded ~100 times each (2.4 -> 4.4 s).
   static constexpr uint64_t kBundleSpanBytes = 64 << 20;
+  // A bundle of less than kSmallBundleBytes (a night's new chunks, closed by the walk's span;
+  // the last of a backup) is compressed with zstd at least at kSmallBundleZstdLevel: such
+  // bundles are few, so the stronger level costs little CPU, and they are what every later
+  // night adds to the repository.
+  static constexpr size_t kSmallBundleBytes = 1 << 20;
+  static constexpr int kSmallBundleZstdLevel = 9;
+  // The compression of a bundle of `plain_size` bytes, with the repository's `spec`.
+  static CompressionSpec BundleCompression(const CompressionSpec& spec, size_t plain_size);
   // Plain bytes of trees per tree batch (~3 MiB of trees for the source tree's ~9k directories).
   static constexpr size_t kTreeBatchBytes = 1 << 20;
 

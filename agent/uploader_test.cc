@@ -228,6 +228,18 @@ TEST_F(UploaderTest, ABundleStaysOpenAcrossBatchesUntilFullOrTheWalkMovesOn) {
   EXPECT_EQ(rec.puts[2].fp, Sha256(more[769]));
 }
 
+TEST(BundleCompressionTest, SmallZstdBundlesGetAtLeastLevel9) {
+  const CompressionSpec zstd3{Codec::kZstd, 3}, zstd19{Codec::kZstd, 19}, lz4{Codec::kLz4, 0};
+  const size_t small = ChunkUploader::kSmallBundleBytes - 1;
+  const size_t full = ChunkUploader::kSmallBundleBytes;
+  EXPECT_EQ(ChunkUploader::BundleCompression(zstd3, small).level, 9);
+  EXPECT_EQ(ChunkUploader::BundleCompression(zstd3, full).level, 3);
+  EXPECT_EQ(ChunkUploader::BundleCompression(zstd19, small).level, 19);
+  EXPECT_EQ(ChunkUploader::BundleCompression(lz4, small).codec, Codec::kLz4);
+  EXPECT_EQ(ChunkUploader::BundleCompression(CompressionSpec{Codec::kNone, 0}, small).codec,
+            Codec::kNone);
+}
+
 // A large file's chunk is compressed with the repository's large_compression, everything else
 // with its compression: each stored chunk's bytes are exactly what zstd makes at that level.
 TEST_F(UploaderTest, LargeFileChunksGetTheLargeCompressionLevel) {
