@@ -479,12 +479,12 @@ class Archiver {
     node->set_size(static_cast<uint64_t>(st.st_size));
     ++counts_.total_files_processed;
     counts_.total_bytes_processed += static_cast<uint64_t>(st.st_size);
-    uploader_.Walked(static_cast<uint64_t>(st.st_size));
     if (parent_node != nullptr && parent_node->type() == v1::Node::FILE &&
         parent_node->size() == node->size() && parent_node->mtime_ns() == node->mtime_ns() &&
         parent_node->ctime_ns() == node->ctime_ns() && parent_node->inode() == node->inode()) {
       *node->mutable_chunks() = parent_node->chunks();
       ++counts_.files_unmodified;
+      uploader_.Walked(static_cast<uint64_t>(st.st_size));
       read_bytes_.fetch_add(static_cast<uint64_t>(st.st_size), std::memory_order_relaxed);
       return nullptr;
     }
@@ -517,6 +517,9 @@ class Archiver {
     absl::StatusOr<uint64_t> size = file_chunker->Chunk(
         fd, path,
         [this, job, &chunks](std::string_view chunk) {
+          // As the bytes are read, not as the walk passes the file: the walk runs ahead of the
+          // readers by a varying lead, which would close bundles early (kBundleSpanBytes).
+          uploader_.Walked(chunk.size());
           const Fingerprint fp = ChunkSha256(chunk);
           const bool large = static_cast<uint64_t>(job->st.st_size) >= kLargeFileBytes;
           if (absl::Status up = uploader_.Add(

@@ -188,9 +188,13 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
 
   // What to encode, in order: a chunk alone, or a closed bundle (of one: a chunk alone).
   std::vector<Batch> units;
-  auto close_bundle = [&](OpenBundle& b) {
+  std::vector<bool> strong;  // per unit: a bundle the walk's span closed (BundleCompression)
+  auto close_bundle = [&](OpenBundle& b, bool by_span = false) {
     for (const Pending& p : b.items) open_fps_.erase(p.fp);
-    if (!b.items.empty()) units.push_back(std::move(b.items));
+    if (!b.items.empty()) {
+      units.push_back(std::move(b.items));
+      strong.push_back(by_span);
+    }
     b = OpenBundle{};
   };
   auto close_where = [&](auto pred) {
@@ -212,6 +216,7 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
     if (!bundling || (p.kind != kSmallFile && !tree) || p.plain.size() >= kBundleMemberBytes) {
       units.emplace_back();
       units.back().push_back(std::move(p));
+      strong.push_back(false);
       continue;
     }
     // Once in a bundle not stored yet is enough (the uploader forgets what it saw, and asks
@@ -224,7 +229,7 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
       close_where([](const std::pair<bool, size_t>& key) { return !key.first; });
     }
     OpenBundle& b = open_[{tree, repo_->BundleGroup(p.fp)}];
-    if (!b.items.empty() && p.walked > b.walked + kBundleSpanBytes) close_bundle(b);
+    if (!b.items.empty() && p.walked > b.walked + kBundleSpanBytes) close_bundle(b, !tree);
     if (b.items.empty()) b.walked = p.walked;
     b.bytes += p.plain.size();
     b.items.push_back(std::move(p));
@@ -268,7 +273,9 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
         }
         unit.clear();
         out.plain_size = plain.size();
-        out.data = Encode(BundleCompression(config.compression, plain.size()), plain, &out.codec);
+        out.data = Encode(
+            strong[k] ? BundleCompression(config.compression, plain.size()) : config.compression,
+            plain, &out.codec);
       }
     };
     std::vector<std::thread> threads;

@@ -79,10 +79,12 @@ class ChunkUploader {
   // chunks, scattered over the whole tree, would otherwise share a few bundles that a restore
   // of the source tree decoded ~100 times each (2.4 -> 4.4 s).
   static constexpr uint64_t kBundleSpanBytes = 64 << 20;
-  // A bundle of less than kSmallBundleBytes (a night's new chunks, closed by the walk's span;
-  // the last of a backup) is compressed with zstd at least at kSmallBundleZstdLevel: such
-  // bundles are few, so the stronger level costs little CPU, and they are what every later
-  // night adds to the repository.
+  // A bundle of file chunks the walk's span closed with less than kSmallBundleBytes (a night's
+  // new chunks, scattered; trees gain nothing from it) is compressed with zstd at least at
+  // kSmallBundleZstdLevel: such bundles are few, so the stronger level costs little CPU, and they
+  // are what every later night adds to the repository. A first backup's bundles fill up before the
+  // span closes them, so it never pays the strong level's CPU or its context's memory
+  // (common/codec.cc frees that after each use).
   static constexpr size_t kSmallBundleBytes = 1 << 20;
   static constexpr int kSmallBundleZstdLevel = 9;
   // The compression of a bundle of `plain_size` bytes, with the repository's `spec`.
@@ -115,7 +117,8 @@ class ChunkUploader {
   // its files' chunks. Compressed together, the source tree's 3.0 MB of trees take 1.6 MB
   // instead of 2.4 MB one by one (and a night's 1.2 MB of new trees 0.6 MB instead of 0.8 MB).
   absl::Status AddTree(const Fingerprint& fp, std::string_view plain);
-  // The backup walked past `bytes` more bytes of files, read or unchanged (kBundleSpanBytes).
+  // The backup went past `bytes` more bytes of files: read (as they are read) or unchanged
+  // (kBundleSpanBytes).
   void Walked(uint64_t bytes) { walked_.fetch_add(bytes, std::memory_order_relaxed); }
   // Uploads everything queued and waits. On OK every chunk added so far is durable in the
   // repository.

@@ -34,6 +34,8 @@ absl::StatusOr<CompressionSpec> CompressionSpec::Parse(std::string_view text) {
 }
 
 namespace {
+// Levels up to this keep their compression context's tables for the thread's next call.
+constexpr int kZstdLevelKept = 5;
 struct ZstdContexts {
   ZSTD_CCtx* c = ZSTD_createCCtx();
   ZSTD_DCtx* d = ZSTD_createDCtx();
@@ -59,6 +61,12 @@ std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* c
     if (z.scratch.size() < bound) z.scratch.resize(bound);
     const size_t n =
         ZSTD_compressCCtx(z.c, z.scratch.data(), bound, plain.data(), plain.size(), spec.level);
+    if (spec.level > kZstdLevelKept) {
+      // A strong level's tables (8-16 MiB at level 9) would stay with the thread: a fresh
+      // context for the next call.
+      ZSTD_freeCCtx(z.c);
+      z.c = ZSTD_createCCtx();
+    }
     if (!ZSTD_isError(n) && n < plain.size()) {
       *codec = Codec::kZstd;
       return std::string(z.scratch.data(), n);
