@@ -1053,7 +1053,8 @@ def summarize(res):
         "zstd3_decompress_MBps": stats([p["zstd3_decompress_MBps"] for p in prims]),
         "zstd3_ratio": stats([p["zstd3_ratio"] for p in prims]),
     }
-    for key in ("chunker_MBps", "sha256_MBps", "findmissing_fps", "pack_write_MBps"):
+    for key in ("chunker_MBps", "sha256_MBps", "findmissing_fps",
+                "findmissing_metad_cpu_us_per_fp", "pack_write_MBps"):
         prim_summary[f"whorl_{key}"] = stats([p["whorl_bench"].get(key) for p in prims
                                               if p.get("whorl_bench")])
     return summary, ratios, prim_summary
@@ -1105,9 +1106,12 @@ def write_markdown(res, summary, ratios, prims, path, chart):
     for key, label in (("chunker_MBps", "whorl chunker, one core, MB/s"),
                        ("sha256_MBps", "whorl SHA-256, MB/s"),
                        ("findmissing_fps", "whorl FindMissing, one shard, fingerprints/s"),
+                       ("findmissing_metad_cpu_us_per_fp",
+                        "whorl-metad CPU per FindMissing fingerprint, us"),
                        ("pack_write_MBps", "whorl pack writes, MB/s")):
         v = prims.get(f"whorl_{key}")
-        L.append(f"| {label} | {fmt(v, 0) if v else 'not measured (no whorl-bench binary; hook in bench.py)'} |")
+        digits = 2 if key.endswith("_us_per_fp") else 0
+        L.append(f"| {label} | {fmt(v, digits) if v else 'not measured (no whorl-bench binary; hook in bench.py)'} |")
     L.append("\n## Ratios and issue 5's targets\n")
     L.append("| ratio | corpus | median (min–max) | target | met |")
     L.append("|---|---|---|---|---|")
