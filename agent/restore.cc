@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -58,7 +60,13 @@ class Restorer {
 
   Restorer(Repository* repo, const RestoreOptions& options,
            const std::function<void(const std::string&)>& on_error)
-      : repo_(repo), options_(options), on_error_(on_error), is_root_(::geteuid() == 0) {}
+      : repo_(repo),
+        options_(options),
+        on_error_(on_error),
+        is_root_(::geteuid() == 0),
+        euid_(::geteuid()),
+        egid_(::getegid()),
+        umask_(ProcessUmask()) {}
   ~Restorer() { StopWriters(); }
 
   absl::StatusOr<RestoreResult> Run(const v1::Snapshot& snapshot) {
@@ -69,6 +77,10 @@ class Restorer {
       return absl::FailedPreconditionError("target " + options_.target +
                                            " is not a usable directory: " + std::strerror(errno));
     }
+    struct stat target_st;
+    // A setgid target gives what is created in it its group, and its new directories the bit.
+    const bool target_gives_egid =
+        ::fstat(target_fd_, &target_st) == 0 && (target_st.st_mode & S_ISGID) == 0;
     absl::StatusOr<v1::Tree> root = LoadRawTree(snapshot.root());
     if (!root.ok()) {
       ::close(target_fd_);
@@ -88,6 +100,7 @@ class Restorer {
     for (size_t i = 0; i < kWriters; ++i) writers_.emplace_back([this] { RunWriter(); });
     ancestors_.push_back(snapshot.root());
     auto* top = new DirState{target_fd_, "", nullptr, nullptr, 1};
+    top->gives_egid = target_gives_egid;
     RestoreDir(top, *root, 0);
     Release(top);
     StopWriters();
@@ -126,11 +139,16 @@ class Restorer {
     std::unique_ptr<v1::Node> node;  // without its chunk list; null for the target
     DirState* parent;
     int pending;
+    bool owner_set = false;  // made by this restore with the owner its node wants
     // Made by this restore (mkdirat succeeded), so empty but for what it put there: a leaf
     // needs no unlinkat of an existing entry first (duplicate names are refused before), which
     // saves a lookup and a turn on the directory's lock per file. Should another process add
     // an entry meanwhile, the O_EXCL create fails and the entry is reported.
     bool fresh = false;
+    // What is created in it gets the restore's effective group: it is not setgid (made by this
+    // restore, whose modes are set only once its entries are done, under a directory that
+    // gives that group too; or the target, not setgid).
+    bool gives_egid = false;
   };
   void Acquire(DirState* dir) {
     absl::MutexLock lock(&mu_);
@@ -144,7 +162,7 @@ class Restorer {
       }
       DirState* parent = dir->parent;
       if (dir->node != nullptr) {
-        SetMetadata(dir->fd, dir->path, *dir->node);
+        SetMetadata(dir->fd, dir->path, *dir->node, dir->owner_set, /*mode_set=*/false);
         ::close(dir->fd);
       }
       delete dir;
@@ -182,7 +200,7 @@ class Restorer {
         jobs_.pop_front();
       }
       current_entry = job.entry;
-      RestoreFile(job.dir->fd, job.path, job.node);
+      RestoreFile(job.dir, job.path, job.node);
       Release(job.dir);
     }
   }
@@ -325,6 +343,8 @@ class Restorer {
     meta->clear_chunks();
     Acquire(parent);
     auto* dir = new DirState{fd, path, std::move(meta), parent, 1, fresh};
+    dir->gives_egid = fresh && parent->gives_egid;
+    dir->owner_set = fresh && OwnedAsIs(parent, node);
     if (std::find(ancestors_.begin(), ancestors_.end(), node.subtree()) != ancestors_.end()) {
       // Impossible with SHA-256 addressing, unless the repository itself lies.
       Refuse(path, "directory refers to a tree that contains it (a cycle)");
@@ -350,7 +370,7 @@ class Restorer {
       case v1::Node::FILE:
         if (node.links() > 1) {
           // Hard-link groups stay on this thread: a later link needs the first file written.
-          RestoreFile(dirfd, path, node);
+          RestoreFile(dir, path, node);
         } else {
           Submit(FileJob{dir, path, node, current_entry});
         }
@@ -403,7 +423,8 @@ class Restorer {
     SetTimesAt(dirfd, path, node);
   }
 
-  void RestoreFile(int dirfd, const std::string& path, const v1::Node& node) {
+  void RestoreFile(DirState* dir, const std::string& path, const v1::Node& node) {
+    const int dirfd = dir->fd;
     const char* name = node.name().c_str();
     const auto link_key = std::make_pair(node.device(), node.inode());
     if (node.links() > 1) {
@@ -413,8 +434,11 @@ class Restorer {
         return;
       }
     }
-    const int fd =
-        ::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    // Created with its mode when the umask leaves that mode whole (no setuid, setgid or sticky
+    // bit, which chown would clear): a chmod less per file. Otherwise 0600 until chmod.
+    const bool mode_set = CreatesWithMode(node.mode());
+    const int fd = ::openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                            mode_set ? (node.mode() & 0777) : 0600);
     if (fd < 0) {
       Error(path, std::strerror(errno));
       return;
@@ -426,7 +450,7 @@ class Restorer {
       Error(path, std::string(s.message()));
       return;
     }
-    SetMetadata(fd, path, node);
+    SetMetadata(fd, path, node, OwnedAsIs(dir, node), mode_set);
     struct stat st;
     if (node.links() > 1 && ::fstat(fd, &st) == 0) {
       hardlinks_[link_key] = LinkSource{path.substr(1), st.st_dev, st.st_ino};
@@ -481,12 +505,43 @@ class Restorer {
     return absl::OkStatus();
   }
 
-  // Owner first: chown clears setuid/setgid, so the mode comes after it; times last.
-  void SetMetadata(int fd, const std::string& path, const v1::Node& node) {
-    if (is_root_ && ::fchown(fd, node.uid(), node.gid()) != 0) {
+  // Whether an entry created in `dir` already has the owner `node` asks for: the restore's
+  // effective user and group (a chown would change nothing but the ctime, one system call and
+  // one inode update per file when root restores root's files).
+  bool OwnedAsIs(const DirState* dir, const v1::Node& node) const {
+    return dir->gives_egid && node.uid() == euid_ && node.gid() == egid_;
+  }
+  // Whether creating with `mode` gives exactly `mode`: no bit the umask clears, no setuid,
+  // setgid or sticky bit.
+  bool CreatesWithMode(uint32_t mode) const {
+    return umask_.has_value() && (mode & 07000) == 0 && (mode & 0777 & *umask_) == 0;
+  }
+  // The process's umask from /proc/self/status (umask(2) can only read it by changing it,
+  // which other threads would see); nullopt where the kernel does not say.
+  static std::optional<mode_t> ProcessUmask() {
+    std::FILE* f = std::fopen("/proc/self/status", "re");
+    if (f == nullptr) return std::nullopt;
+    std::optional<mode_t> out;
+    char line[256];
+    unsigned int value = 0;
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      if (std::sscanf(line, "Umask: %o", &value) == 1) {
+        out = static_cast<mode_t>(value & 0777);
+        break;
+      }
+    }
+    std::fclose(f);
+    return out;
+  }
+
+  // Owner first: chown clears setuid/setgid, so the mode comes after it; times last. Either is
+  // skipped when the entry was created with it.
+  void SetMetadata(int fd, const std::string& path, const v1::Node& node, bool owner_set,
+                   bool mode_set) {
+    if (is_root_ && !owner_set && ::fchown(fd, node.uid(), node.gid()) != 0) {
       Error(path, std::string("chown: ") + std::strerror(errno));
     }
-    if (::fchmod(fd, node.mode() & 07777) != 0) {
+    if (!mode_set && ::fchmod(fd, node.mode() & 07777) != 0) {
       Error(path, std::string("chmod: ") + std::strerror(errno));
     }
     const struct timespec times[2] = {Timespec(node.mtime_ns()), Timespec(node.mtime_ns())};
@@ -504,6 +559,9 @@ class Restorer {
   const RestoreOptions& options_;
   std::function<void(const std::string&)> on_error_;
   const bool is_root_;
+  const uid_t euid_;
+  const gid_t egid_;
+  const std::optional<mode_t> umask_;
   int target_fd_ = -1;
   // The walking thread's own: hard links and the walk's position.
   // (device, inode) of a multiply-linked file -> its restored path relative to the target.

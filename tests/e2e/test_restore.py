@@ -101,6 +101,54 @@ class RestoreFidelityTest(w.WhorlTestCase):
             self.assertEqual(w.read_bytes(os.path.join(restored, name)), b"%d" % i, name)
         self.assert_trees_equal(src, restored)
 
+    def test_modes_and_owners_are_exact_under_any_umask_and_in_a_setgid_target(self):
+        """Restore creates a file with its mode where the umask leaves that mode whole, and skips
+        chown where the new entry already has the owner: neither shortcut may change what comes
+        back, whatever the umask, special bits, or group a setgid target hands down."""
+        repo = self.init_repo()
+        src = w.makedirs(self.bpath("src"))
+        j = lambda *p: os.path.join(src, *[w.fsb(x) for x in p])  # noqa: E731
+        for mode in (0o644, 0o755, 0o600, 0o777, 0o640, 0o4755, 0o2755, 0o1644, 0o000):
+            w.write_file(j(f"m{mode:04o}"), b"%o" % mode, mode)
+        w.makedirs(j("sticky"), 0o1777)
+        w.write_file(j("sticky", "f"), b"in sticky", 0o664)
+        w.makedirs(j("sgid"), 0o2775)
+        w.write_file(j("sgid", "f"), b"in setgid", 0o644)
+        w.makedirs(j("sgid", "sub"), 0o755)
+        w.write_file(j("sgid", "sub", "g"), b"below setgid", 0o644)
+        if IS_ROOT:
+            os.chown(j("m0644"), 0, 4242)
+            os.chown(j("m0755"), 4242, 0)
+            os.chown(j("m4755"), 4242, 4242)  # chown clears setuid: it must come before chmod
+            os.chmod(j("m4755"), 0o4755)
+            for path in (src, j("sticky"), j("sgid"), j("sgid", "f"), j("sgid", "sub"),
+                         j("sgid", "sub", "g")):
+                os.chown(path, 0, 0)
+            os.chmod(j("sgid"), 0o2775)
+        w.stamp_times(src)
+        self.backup(repo, src)
+        for mask in (0o022, 0o077, 0o000):
+            for setgid_target in ((False, True) if IS_ROOT else (False,)):
+                with self.subTest(umask=oct(mask), setgid_target=setgid_target):
+                    target = w.makedirs(self.bpath(f"t{mask:03o}{int(setgid_target)}"), 0o755)
+                    if setgid_target:
+                        os.chown(target, 0, 4343)
+                        os.chmod(target, 0o2775)
+                    old = os.umask(mask)
+                    try:
+                        r = self.restore(repo, "latest", target)
+                    finally:
+                        os.umask(old)
+                    self.assertEqual(r.err, b"", r.describe())
+                    restored = w.restored_path(target, src)
+                    self.assert_trees_equal(src, restored)
+                    st = os.stat(os.path.join(restored, b"m4755"))
+                    self.assertEqual(st.st_mode & 0o7777, 0o4755)
+                    if IS_ROOT:
+                        self.assertEqual((st.st_uid, st.st_gid), (4242, 4242))
+                        st = os.stat(os.path.join(restored, b"sgid", b"sub", b"g"))
+                        self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+
     def test_restore_as_root_gives_back_owner_and_group(self):
         if not IS_ROOT:
             self.skipTest("only root can chown files to other owners")
