@@ -483,6 +483,7 @@ class Archiver {
         parent_node->size() == node->size() && parent_node->mtime_ns() == node->mtime_ns() &&
         parent_node->ctime_ns() == node->ctime_ns() && parent_node->inode() == node->inode()) {
       *node->mutable_chunks() = parent_node->chunks();
+      *node->mutable_chunk_lists() = parent_node->chunk_lists();
       ++counts_.files_unmodified;
       uploader_.Walked(static_cast<uint64_t>(st.st_size));
       read_bytes_.fetch_add(static_cast<uint64_t>(st.st_size), std::memory_order_relaxed);
@@ -510,10 +511,13 @@ class Archiver {
       job->status = ErrnoStatus("open", path, errno);
       return;
     }
-    // The chunk list is gathered whole and copied into the node at the end: a string per
-    // chunk made as the file is read, between the pipeline's buffers, fragmented the heap, and
-    // the peak grew with the size of a big file.
-    std::vector<Fingerprint> chunks;
+    // The chunk fingerprints are gathered as plain fingerprints and copied into the node at the
+    // end (a string per chunk made as the file is read, between the pipeline's buffers,
+    // fragmented the heap); a big file's go into chunk lists as it is read, each stored after
+    // the chunks it names, so what is held does not grow with the file.
+    ChunkListBuilder chunks(
+        repo_->config().chunk_lists(),
+        [this](const Fingerprint& fp, std::string bytes) { return uploader_.AddTree(fp, bytes); });
     absl::StatusOr<uint64_t> size = file_chunker->Chunk(
         fd, path,
         [this, job, &chunks](std::string_view chunk) {
@@ -529,7 +533,11 @@ class Archiver {
             stopping_.store(true, std::memory_order_relaxed);
             return up;
           }
-          chunks.push_back(fp);
+          if (absl::Status list = chunks.Add(fp); !list.ok()) {
+            job->fatal = true;
+            stopping_.store(true, std::memory_order_relaxed);
+            return list;
+          }
           return absl::OkStatus();
         },
         [this](uint64_t n) { read_bytes_.fetch_add(n, std::memory_order_relaxed); });
@@ -539,9 +547,12 @@ class Archiver {
       return;
     }
     v1::Node* node = &job->node;
-    node->clear_chunks();
-    node->mutable_chunks()->Reserve(static_cast<int>(chunks.size()));
-    for (const Fingerprint& fp : chunks) node->add_chunks(fp.ToBytes());
+    if (absl::Status list = chunks.Finish(node); !list.ok()) {
+      job->status = list;
+      job->fatal = true;
+      ::close(fd);
+      return;
+    }
     node->set_size(*size);
     struct stat after;
     if (::fstat(fd, &after) == 0 &&

@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "agent/objects.h"
 #include "common/status_macros.h"
 
 namespace whorl::agent {
@@ -17,7 +18,14 @@ using FingerprintSet = std::unordered_set<Fingerprint, FingerprintHash>;
 
 std::string ShortId(const Fingerprint& id) { return id.ToHex().substr(0, 8); }
 
-// Every chunk and tree a snapshot references, with the path of a user, via `fn`.
+// The chunks a chunk list names.
+absl::StatusOr<std::vector<Fingerprint>> ReadChunkList(Repository* repo, const Fingerprint& fp) {
+  WHORL_ASSIGN_OR_RETURN(std::string bytes, repo->GetChunk(fp));
+  return DecodeChunkList(bytes);
+}
+
+// Every chunk, chunk list and tree a snapshot references, with the path of a user, via `fn`.
+// A chunk list that cannot be read is a problem (its chunks are then not named).
 void ForEachReference(Repository* repo, const metadata::SnapshotRecord& snap,
                       const std::function<void(const Fingerprint&, const std::string&)>& fn,
                       std::vector<std::string>* problems) {
@@ -30,6 +38,18 @@ void ForEachReference(Repository* repo, const metadata::SnapshotRecord& snap,
         }
         for (const std::string& c : node.chunks()) {
           if (auto fp = Fingerprint::FromBytes(c); fp.ok()) fn(*fp, path);
+        }
+        for (const std::string& c : node.chunk_lists()) {
+          absl::StatusOr<Fingerprint> list_fp = Fingerprint::FromBytes(c);
+          if (!list_fp.ok()) continue;
+          fn(*list_fp, path);
+          absl::StatusOr<std::vector<Fingerprint>> chunks = ReadChunkList(repo, *list_fp);
+          if (!chunks.ok()) {
+            problems->push_back("snapshot " + ShortId(snap.id) + ": chunk list of " + path + ": " +
+                                std::string(chunks.status().message()));
+            continue;
+          }
+          for (const Fingerprint& fp : *chunks) fn(fp, path);
         }
         return true;
       },

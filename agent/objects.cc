@@ -3,8 +3,10 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/fingerprint.h"
+#include "common/status_macros.h"
 #include "metadata-service/metadata_store.h"
 
 namespace whorl::agent {
@@ -25,6 +27,83 @@ uint32_t GetFixed32(const char* p) {
 }
 
 }  // namespace
+
+bool EndsChunkList(const Fingerprint& last, size_t count) {
+  if (count >= kMaxListChunks) return true;
+  return count >= kMinListChunks && (last.Prefix64() & 0xfff) == 0;
+}
+
+std::string EncodeChunkList(const std::vector<Fingerprint>& chunks) {
+  std::string out;
+  out.reserve(chunks.size() * Fingerprint::kSize);
+  for (const Fingerprint& fp : chunks) {
+    out.append(reinterpret_cast<const char*>(fp.bytes.data()), Fingerprint::kSize);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Fingerprint>> DecodeChunkList(std::string_view bytes) {
+  if (bytes.empty() || bytes.size() % Fingerprint::kSize != 0 ||
+      bytes.size() > kMaxListChunks * Fingerprint::kSize) {
+    return absl::DataLossError(absl::StrCat("chunk list of ", bytes.size(), " bytes is not 1 to ",
+                                            kMaxListChunks, " fingerprints of 32 bytes"));
+  }
+  std::vector<Fingerprint> out;
+  out.reserve(bytes.size() / Fingerprint::kSize);
+  for (size_t at = 0; at < bytes.size(); at += Fingerprint::kSize) {
+    out.push_back(*Fingerprint::FromBytes(bytes.substr(at, Fingerprint::kSize)));
+  }
+  return out;
+}
+
+absl::Status ChunkListBuilder::StoreList(size_t begin, size_t end) {
+  const std::vector<Fingerprint> chunks(pending_.begin() + static_cast<ptrdiff_t>(begin),
+                                        pending_.begin() + static_cast<ptrdiff_t>(end));
+  std::string bytes = EncodeChunkList(chunks);
+  const Fingerprint fp = Sha256(bytes);
+  WHORL_RETURN_IF_ERROR(store_(fp, std::move(bytes)));
+  lists_.push_back(fp);
+  return absl::OkStatus();
+}
+
+absl::Status ChunkListBuilder::Add(const Fingerprint& fp) {
+  pending_.push_back(fp);
+  if (listing_) {
+    if (!EndsChunkList(fp, pending_.size())) return absl::OkStatus();
+    WHORL_RETURN_IF_ERROR(StoreList(0, pending_.size()));
+    pending_.clear();
+    return absl::OkStatus();
+  }
+  if (!lists_allowed_ || pending_.size() <= kMaxInlineChunks) return absl::OkStatus();
+  // Too many to stay inline: the lists are cut as if from the first chunk on.
+  listing_ = true;
+  size_t begin = 0;
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    if (EndsChunkList(pending_[i], i + 1 - begin)) {
+      WHORL_RETURN_IF_ERROR(StoreList(begin, i + 1));
+      begin = i + 1;
+    }
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(begin));
+  return absl::OkStatus();
+}
+
+absl::Status ChunkListBuilder::Finish(v1::Node* node) {
+  node->clear_chunks();
+  node->clear_chunk_lists();
+  if (!listing_) {
+    node->mutable_chunks()->Reserve(static_cast<int>(pending_.size()));
+    for (const Fingerprint& fp : pending_) node->add_chunks(fp.ToBytes());
+  } else {
+    if (!pending_.empty()) WHORL_RETURN_IF_ERROR(StoreList(0, pending_.size()));
+    node->mutable_chunk_lists()->Reserve(static_cast<int>(lists_.size()));
+    for (const Fingerprint& fp : lists_) node->add_chunk_lists(fp.ToBytes());
+  }
+  pending_.clear();
+  lists_.clear();
+  listing_ = false;
+  return absl::OkStatus();
+}
 
 std::string PrintableName(std::string_view name) {
   std::string out;
@@ -58,6 +137,16 @@ absl::Status ValidateNode(const v1::Node& node) {
     if (c.size() != Fingerprint::kSize) {
       return absl::InvalidArgumentError("file '" + PrintableName(name) + "' has a bad chunk id");
     }
+  }
+  for (const std::string& c : node.chunk_lists()) {
+    if (c.size() != Fingerprint::kSize) {
+      return absl::InvalidArgumentError("file '" + PrintableName(name) +
+                                        "' has a bad chunk list id");
+    }
+  }
+  if (node.chunks_size() > 0 && node.chunk_lists_size() > 0) {
+    return absl::InvalidArgumentError("file '" + PrintableName(name) +
+                                      "' has both chunks and chunk lists");
   }
   return absl::OkStatus();
 }

@@ -5,10 +5,13 @@
 #ifndef WHORL_AGENT_OBJECTS_H_
 #define WHORL_AGENT_OBJECTS_H_
 
+#include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/fingerprint.h"
 #include "whorl/v1/objects.pb.h"
 
 namespace whorl::agent {
@@ -28,6 +31,49 @@ bool IsValidNodeName(std::string_view name);
 // One entry's checks of DecodeTree (name, type, fingerprint lengths), without the order rule:
 // restore uses it to refuse bad entries one by one and restore the rest.
 absl::Status ValidateNode(const v1::Node& node);
+
+// Chunk lists (repository version 4, repository_format.md "Chunk lists"). A file of at most
+// kMaxInlineChunks chunks names them in Node.chunks; a longer one names chunk lists in
+// Node.chunk_lists, each the concatenated 32-byte fingerprints of consecutive chunks. A list
+// ends after a chunk whose fingerprint's low 12 bits are zero (once it holds kMinListChunks)
+// or at kMaxListChunks: where the lists end depends on the chunks around, not on their count
+// from the start, so an edit early in a big file leaves its later lists as they were.
+inline constexpr size_t kMaxInlineChunks = 2048;
+inline constexpr size_t kMinListChunks = 256;
+inline constexpr size_t kMaxListChunks = 16384;
+
+// Whether a list holding `count` chunks, the last being `last`, ends there.
+bool EndsChunkList(const Fingerprint& last, size_t count);
+
+// A list's stored bytes, and back. DecodeChunkList refuses (DATA_LOSS) an empty list, one of
+// more than kMaxListChunks, or a length that is not a multiple of 32.
+std::string EncodeChunkList(const std::vector<Fingerprint>& chunks);
+absl::StatusOr<std::vector<Fingerprint>> DecodeChunkList(std::string_view bytes);
+
+// Gathers a file's chunk fingerprints as they come and hands each finished chunk list to
+// `store` (fingerprint and bytes; the caller stores it after the chunks it names). Holds at
+// most max(kMaxInlineChunks, kMaxListChunks) fingerprints, whatever the file's size.
+// Thread-compatible.
+class ChunkListBuilder {
+ public:
+  using Store = std::function<absl::Status(const Fingerprint& fp, std::string bytes)>;
+  // Without `lists_allowed` (a repository before version 4) every chunk stays inline.
+  ChunkListBuilder(bool lists_allowed, Store store)
+      : lists_allowed_(lists_allowed), store_(std::move(store)) {}
+
+  absl::Status Add(const Fingerprint& fp);
+  // Sets the node's chunks or chunk lists (clearing the other).
+  absl::Status Finish(v1::Node* node);
+
+ private:
+  absl::Status StoreList(size_t begin, size_t end);
+
+  const bool lists_allowed_;
+  Store store_;
+  bool listing_ = false;
+  std::vector<Fingerprint> pending_;  // the chunks so far, or those of the open list
+  std::vector<Fingerprint> lists_;
+};
 
 // `name` with bytes outside printable ASCII (and '\\') as \xNN, for messages.
 std::string PrintableName(std::string_view name);

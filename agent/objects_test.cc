@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "common/fingerprint.h"
 
 namespace whorl::agent {
@@ -131,6 +133,129 @@ TEST(ManifestFileTest, RefusesUnknownVersion) {
   file[8] = 2;
   auto r = DecodeManifestFile(file, Snap().repository_id());
   EXPECT_NE(std::string(r.status().message()).find("unsupported version 2"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace whorl::agent
+
+namespace whorl::agent {
+namespace {
+
+std::vector<Fingerprint> Fingerprints(size_t n, const std::string& salt) {
+  std::vector<Fingerprint> out;
+  for (size_t i = 0; i < n; ++i) out.push_back(Sha256(salt + std::to_string(i)));
+  return out;
+}
+
+// Runs `fps` through a builder; returns the node and the lists it stored, in order.
+struct Built {
+  v1::Node node;
+  std::vector<std::pair<Fingerprint, std::string>> lists;
+};
+Built Build(const std::vector<Fingerprint>& fps, bool lists_allowed = true) {
+  Built b;
+  ChunkListBuilder builder(lists_allowed, [&b](const Fingerprint& fp, std::string bytes) {
+    b.lists.emplace_back(fp, std::move(bytes));
+    return absl::OkStatus();
+  });
+  for (const Fingerprint& fp : fps) EXPECT_TRUE(builder.Add(fp).ok());
+  EXPECT_TRUE(builder.Finish(&b.node).ok());
+  return b;
+}
+
+TEST(ChunkListTest, AFileOfUpTo2048ChunksKeepsThemInline) {
+  const std::vector<Fingerprint> fps = Fingerprints(kMaxInlineChunks, "a");
+  const Built b = Build(fps);
+  EXPECT_TRUE(b.lists.empty());
+  EXPECT_EQ(b.node.chunk_lists_size(), 0);
+  ASSERT_EQ(b.node.chunks_size(), static_cast<int>(fps.size()));
+  for (size_t i = 0; i < fps.size(); ++i) EXPECT_EQ(b.node.chunks(i), fps[i].ToBytes());
+}
+
+TEST(ChunkListTest, ALongerFileNamesListsThatHoldItsChunksInOrder) {
+  const std::vector<Fingerprint> fps = Fingerprints(60000, "b");
+  const Built b = Build(fps);
+  EXPECT_EQ(b.node.chunks_size(), 0);
+  ASSERT_EQ(b.node.chunk_lists_size(), static_cast<int>(b.lists.size()));
+  std::vector<Fingerprint> joined;
+  for (size_t i = 0; i < b.lists.size(); ++i) {
+    const auto& [fp, bytes] = b.lists[i];
+    EXPECT_EQ(b.node.chunk_lists(i), fp.ToBytes());
+    EXPECT_EQ(Sha256(bytes), fp);
+    absl::StatusOr<std::vector<Fingerprint>> chunks = DecodeChunkList(bytes);
+    ASSERT_TRUE(chunks.ok()) << chunks.status();
+    EXPECT_LE(chunks->size(), kMaxListChunks);
+    // Every list but the last ends where the rule says, and nowhere before.
+    if (i + 1 < b.lists.size()) {
+      EXPECT_TRUE(EndsChunkList(chunks->back(), chunks->size()));
+    }
+    for (size_t k = 0; k + 1 < chunks->size(); ++k) {
+      EXPECT_FALSE(EndsChunkList((*chunks)[k], k + 1));
+    }
+    joined.insert(joined.end(), chunks->begin(), chunks->end());
+  }
+  EXPECT_EQ(joined, fps);
+  // About one end in 4096 chunks past the first 256.
+  EXPECT_GE(b.lists.size(), 8u);
+  EXPECT_LE(b.lists.size(), 30u);
+}
+
+TEST(ChunkListTest, AnEditEarlyInABigFileLeavesItsLaterListsAsTheyWere) {
+  const std::vector<Fingerprint> fps = Fingerprints(60000, "c");
+  std::vector<Fingerprint> edited = fps;
+  edited.insert(edited.begin() + 100, Sha256("inserted"));
+  edited.erase(edited.begin() + 30000);
+  const Built before = Build(fps), after = Build(edited);
+  std::set<std::string> old_lists(before.node.chunk_lists().begin(),
+                                  before.node.chunk_lists().end());
+  int fresh = 0;
+  for (const std::string& id : after.node.chunk_lists()) fresh += old_lists.contains(id) ? 0 : 1;
+  EXPECT_GE(fresh, 1);
+  EXPECT_LE(fresh, 2);  // the lists around the two edits; the count-based cut would change all
+}
+
+TEST(ChunkListTest, ARepositoryBeforeVersion4KeepsEveryChunkInline) {
+  const std::vector<Fingerprint> fps = Fingerprints(10000, "d");
+  const Built b = Build(fps, /*lists_allowed=*/false);
+  EXPECT_TRUE(b.lists.empty());
+  EXPECT_EQ(b.node.chunks_size(), 10000);
+}
+
+TEST(ChunkListTest, AFailedStoreFailsTheFile) {
+  ChunkListBuilder builder(true, [](const Fingerprint&, std::string) {
+    return absl::ResourceExhaustedError("disk full");
+  });
+  absl::Status s;
+  for (const Fingerprint& fp : Fingerprints(kMaxInlineChunks + kMaxListChunks, "e")) {
+    s = builder.Add(fp);
+    if (!s.ok()) break;
+  }
+  EXPECT_EQ(s, absl::ResourceExhaustedError("disk full"));
+}
+
+TEST(ChunkListTest, DecodeRefusesWhatNoWriterMakes) {
+  const std::string why = " fingerprints of 32 bytes";
+  EXPECT_EQ(DecodeChunkList("").status(),
+            absl::DataLossError("chunk list of 0 bytes is not 1 to 16384" + why));
+  EXPECT_EQ(DecodeChunkList(std::string(33, 'x')).status(),
+            absl::DataLossError("chunk list of 33 bytes is not 1 to 16384" + why));
+  EXPECT_EQ(DecodeChunkList(std::string(32 * (kMaxListChunks + 1), 'x')).status(),
+            absl::DataLossError("chunk list of 524320 bytes is not 1 to 16384" + why));
+  EXPECT_EQ(DecodeChunkList(std::string(64, 'x'))->size(), 2u);
+}
+
+TEST(ChunkListTest, ANodeWithBothChunksAndListsOrABadListIdIsRefused) {
+  v1::Node n;
+  n.set_name("f");
+  n.set_type(v1::Node::FILE);
+  n.add_chunks(Sha256("x").ToBytes());
+  n.add_chunk_lists(Sha256("y").ToBytes());
+  EXPECT_EQ(ValidateNode(n),
+            absl::InvalidArgumentError("file 'f' has both chunks and chunk lists"));
+  n.clear_chunks();
+  EXPECT_TRUE(ValidateNode(n).ok());
+  n.add_chunk_lists("short");
+  EXPECT_EQ(ValidateNode(n), absl::InvalidArgumentError("file 'f' has a bad chunk list id"));
 }
 
 }  // namespace

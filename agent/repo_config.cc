@@ -143,8 +143,7 @@ absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t ma
   }
   c.compression = compression;
   c.large_compression = large_compression;
-  const bool lz4 = compression.codec == Codec::kLz4 || large_compression.codec == Codec::kLz4;
-  c.version = lz4 ? kLz4RepoFormatVersion : 2;
+  c.version = kChunkListRepoFormatVersion;
   return c;
 }
 

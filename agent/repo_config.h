@@ -18,16 +18,24 @@ namespace whorl::agent {
 // repository. Version 3 adds LZ4 (codec 2), the only thing a version 2 build cannot read in it;
 // a config names "lz4" only at version 3 or later. This build reads versions
 // kOldestRepoFormatVersion..kRepoFormatVersion and writes bundles only into a version 2 or later
-// repository; `whorl init` makes version 3 when a compression setting is LZ4, else version 2, so
-// a repository stays readable by the builds that can read everything it may hold.
-inline constexpr int kRepoFormatVersion = 3;
+// repository (builds before version 4 existed made version 3 when a compression setting was
+// LZ4, else version 2, so that a repository stayed readable by the builds that could read
+// everything it might hold). Version 4
+// adds chunk lists (Node.chunk_lists, repository_format.md): a file of more than
+// kMaxInlineChunks chunks names lists of its chunks instead of the chunks, which a version 3
+// build would read as an empty file, so it must refuse the repository. `whorl init` makes
+// version 4: any repository may come to hold a big file.
+inline constexpr int kRepoFormatVersion = 4;
 inline constexpr int kLz4RepoFormatVersion = 3;
+inline constexpr int kChunkListRepoFormatVersion = 4;
 inline constexpr int kOldestRepoFormatVersion = 1;
 
 struct RepoConfig {
   int version = kRepoFormatVersion;
   // Whether backups may store bundles.
   bool bundles() const { return version >= 2; }
+  // Whether backups may store chunk lists.
+  bool chunk_lists() const { return version >= kChunkListRepoFormatVersion; }
   std::string id;  // 32 lowercase hex digits, random at init
   ChunkerParams chunker;
   CompressionSpec compression;  // trees and chunks of files under kLargeFileBytes (bundled)

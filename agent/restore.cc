@@ -318,6 +318,10 @@ class Restorer {
         for (const std::string& id : node.chunks()) {
           if (auto fp = Fingerprint::FromBytes(id); fp.ok()) fps.push_back(*fp);
         }
+        // A big file's lists; WriteChunks announces their chunks as it reads each.
+        for (const std::string& id : node.chunk_lists()) {
+          if (auto fp = Fingerprint::FromBytes(id); fp.ok()) fps.push_back(*fp);
+        }
       }
     }
     repo_->Prefetch(fps);
@@ -489,13 +493,30 @@ class Restorer {
   // slower, 1.23-1.43 s against 1.01-1.20 s, the disk write then being inside the restore.)
   absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node) {
     uint64_t written = 0;
-    for (const std::string& id : node.chunks()) {
-      WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(id));
+    // False once the chunks hold more than the node's size.
+    auto write = [&](const Fingerprint& fp) -> absl::StatusOr<bool> {
       absl::StatusOr<std::string> data = ReadChunkRetrying(repo_, fp, kReadAttempts);
       if (!data.ok()) return Annotate(data.status(), "chunk " + fp.ToHex());
       written += data->size();
-      if (written > node.size()) break;  // a hostile chunk list: stop writing at once
+      if (written > node.size()) return false;  // a hostile chunk list: stop writing at once
       WHORL_RETURN_IF_ERROR(WriteAll(fd, *data, path));
+      return true;
+    };
+    bool more = true;
+    for (int i = 0; more && i < node.chunks_size(); ++i) {
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(node.chunks(i)));
+      WHORL_ASSIGN_OR_RETURN(more, write(fp));
+    }
+    for (int i = 0; more && i < node.chunk_lists_size(); ++i) {
+      WHORL_ASSIGN_OR_RETURN(Fingerprint list_fp, Fingerprint::FromBytes(node.chunk_lists(i)));
+      absl::StatusOr<std::string> list = ReadChunkRetrying(repo_, list_fp, kReadAttempts);
+      if (!list.ok()) return Annotate(list.status(), "chunk list " + list_fp.ToHex());
+      absl::StatusOr<std::vector<Fingerprint>> chunks = DecodeChunkList(*list);
+      if (!chunks.ok()) return Annotate(chunks.status(), "chunk list " + list_fp.ToHex());
+      repo_->Prefetch(*chunks);
+      for (size_t k = 0; more && k < chunks->size(); ++k) {
+        WHORL_ASSIGN_OR_RETURN(more, write((*chunks)[k]));
+      }
     }
     if (written != node.size()) {
       return absl::DataLossError(

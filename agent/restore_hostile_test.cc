@@ -420,3 +420,47 @@ TEST_F(HostileRestoreTest, CliNamesEachRefusedEntryAndExits1) {
 
 }  // namespace
 }  // namespace whorl::agent
+
+namespace whorl::agent {
+namespace {
+
+// Chunk lists (repository version 4) that no writer makes: each fails its own file only, which
+// is left out, with the reason.
+TEST_F(HostileRestoreTest, ChunkListsThatDoNotHoldFingerprintsOrTheSizeFailTheirFileOnly) {
+  const std::string a = Put("aaaa"), b = Put("bbbbbb");
+  auto listed = [&](const std::string& name, const std::string& list, uint64_t size) {
+    v1::Node n = Named(name, v1::Node::FILE);
+    n.add_chunk_lists(Put(list));
+    n.set_size(size);
+    return n;
+  };
+  const std::string torn = a + b.substr(0, 31);
+  const RestoreResult r = Restore({
+      listed("ragged", torn, 10),
+      listed("short", a + b, 4),
+      listed("long", a, 10),
+      listed("good", a + b + a, 14),
+      File("plain", "plain"),
+  });
+  EXPECT_EQ(r.errors, (std::vector<std::string>{
+                          "/ragged: chunk list " + Sha256(torn).ToHex() +
+                              ": chunk list of 63 bytes is not 1 to 16384 fingerprints of 32 bytes",
+                          "/short: chunks hold over 10 bytes, the tree says 4",
+                          "/long: chunks hold 4 bytes, the tree says 10",
+                      }));
+  EXPECT_EQ(Listing(target_), (std::map<std::string, std::string>{{"good", "file:aaaabbbbbbaaaa"},
+                                                                  {"plain", "file:plain"}}));
+}
+
+TEST_F(HostileRestoreTest, AFileWithBothChunksAndChunkListsIsRefused) {
+  v1::Node both = File("both", "inline");
+  both.add_chunk_lists(Put(Sha256("x").ToBytes()));
+  const RestoreResult r = Restore({both, File("ok", "ok")});
+  EXPECT_EQ(
+      r.errors,
+      (std::vector<std::string>{"/both: refused: file 'both' has both chunks and chunk lists"}));
+  EXPECT_EQ(Listing(target_), (std::map<std::string, std::string>{{"ok", "file:ok"}}));
+}
+
+}  // namespace
+}  // namespace whorl::agent

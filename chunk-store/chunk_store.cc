@@ -1,6 +1,8 @@
 #include "chunk-store/chunk_store.h"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <sys/stat.h>
@@ -928,6 +930,13 @@ absl::StatusOr<std::unique_ptr<ChunkStore>> ChunkStore::Open(const std::string& 
   locator_options.compression = rocksdb::kZSTD;
   rocksdb::BlockBasedTableOptions locator_table;
   locator_table.block_size = 16 << 10;
+  // A put first looks its fingerprints up (LookupMany), nearly all absent: without a filter
+  // each lookup read and decoded a 16 KiB block of every table, and the block cache kept them
+  // (the 2 GiB image's first backup: +3 MB of the agent's peak, growing with the corpus).
+  // 16 bits a key: ~0.1% false positives against 1% for 10, each a block read and decode.
+  locator_table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(16));
+  locator_table.whole_key_filtering = true;
+  locator_table.block_cache = rocksdb::NewLRUCache(options.locator_block_cache_bytes);
   locator_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(locator_table));
   rocksdb::ColumnFamilyOptions pack_ends_options;
   pack_ends_options.write_buffer_size = 1 << 20;  // one small entry per pack

@@ -47,6 +47,8 @@ struct ChunkStoreOptions {
   // RocksDB memtable of the locator, in bytes, before a flush to a table file. Default: 4 MiB
   // (~70k chunks).
   uint64_t locator_write_buffer_bytes = 4ull << 20;
+  // The locator's RocksDB block cache, in bytes (decoded 16 KiB blocks, ~350 chunks each).
+  uint64_t locator_block_cache_bytes = 8ull << 20;
   // Free space a put must leave on the store's filesystem, for the locator's WAL and memtable
   // flushes: a put that would leave less is refused with RESOURCE_EXHAUSTED ("No space left on
   // device") before anything is written. 0: twice locator_write_buffer_bytes and 1 MiB.

@@ -49,9 +49,9 @@ class BundleTest(w.WhorlTestCase):
             return json.load(f)["version"]
 
     def test_a_new_repository_bundles_small_files_in_version_2_packs(self):
-        # Version 3 (its large files use LZ4); only an LZ4 record would start a version 3 pack.
+        # Version 4 (chunk lists); only an LZ4 record would start a version 3 pack.
         repo = self.init_repo("repo")
-        self.assertEqual(self.config_version(repo), 3)
+        self.assertEqual(self.config_version(repo), 4)
         self.backup(repo, self.src)
         packs = pack_records(repo)
         bundles = [r for _, v, recs in packs if v == 2 for r in recs if r[1] & 1]
@@ -70,12 +70,12 @@ class BundleTest(w.WhorlTestCase):
         self.whorl("check", "--repo", repo, "--read-data", expect=0)
 
     def test_a_version_1_repository_gets_no_bundles(self):
-        repo = self.init_repo("repo", "--compression", "zstd:3")  # no LZ4: version 2
+        repo = self.init_repo("repo", "--compression", "zstd:3")  # no LZ4: version 1 reads it
         cfg = os.path.join(repo, "config")
         with open(cfg) as f:
             text_ = f.read()
         with open(cfg, "w") as f:
-            f.write(text_.replace('"version": 2', '"version": 1'))
+            f.write(text_.replace('"version": 4', '"version": 1'))
         self.backup(repo, self.src)
         for _, version, recs in pack_records(repo):
             self.assertEqual(version, 1)

@@ -1,7 +1,9 @@
 """restore: full fidelity (bytes, modes, ns mtimes, symlinks, hard links, owners, odd names),
 targets, --include, snapshot selection, and never writing outside the target."""
 
+import json
 import os
+import shutil
 
 import whorl_e2e as w
 
@@ -336,6 +338,54 @@ class RestoreEscapeTest(w.WhorlTestCase):
             f = os.path.join(dst, b"f")
             self.assertFalse(os.path.islink(f), r.describe())
             self.assertEqual(w.read_bytes(f), b"payload")
+
+
+class ChunkListTest(w.WhorlTestCase):
+    """A file of more than 2048 chunks names chunk lists, not its chunks (repository version 4);
+    a version 3 repository keeps them inline. Both restore every version exactly."""
+
+    SMALL_CHUNKS = ("--chunk-min", "64", "--chunk-avg", "256", "--chunk-max", "1024")
+
+    def test_a_big_file_goes_in_chunk_lists_and_comes_back_exactly(self):
+        v4 = self.init_repo("v4", *self.SMALL_CHUNKS)
+        # The same chunker (polynomial and sizes) at version 3: the same chunks, inline.
+        v3 = self.path("v3")
+        shutil.copytree(v4, v3)
+        with open(os.path.join(v3, "config")) as f:
+            config = json.load(f)
+        self.assertEqual(config["version"], 4)
+        config["version"] = 3
+        with open(os.path.join(v3, "config"), "w") as f:
+            json.dump(config, f)
+        src = w.makedirs(self.bpath("src"))
+        big = os.path.join(src, b"big.img")
+        data = os.urandom(8 << 20)  # ~25k chunks of ~330 bytes
+        w.write_file(big, data)
+        w.write_file(os.path.join(src, b"small"), os.urandom(20_000))  # ~60 chunks: inline
+        first = self.backup(v4, src)[1]["snapshot_id"]
+        self.backup(v3, src)
+        # The lists are the only objects the version 4 repository has more of: about one per
+        # 4352 chunks.
+        extra = self.stats(v4)["unique_chunks"] - self.stats(v3)["unique_chunks"]
+        self.assertGreaterEqual(extra, 2)
+        self.assertLessEqual(extra, 20)
+        # Edited early and in the middle: the next version shares every list but those around
+        # the edits.
+        edited = data[:5000] + os.urandom(100) + data[5000:4_000_000] + data[4_000_100:]
+        w.write_file(big, edited)
+        before = self.stats(v4)["unique_chunks"]
+        second = self.backup(v4, src)[1]["snapshot_id"]
+        # A few chunks at each edit, a list each, the file's tree and those above it.
+        self.assertLess(self.stats(v4)["unique_chunks"] - before, 40)
+        for i, (snap, want) in enumerate(((first, data), (second, edited))):
+            target = self.path(f"t{i}")
+            r = self.restore(v4, snap, target)
+            self.assertEqual(r.err, b"", r.describe())
+            self.assertEqual(w.read_bytes(w.restored_path(target, big)), want)
+        self.whorl("check", "--repo", v4, "--read-data", expect=0)
+        target = self.path("t3")
+        self.restore(v3, "latest", target)
+        self.assertEqual(w.read_bytes(w.restored_path(target, big)), data)
 
 
 if __name__ == "__main__":
