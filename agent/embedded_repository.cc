@@ -190,13 +190,6 @@ absl::StatusOr<Stores> OpenStores(const std::string& path, bool read_only) {
   options.read_only = read_only;
   metadata::MetadataStoreOptions meta_options;
   meta_options.read_only = read_only;
-  // Memtables of 1 MiB, not 4: a first backup fills them at ~100 bytes per new chunk, so the
-  // peak grew with the corpus until they were full (the 1 GiB image's ~20k chunks filled half,
-  // twice that image all: +4 MiB of the agent's peak, 27.3 -> 31.0 MiB of anonymous memory).
-  // Full from ~10k new chunks on, they make the peak the same for any corpus bigger than that.
-  constexpr uint64_t kMemtableBytes = 1 << 20;
-  options.locator_write_buffer_bytes = kMemtableBytes;
-  meta_options.write_buffer_bytes = kMemtableBytes;
   // The index's block cache: a backup reads its blocks only for fingerprints already stored
   // (and the Bloom filters' 1% of false positives), a restore not at all.
   meta_options.block_cache_bytes = 4 << 20;
