@@ -33,7 +33,7 @@ bool EndsChunkList(const Fingerprint& last, size_t count) {
   return count >= kMinListChunks && (last.Prefix64() & 0xfff) == 0;
 }
 
-std::string EncodeChunkList(const std::vector<Fingerprint>& chunks) {
+std::string EncodeChunkList(std::span<const Fingerprint> chunks) {
   std::string out;
   out.reserve(chunks.size() * Fingerprint::kSize);
   for (const Fingerprint& fp : chunks) {
@@ -57,9 +57,7 @@ absl::StatusOr<std::vector<Fingerprint>> DecodeChunkList(std::string_view bytes)
 }
 
 absl::Status ChunkListBuilder::StoreList(size_t begin, size_t end) {
-  const std::vector<Fingerprint> chunks(pending_.begin() + static_cast<ptrdiff_t>(begin),
-                                        pending_.begin() + static_cast<ptrdiff_t>(end));
-  std::string bytes = EncodeChunkList(chunks);
+  std::string bytes = EncodeChunkList(std::span(pending_).subspan(begin, end - begin));
   const Fingerprint fp = Sha256(bytes);
   WHORL_RETURN_IF_ERROR(store_(fp, std::move(bytes)));
   lists_.push_back(fp);

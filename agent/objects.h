@@ -6,6 +6,7 @@
 #define WHORL_AGENT_OBJECTS_H_
 
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,7 +48,7 @@ bool EndsChunkList(const Fingerprint& last, size_t count);
 
 // A list's stored bytes, and back. DecodeChunkList refuses (DATA_LOSS) an empty list, one of
 // more than kMaxListChunks, or a length that is not a multiple of 32.
-std::string EncodeChunkList(const std::vector<Fingerprint>& chunks);
+std::string EncodeChunkList(std::span<const Fingerprint> chunks);
 absl::StatusOr<std::vector<Fingerprint>> DecodeChunkList(std::string_view bytes);
 
 // Gathers a file's chunk fingerprints as they come and hands each finished chunk list to

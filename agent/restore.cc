@@ -63,8 +63,8 @@ class Restorer {
       : repo_(repo),
         options_(options),
         on_error_(on_error),
-        is_root_(::geteuid() == 0),
         euid_(::geteuid()),
+        is_root_(euid_ == 0),
         egid_(::getegid()),
         umask_(ProcessUmask()) {}
   ~Restorer() { StopWriters(); }
@@ -579,8 +579,8 @@ class Restorer {
   Repository* repo_;
   const RestoreOptions& options_;
   std::function<void(const std::string&)> on_error_;
-  const bool is_root_;
   const uid_t euid_;
+  const bool is_root_;  // euid_ == 0
   const gid_t egid_;
   const std::optional<mode_t> umask_;
   int target_fd_ = -1;
