@@ -332,6 +332,7 @@ class Archiver {
       node.set_subtree(fp.ToBytes());
       *tree.add_nodes() = std::move(node);
     }
+    WHORL_RETURN_IF_ERROR(SaveWalkedDirs(0));  // they may point into `tree`
     WHORL_RETURN_IF_ERROR(Resolve(&tree, pending));
     return tree;
   }
@@ -378,12 +379,16 @@ class Archiver {
         break;
       case v1::Node::DIR: {
         if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) ++counts_.dirs_new;
-        std::shared_ptr<const v1::Tree> parent_sub = ParentSubtree(parent_node);
-        WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveDirContents(path, parent_sub.get()));
-        WHORL_ASSIGN_OR_RETURN(Fingerprint fp,
-                               SaveTree(&sub, parent_sub.get(), ParentId(parent_node)));
-        node.set_subtree(fp.ToBytes());
-        break;
+        // The node goes in now; its subtree's fingerprint once the directory's tree is saved
+        // (Defer).
+        *tree->add_nodes() = std::move(node);
+        auto dir = std::make_unique<WalkedDir>();
+        dir->parent = ParentSubtree(parent_node);
+        dir->parent_id = std::string(ParentId(parent_node));
+        dir->up = tree;
+        dir->up_index = tree->nodes_size() - 1;
+        WHORL_RETURN_IF_ERROR(WalkDir(path, dir->parent.get(), &dir->tree, &dir->files));
+        return Defer(std::move(dir));
       }
       case v1::Node::SYMLINK: {
         std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
@@ -437,8 +442,20 @@ class Archiver {
     return absl::OkStatus();
   }
 
+  // Saves the directory `path` whole and returns its tree (not saved itself).
   absl::StatusOr<v1::Tree> SaveDirContents(const std::string& path, const v1::Tree* parent) {
     v1::Tree tree;
+    PendingFiles pending;
+    WHORL_RETURN_IF_ERROR(WalkDir(path, parent, &tree, &pending));
+    WHORL_RETURN_IF_ERROR(SaveWalkedDirs(0));
+    WHORL_RETURN_IF_ERROR(Resolve(&tree, pending));
+    return tree;
+  }
+
+  // Walks the entries of directory `path` into `tree`: its files go to the pool (into
+  // `pending`), its subdirectories are walked and deferred (Defer).
+  absl::Status WalkDir(const std::string& path, const v1::Tree* parent, v1::Tree* tree,
+                       PendingFiles* pending) {
     std::optional<std::vector<DirEntry>> listing;
     if (walk_ahead_ != nullptr) listing = walk_ahead_->Take(path);
     if (!listing.has_value()) {
@@ -446,12 +463,11 @@ class Archiver {
       unsigned long dev = 0;
       if (const int err = ReadListing(path, &*listing, &dev); err != 0) {
         Error(path, ErrnoStatus("open directory", path, err));
-        return tree;
+        return absl::OkStatus();
       }
       if (walk_ahead_ != nullptr) walk_ahead_->Walked(path, dev, *listing);
     }
     const std::string prefix = path == "/" ? "" : path;
-    PendingFiles pending;
     for (const DirEntry& entry : *listing) {
       const std::string& name = entry.name;
       const std::string child = prefix + "/" + name;
@@ -465,11 +481,48 @@ class Archiver {
           st.st_dev != root_dev_) {
         continue;
       }
-      WHORL_RETURN_IF_ERROR(SaveEntry(child, name, st, FindChild(parent, name), &tree, &pending));
+      WHORL_RETURN_IF_ERROR(SaveEntry(child, name, st, FindChild(parent, name), tree, pending));
       Progress(0);
     }
-    WHORL_RETURN_IF_ERROR(Resolve(&tree, pending));
-    return tree;
+    return absl::OkStatus();
+  }
+
+  // A directory walked whose tree waits for its files to be read before it is saved.
+  struct WalkedDir {
+    v1::Tree tree;
+    PendingFiles files;
+    std::shared_ptr<const v1::Tree> parent;  // the parent snapshot's tree for it, or null
+    std::string parent_id;                   // that tree's fingerprint (bytes), or ""
+    v1::Tree* up = nullptr;                  // the tree holding its node
+    int up_index = 0;                        // the node's index in `up`
+  };
+
+  // Queues a walked directory to be saved later, so that the walk goes on to the next
+  // directories while the pool reads this one's files. Waiting for them before leaving each
+  // directory kept as many reads in flight as a directory has files (2.2 on average in the
+  // source tree): the pool's readers sat idle 40% of a cold first backup waiting for work.
+  // Directories are saved in the order they were walked to the end, which is post-order: a
+  // directory's subdirectories are saved (and their fingerprints set in its tree) before it.
+  absl::Status Defer(std::unique_ptr<WalkedDir> dir) {
+    walked_files_ += dir->files.size();
+    walked_dirs_.push_back(std::move(dir));
+    return SaveWalkedDirs(kMaxWalkedFiles);
+  }
+
+  // Saves the oldest walked directories until at most `max_files` of their files (and
+  // kMaxWalkedDirs directories) wait; 0 saves them all.
+  absl::Status SaveWalkedDirs(size_t max_files) {
+    while (!walked_dirs_.empty() &&
+           (max_files == 0 || walked_files_ > max_files || walked_dirs_.size() > kMaxWalkedDirs)) {
+      std::unique_ptr<WalkedDir> dir = std::move(walked_dirs_.front());
+      walked_dirs_.pop_front();
+      walked_files_ -= dir->files.size();
+      WHORL_RETURN_IF_ERROR(Resolve(&dir->tree, dir->files));
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp,
+                             SaveTree(&dir->tree, dir->parent.get(), dir->parent_id));
+      dir->up->mutable_nodes(dir->up_index)->set_subtree(fp.ToBytes());
+    }
+    return absl::OkStatus();
   }
 
   // Fills `node` from the parent snapshot when the file is unchanged (nullptr); otherwise hands
@@ -609,6 +662,11 @@ class Archiver {
   std::vector<std::string> warnings_;
   BackupProgress progress_;
   Clock::time_point last_progress_{};
+  // Walked directories waiting to be saved (Defer), oldest first, and their files.
+  static constexpr size_t kMaxWalkedFiles = 1024;
+  static constexpr size_t kMaxWalkedDirs = 1024;
+  std::deque<std::unique_ptr<WalkedDir>> walked_dirs_;
+  size_t walked_files_ = 0;
   FilePool pool_;  // last: its threads use the members above, so it stops first
 };
 

@@ -275,6 +275,47 @@ class UnprivilegedTest(w.WhorlTestCase):
             self.assertEqual(w.read_bytes(os.path.join(restored, rel)),
                              w.read_bytes(os.path.join(self.src, rel)))
 
+    def test_unreadable_files_across_many_directories_leave_only_their_own_nodes_out(self):
+        # More directories and files than the walk keeps waiting for their reads (1024 each,
+        # agent/backup.cc): directory trees are saved while later ones are walked, and a file
+        # that fails is dropped from its own directory's tree, whichever directory it is in.
+        many = os.path.join(self.src, b"many")
+        expected = {}
+        secrets = []
+        for i in range(1300):
+            d = os.path.join(many, b"d%04d" % i)
+            os.makedirs(os.path.join(d, b"sub"))
+            w.write_file(os.path.join(d, b"f"), b"file %d\n" % i)
+            expected[b"many/d%04d/f" % i] = b"file %d\n" % i
+            if i % 97 == 5:
+                w.write_file(os.path.join(d, b"sub", b"g"), b"g" * i)
+                expected[b"many/d%04d/sub/g" % i] = b"g" * i
+                secret = os.path.join(d, b"zz-secret")
+                w.write_file(secret, b"s")
+                os.chmod(secret, 0)
+                secrets.append(secret)
+        for dirpath, dirnames, filenames in os.walk(many):
+            os.chown(dirpath, w.NOBODY, w.NOBODY)
+            for n in filenames:
+                if os.path.join(dirpath, n) not in secrets:
+                    os.chown(os.path.join(dirpath, n), w.NOBODY, w.NOBODY)
+        r = self.whorl("backup", "--repo", self.repo, many, user=w.NOBODY)
+        self.assertEqual(r.code, 3, r.describe())
+        named = [ln for ln in r.stderr.splitlines() if "zz-secret" in ln]
+        self.assertEqual(len(named), len(secrets), r.describe())
+        for s in secrets:
+            self.assertIn(w.fss(s), r.stderr, r.describe())
+        target = self.path("t")
+        self.restore(self.repo, "latest", target)
+        restored = w.restored_path(target, many)
+        self.assertEqual(w.all_files(restored),
+                         sorted(rel[len(b"many/"):] for rel in expected))
+        for rel, data in expected.items():
+            self.assertEqual(w.read_bytes(os.path.join(restored, rel[len(b"many/"):])), data, rel)
+        empty_subs = [b"d%04d/sub" % i for i in range(1300) if i % 97 != 5]
+        for rel in empty_subs[::50]:
+            self.assertEqual(os.listdir(os.path.join(restored, rel)), [], rel)
+
     def test_excluded_unreadable_dir_is_not_entered(self):
         os.chown(self.secret, w.NOBODY, w.NOBODY)
         os.chmod(self.secret, 0o644)
