@@ -568,9 +568,10 @@ class Archiver {
     // end (a string per chunk made as the file is read, between the pipeline's buffers,
     // fragmented the heap); a big file's go into chunk lists as it is read, each stored after
     // the chunks it names, so what is held does not grow with the file.
-    ChunkListBuilder chunks(
-        repo_->config().chunk_lists(),
-        [this](const Fingerprint& fp, std::string bytes) { return uploader_.AddTree(fp, bytes); });
+    ChunkListBuilder chunks(repo_->config().chunk_lists(),
+                            [this](const Fingerprint& fp, std::string bytes) {
+                              return uploader_.AddTree(fp, bytes, ChunkUploader::kChunkList);
+                            });
     absl::StatusOr<uint64_t> size = file_chunker->Chunk(
         fd, path,
         [this, job, &chunks](std::string_view chunk) {

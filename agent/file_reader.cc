@@ -322,8 +322,8 @@ absl::StatusOr<uint64_t> FileChunker::Chunk(
   std::unique_ptr<HashStage> hasher;  // destroyed (joined) before the source's blocks
   if (big && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_DIRECT) == 0) {
     const bool pipelined = static_cast<uint64_t>(st.st_size) >= options_.pipeline_min_size;
-    source = std::make_unique<ReadAheadSource>(fd, path, prefix,
-                                               RoundUp(std::max(options_.direct_block_size, max)),
+    const size_t block = pipelined ? options_.pipelined_block_size : options_.direct_block_size;
+    source = std::make_unique<ReadAheadSource>(fd, path, prefix, RoundUp(std::max(block, max)),
                                                pipelined ? HashStage::kSourceBlocks : 2);
     if (pipelined) hasher = std::make_unique<HashStage>(on_chunk, source.get());
   } else {

@@ -89,6 +89,7 @@ TEST_F(FileChunkerTest, SameCutsAsInMemoryForEverySizeAndPath) {
     options.pipeline_min_size = pipeline_min;
     options.block_size = 16384;  // == max_size: tails move at every block
     options.direct_block_size = 20480;
+    options.pipelined_block_size = 24576;
     FileChunker fc(chunker, options);  // reused across files, as a worker does
     for (size_t size :
          {0, 1, 1023, 1024, 4095, 4096, 16383, 16384, 16385, 20480, 40961, 300000, 1 << 20}) {

@@ -15,6 +15,7 @@ ChunkUploader::~ChunkUploader() {
     stop_ = true;
   }
   if (encoder_.joinable()) encoder_.join();
+  for (std::thread& t : compressors_) t.join();
   if (storer_.joinable()) storer_.join();
 }
 
@@ -42,9 +43,9 @@ absl::Status ChunkUploader::Add(const Fingerprint& fp, std::string_view plain, K
   return absl::OkStatus();
 }
 
-absl::Status ChunkUploader::AddTree(const Fingerprint& fp, std::string_view plain) {
+absl::Status ChunkUploader::AddTree(const Fingerprint& fp, std::string_view plain, Kind kind) {
   absl::MutexLock add_lock(&add_mu_);
-  if (!Queue(&trees_, fp, plain, kTree)) return absl::OkStatus();
+  if (!Queue(&trees_, fp, plain, kind)) return absl::OkStatus();
   tree_bytes_ += plain.size();
   if (tree_bytes_ >= kTreeBatchBytes || trees_.size() >= kBatchChunks) return SubmitTrees();
   return absl::OkStatus();
@@ -59,6 +60,8 @@ absl::Status ChunkUploader::Submit(Batch* pending) {
   if (!encoder_.joinable()) {
     encoder_ = std::thread([this] { RunEncoder(); });
     storer_ = std::thread([this] { RunStorer(); });
+    const size_t n = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+    for (size_t i = 0; i < n; ++i) compressors_.emplace_back([this] { RunCompressor(); });
   }
   Batch batch;
   batch.swap(*pending);
@@ -87,8 +90,8 @@ absl::Status ChunkUploader::Flush() {
   flushing_ = true;  // the encoder hands over what it carries once nothing else waits
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-        return (u->queue_.empty() && u->encoded_.empty() && u->busy_ == 0 && !u->carrying_ &&
-                !u->holding_) ||
+        return (u->queue_.empty() && u->units_.empty() && u->encoded_.empty() && u->busy_ == 0 &&
+                u->carry_.empty() && !u->holding_) ||
                !u->error_.ok();
       },
       this));
@@ -104,13 +107,16 @@ void ChunkUploader::RunEncoder() {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+            // Flushing: close the open bundles, then, once every unit is encoded, hand over
+            // what is carried (less than kStoreBytes).
             return !u->queue_.empty() || u->stop_ ||
-                   (u->flushing_ && (u->carrying_ || u->holding_));
+                   (u->flushing_ &&
+                    (u->holding_ || (!u->carry_.empty() && u->units_.empty() && !u->draining_)));
           },
           this));
       if (queue_.empty()) {
         if (stop_) return;  // stopping, nothing left
-        hand_over = true;   // flushing: store the open bundles and what the encoder carries
+        hand_over = true;   // flushing: the open bundles, or what is carried
       } else {
         batch = std::move(queue_.front());
         queue_.pop_front();
@@ -123,8 +129,9 @@ void ChunkUploader::RunEncoder() {
     }
     absl::Status s = absl::OkStatus();
     if (!batch.empty() || hand_over) s = Process(std::move(batch), hand_over);
-    if (s.ok() && hand_over) s = HandOver();
     absl::MutexLock lock(&mu_);
+    // Every bundle is closed and every unit drained: what is carried goes to the storer.
+    if (s.ok() && hand_over && !holding_ && units_.empty() && !draining_) s = HandOver();
     --busy_;
     if (!s.ok() && error_.ok()) error_ = s;
   }
@@ -174,9 +181,9 @@ CompressionSpec ChunkUploader::BundleCompression(const CompressionSpec& spec, si
   return CompressionSpec{Codec::kZstd, std::max(spec.level, kSmallBundleZstdLevel)};
 }
 
-// Asks which chunks of the batch are missing and compresses those, then hands them to the
-// storer (waiting while kMaxEncodedQueued encoded stores already wait). With `close_all`, every
-// open bundle is closed and compressed too (the end of the backup).
+// Asks which chunks of the batch are missing and queues those for the compressors, alone or in
+// the bundles they close (waiting while kMaxUnitBytes wait). With `close_all`, every open bundle
+// is closed and queued too (the end of the backup).
 absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
   std::vector<bool> missing;
   if (!batch.empty()) {
@@ -212,7 +219,13 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!missing[i]) continue;
     Pending& p = batch[i];
-    const bool tree = p.kind == kTree;
+    const bool tree = p.kind == kTree || p.kind == kChunkList;  // from the tree batch
+    // The first tree or list of a tree batch: the open bundles of file chunks are closed before
+    // it, so a tree (or a list) is still stored after every chunk added before it.
+    if (tree && !closed_for_trees) {
+      closed_for_trees = true;
+      close_where([](const std::pair<Kind, size_t>& key) { return key.first == kSmallFile; });
+    }
     if (!bundling || (p.kind != kSmallFile && !tree) || p.plain.size() >= kBundleMemberBytes) {
       units.emplace_back();
       units.back().push_back(std::move(p));
@@ -222,13 +235,7 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
     // Once in a bundle not stored yet is enough (the uploader forgets what it saw, and asks
     // again, after kMaxKnown chunks).
     if (!open_fps_.insert(p.fp).second) continue;
-    // The first tree of a tree batch: the open bundles of file chunks are closed before it, so a
-    // tree is still stored after every chunk added before it.
-    if (tree && !closed_for_trees) {
-      closed_for_trees = true;
-      close_where([](const std::pair<bool, size_t>& key) { return !key.first; });
-    }
-    OpenBundle& b = open_[{tree, repo_->BundleGroup(p.fp)}];
+    OpenBundle& b = open_[{p.kind, repo_->BundleGroup(p.fp)}];
     if (!b.items.empty() && p.walked > b.walked + kBundleSpanBytes) close_bundle(b, !tree);
     if (b.items.empty()) b.walked = p.walked;
     b.bytes += p.plain.size();
@@ -236,83 +243,123 @@ absl::Status ChunkUploader::Process(Batch batch, bool close_all) {
     if (b.bytes >= kBundleBytes || b.items.size() >= kMaxBundleMembers) close_bundle(b);
   }
   batch.clear();
-  if (close_all) close_where([](const std::pair<bool, size_t>&) { return true; });
+  if (close_all) close_where([](const std::pair<Kind, size_t>&) { return true; });
   std::erase_if(open_, [](const auto& e) { return e.second.items.empty(); });
 
-  if (!units.empty()) {
-    // Compression is the costly step: spread it over the cores. Each thread takes the next unit
-    // not taken yet (units differ in size and in cost by up to 100x: a run of zeros, random
-    // bytes, a 2 MiB bundle), so none waits while another still has several to do.
-    std::vector<EncodedChunk> chunks(units.size());
-    const RepoConfig& config = repo_->config();
-    const size_t workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
-    std::atomic<size_t> next_unit{0};
-    auto encode_units = [&] {
-      for (size_t k = next_unit++; k < units.size(); k = next_unit++) {
-        EncodedChunk& out = chunks[k];
-        Batch& unit = units[k];
-        if (unit.size() == 1) {
-          const Pending& p = unit[0];
-          out.fingerprint = p.fp;
-          out.plain_size = p.plain.size();
-          out.data = Encode(p.kind == kLargeFile ? config.large_compression : config.compression,
-                            p.plain, &out.codec);
-          unit.clear();
-          continue;
-        }
-        for (const Pending& p : unit) {
-          out.members.push_back({p.fp, static_cast<uint32_t>(p.plain.size())});
-        }
-        size_t size = BundleTableSize(out.members.size());
-        for (const BundleMember& m : out.members) size += m.size;
-        std::string plain = EncodeBundleTable(out.members);
-        plain.reserve(size);  // one allocation for up to 2 MiB of members
-        for (Pending& p : unit) {
-          plain += p.plain;
-          std::string().swap(p.plain);
-        }
-        unit.clear();
-        out.plain_size = plain.size();
-        out.data = Encode(
-            strong[k] ? BundleCompression(config.compression, plain.size()) : config.compression,
-            plain, &out.codec);
-      }
-    };
-    std::vector<std::thread> threads;
-    for (size_t w = 1; w < workers && w < units.size(); ++w) threads.emplace_back(encode_units);
-    encode_units();
-    for (auto& t : threads) t.join();
-    units.clear();
-
-    // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new
-    // chunks in each batch, and each store is a group commit (fsyncs), so it is not paid per
-    // batch.
-    for (EncodedChunk& c : chunks) {
-      carry_bytes_ += c.data.size();
-      carry_.push_back(std::move(c));
-    }
-  }
-  {
+  for (size_t k = 0; k < units.size(); ++k) {
+    auto unit = std::make_unique<Unit>();
+    unit->items = std::move(units[k]);
+    unit->strong = strong[k];
+    for (const Pending& p : unit->items) unit->plain_bytes += p.plain.size();
     absl::MutexLock lock(&mu_);
-    carrying_ = !carry_.empty();
-    holding_ = !open_.empty();
+    mu_.Await(absl::Condition(
+        +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+          return u->unit_bytes_ < kMaxUnitBytes || !u->error_.ok() || u->stop_;
+        },
+        this));
+    if (!error_.ok()) return error_;
+    if (stop_) return absl::CancelledError("uploader stopped");
+    unit_bytes_ += unit->plain_bytes;
+    units_.push_back(std::move(unit));
   }
-  if (carry_bytes_ >= kStoreBytes || carry_.size() >= kBatchChunks) return HandOver();
+  absl::MutexLock lock(&mu_);
+  holding_ = !open_.empty();
   return absl::OkStatus();
 }
 
+// On a compressor thread: a unit alone is encoded with the compression of its kind; a bundle's
+// members go after its table, in one buffer, encoded as one.
+void ChunkUploader::Encode(Unit* unit) const {
+  const RepoConfig& config = repo_->config();
+  EncodedChunk& out = unit->out;
+  Batch& items = unit->items;
+  // Chunk lists are fingerprints, which do not compress: zstd would spend CPU, and its context's
+  // memory in each thread that met a list, for nothing.
+  const bool lists = !items.empty() && items[0].kind == kChunkList;
+  if (items.size() == 1) {
+    const Pending& p = items[0];
+    out.fingerprint = p.fp;
+    out.plain_size = p.plain.size();
+    out.data = whorl::Encode(lists                  ? CompressionSpec{Codec::kNone, 0}
+                             : p.kind == kLargeFile ? config.large_compression
+                                                    : config.compression,
+                             p.plain, &out.codec);
+    items.clear();
+    return;
+  }
+  for (const Pending& p : items) {
+    out.members.push_back({p.fp, static_cast<uint32_t>(p.plain.size())});
+  }
+  size_t size = BundleTableSize(out.members.size());
+  for (const BundleMember& m : out.members) size += m.size;
+  std::string plain = EncodeBundleTable(out.members);
+  plain.reserve(size);  // one allocation for up to 2 MiB of members
+  for (Pending& p : items) {
+    plain += p.plain;
+    std::string().swap(p.plain);
+  }
+  items.clear();
+  out.plain_size = plain.size();
+  out.data = whorl::Encode(lists          ? CompressionSpec{Codec::kNone, 0}
+                           : unit->strong ? BundleCompression(config.compression, plain.size())
+                                          : config.compression,
+                           plain, &out.codec);
+}
+
+void ChunkUploader::RunCompressor() {
+  for (;;) {
+    Unit* unit = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
+            return u->next_unit_ < u->units_.size() || u->stop_;
+          },
+          this));
+      if (stop_) return;
+      unit = units_[next_unit_++].get();  // stays in units_ (and alive) until drained
+    }
+    Encode(unit);
+    absl::MutexLock lock(&mu_);
+    unit->done = true;
+    if (!draining_) Drain();
+  }
+}
+
+void ChunkUploader::Drain() {
+  draining_ = true;
+  while (!units_.empty() && units_.front()->done) {
+    std::unique_ptr<Unit> unit = std::move(units_.front());
+    units_.pop_front();
+    --next_unit_;
+    unit_bytes_ -= unit->plain_bytes;
+    carry_bytes_ += unit->out.data.size();
+    carry_.push_back(std::move(unit->out));
+    unit.reset();
+    // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new
+    // chunks in each batch, and each store is a group commit (fsyncs), so it is not paid per
+    // batch.
+    if (carry_bytes_ >= kStoreBytes || carry_.size() >= kBatchChunks) {
+      if (!HandOver().ok()) break;  // after an error nothing more is stored
+    }
+  }
+  draining_ = false;
+}
+
 absl::Status ChunkUploader::HandOver() {
-  absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
         return u->encoded_.size() < kMaxEncodedQueued || !u->error_.ok() || u->stop_;
       },
       this));
-  if (!error_.ok()) return error_;
+  if (!error_.ok() || stop_) {
+    carry_.clear();
+    carry_bytes_ = 0;
+    return error_.ok() ? absl::CancelledError("uploader stopped") : error_;
+  }
   if (!carry_.empty()) encoded_.push_back(std::move(carry_));
   carry_.clear();
   carry_bytes_ = 0;
-  carrying_ = false;
   return absl::OkStatus();
 }
 

@@ -8,11 +8,15 @@
 // few new chunks per batch are carried over several batches). Chunks already known in this
 // session are not asked again.
 //
-// Two background threads make a pipeline while the callers go on reading, chunking and hashing:
-// one asks and compresses batch k+1 while the other stores batch k (its fsyncs cost no CPU). At
-// most kMaxQueued full batches wait for the first and kMaxEncodedQueued stores for the second, so
-// memory stays bounded (about (kMaxQueued + 2) x kBatchBytes + (kMaxEncodedQueued + 2) x
-// kStoreBytes, and kBundleBytes per open bundle) whatever the backup's size.
+// Background threads make a pipeline while the callers go on reading, chunking and hashing:
+// the encoder thread asks the index about batch k+1 and sorts its missing chunks into units (a
+// chunk alone, or a closed bundle); compressor threads (one per core, up to 8) compress the units,
+// each taking the next one not taken; the storer stores what is compressed, in the units' order (a
+// tree is never stored before a chunk added before it). At most kMaxQueued full batches wait for
+// the encoder, kMaxUnitBytes plain bytes of units for the compressors and kMaxEncodedQueued
+// stores for the storer, so memory stays bounded (about (kMaxQueued + 2) x kBatchBytes +
+// kMaxUnitBytes + kBundleBytes + (kMaxEncodedQueued + 2) x kStoreBytes, and kBundleBytes per open
+// bundle) whatever the backup's size.
 //
 // With WHORL_ACK_LOG set, the fingerprints of every batch stored are appended to that file once
 // PutChunks returned OK (agent/ack_log.h; the crash harness's ledger of acknowledged chunks).
@@ -42,19 +46,29 @@ namespace whorl::agent {
 class ChunkUploader {
  public:
   // Plain bytes per FindMissing batch. 1 MiB (2 MiB before): the tree's first backup peaks
-  // ~5 MiB lower, embedded and on a local cluster, in the same time (three cold runs each).
-  static constexpr size_t kBatchBytes = 1 << 20;
+  // ~5 MiB lower, embedded and on a local cluster, in the same time (three cold runs each);
+  // 512 KiB once the compressors ran apart from the encoder thread (below): ~2 MiB lower again.
+  static constexpr size_t kBatchBytes = 512 << 10;
   static constexpr size_t kBatchChunks = 4096;
   // Encoded bytes stored with one PutChunks (one group commit), at least.
   static constexpr size_t kStoreBytes = 2 << 20;
-  // Full batches that may wait for the encoder thread. 3 (1 before): a batch of costly chunks no
-  // longer stalls the reading threads; the 1 GiB image's first backup went from 2.44-2.61 s to
-  // 2.06-2.19 s (cold, side by side), the source tree's the same or faster, for 2-4 MiB more at
-  // the peak.
-  static constexpr size_t kMaxQueued = 3;
+  // Full batches that may wait for the encoder thread. 3 was needed while the encoder thread
+  // compressed (a batch of costly chunks stalled the reading threads: the 1 GiB image 2.44-2.61
+  // -> 2.06-2.19 s with 3); now it only asks and sorts, and 1 is as fast on the image and the
+  // tree, with 2-4 MiB less at the peak.
+  static constexpr size_t kMaxQueued = 1;
   // Encoded stores (kStoreBytes each) that may wait for the storer thread. 3 was no faster than
   // 1 on the image and 5 MiB bigger at the peak.
   static constexpr size_t kMaxEncodedQueued = 1;
+  // Plain bytes of units the encoder thread may queue for the compressors (one more unit may go
+  // past it, so two full bundles are compressed at once; a strict 4 MiB let one at a time and
+  // lost the gain). Units used to be compressed batch by batch, on the encoder thread and a
+  // helper started per batch; but a first backup's bundles fill up over two batches, so most
+  // batches closed one bundle, compressed by the encoder thread alone while the other core had
+  // nothing to compress (the tree's first backup: the encoder thread 1.8 s of CPU in 2.8 s of
+  // wall time, its short-lived helpers 0.07 s). With the compressors: 2.50-2.67 -> 2.31-2.45 s
+  // (cold, five runs each, side by side).
+  static constexpr size_t kMaxUnitBytes = 4 << 20;
   // Fingerprints remembered between batches, in one table of 32 Ki slots (~1 MiB, allocated
   // whole: a node per fingerprint, as std::unordered_set had, fragmented the heap between the
   // pipeline's big buffers, and the peak grew with the backup). Forgetting costs one more
@@ -103,6 +117,7 @@ class ChunkUploader {
     kLargeFile,  // alone, with the repository's `large_compression`
     kTree,       // a directory's tree: may share a bundle with other trees; `compression`
     kOther,      // alone, with `compression`
+    kChunkList,  // a big file's chunk list: may share a bundle with other lists; not compressed
   };
   // Queues a chunk; hands a full batch to the background threads (waiting while kMaxQueued
   // batches already wait). Returns the error of an earlier batch, if any. Trees go through
@@ -116,7 +131,7 @@ class ChunkUploader {
   // file chunks are closed before its first tree, so a directory's tree is still stored after
   // its files' chunks. Compressed together, the source tree's 3.0 MB of trees take 1.6 MB
   // instead of 2.4 MB one by one (and a night's 1.2 MB of new trees 0.6 MB instead of 0.8 MB).
-  absl::Status AddTree(const Fingerprint& fp, std::string_view plain);
+  absl::Status AddTree(const Fingerprint& fp, std::string_view plain, Kind kind = kTree);
   // The backup went past `bytes` more bytes of files: read (as they are read) or unchanged
   // (kBundleSpanBytes).
   void Walked(uint64_t bytes) { walked_.fetch_add(bytes, std::memory_order_relaxed); }
@@ -141,9 +156,23 @@ class ChunkUploader {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status Submit(Batch* batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);
   absl::Status SubmitTrees() ABSL_EXCLUSIVE_LOCKS_REQUIRED(add_mu_);  // data first, then trees
+  // A chunk alone or a closed bundle, to compress.
+  struct Unit {
+    Batch items;          // of one kind
+    bool strong = false;  // a bundle the walk's span closed (BundleCompression)
+    size_t plain_bytes = 0;
+    bool done = false;  // `out` is encoded
+    EncodedChunk out;
+  };
   absl::Status Process(Batch batch, bool close_all);
-  absl::Status HandOver();  // queues carry_ for the storer
+  // Queues carry_ for the storer (waiting while kMaxEncodedQueued stores wait).
+  absl::Status HandOver() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the units at the front that are encoded into carry_, handing it over once it holds
+  // kStoreBytes; on one thread at a time (draining_).
+  void Drain() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Encode(Unit* unit) const;
   void RunEncoder();
+  void RunCompressor();
   void RunStorer();
 
   Repository* repo_;
@@ -163,23 +192,28 @@ class ChunkUploader {
   std::deque<std::vector<EncodedChunk>> encoded_ ABSL_GUARDED_BY(mu_);  // to store
   int busy_ ABSL_GUARDED_BY(mu_) = 0;  // batches a thread is working on
   bool flushing_ ABSL_GUARDED_BY(mu_) = false;
-  bool carrying_ ABSL_GUARDED_BY(mu_) = false;  // carry_ holds chunks
-  bool holding_ ABSL_GUARDED_BY(mu_) = false;   // open_ holds chunks
-  // Bundles not closed yet, by (trees?, BundleGroup), and their members' fingerprints (the
+  bool holding_ ABSL_GUARDED_BY(mu_) = false;  // open_ holds chunks
+  // Units in the order they are stored, until they are encoded and moved into carry_.
+  std::deque<std::unique_ptr<Unit>> units_ ABSL_GUARDED_BY(mu_);
+  size_t next_unit_ ABSL_GUARDED_BY(mu_) = 0;   // index in units_ of the first not taken
+  size_t unit_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // plain bytes in units_
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  // Bundles not closed yet, by (kind, BundleGroup), and their members' fingerprints (the
   // encoder thread's own).
   struct OpenBundle {
     Batch items;
     size_t bytes = 0;
     uint64_t walked = 0;  // of its first member
   };
-  std::map<std::pair<bool, size_t>, OpenBundle> open_;
+  std::map<std::pair<Kind, size_t>, OpenBundle> open_;
   absl::flat_hash_set<Fingerprint, FingerprintHash> open_fps_;
-  // Encoded chunks of several batches, stored together (the encoder thread's own).
-  std::vector<EncodedChunk> carry_;
-  uint64_t carry_bytes_ = 0;
+  // Encoded chunks of several batches, stored together.
+  std::vector<EncodedChunk> carry_ ABSL_GUARDED_BY(mu_);
+  uint64_t carry_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_, storer_;  // started with the first batch
+  std::vector<std::thread> compressors_;
   static constexpr uint64_t kTrimEveryBatches = 32;
   uint64_t stored_batches_ = 0;  // the storer thread's own
 };

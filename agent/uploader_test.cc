@@ -192,6 +192,72 @@ TEST_F(UploaderTest, TreesAreBundledTogetherAndStoredAfterEveryChunkAddedBeforeT
   }
 }
 
+// A tree or a chunk list too big to share a bundle is stored alone, still after every chunk
+// added before it (the open bundles of file chunks are closed before it, as before a bundled
+// tree); chunk lists are bundled with lists only and stored without compression, trees with
+// the repository's.
+TEST_F(UploaderTest, BigTreesAndChunkListsComeAfterTheirChunksAndListsAreNotCompressed) {
+  RecordingRepository rec(repo_.get());
+  std::map<Fingerprint, size_t> order;  // the position each chunk was added at
+  std::set<Fingerprint> trees, lists;
+  {
+    ChunkUploader up(&rec);
+    for (int i = 0; i < 60; ++i) {
+      const std::string data = Text(i, 3000);
+      order.emplace(Sha256(data), order.size());
+      ASSERT_TRUE(up.Add(Sha256(data), data, ChunkUploader::kSmallFile).ok());
+      if (i % 10 != 9) continue;
+      // Text compresses: only the codec chosen for lists keeps them plain.
+      const std::string list = absl::StrCat("list ", i, Text(-i, i < 30 ? 1000 : 300000));
+      order.emplace(Sha256(list), order.size());
+      lists.insert(Sha256(list));
+      ASSERT_TRUE(up.AddTree(Sha256(list), list, ChunkUploader::kChunkList).ok());
+      const std::string tree = absl::StrCat("tree ", i, Text(-i, i < 30 ? 1000 : 300000));
+      order.emplace(Sha256(tree), order.size());
+      trees.insert(Sha256(tree));
+      ASSERT_TRUE(up.AddTree(Sha256(tree), tree).ok());
+    }
+    ASSERT_TRUE(up.Flush().ok());
+  }
+  const std::vector<std::pair<Fingerprint, size_t>> stored = StoredInOrder(rec);
+  ASSERT_EQ(stored.size(), order.size());
+  std::set<Fingerprint> seen;
+  for (const auto& [fp, put] : stored) {
+    EXPECT_TRUE(seen.insert(fp).second) << "stored twice";
+    if (!trees.contains(fp) && !lists.contains(fp)) continue;
+    for (const auto& [other, pos] : order) {
+      if (pos < order.at(fp) && !trees.contains(other) && !lists.contains(other)) {
+        EXPECT_TRUE(seen.contains(other)) << "a tree or list stored before a chunk added before it";
+      }
+    }
+  }
+  size_t big_lists = 0, big_trees = 0;
+  for (const auto& p : rec.puts) {
+    if (p.members.empty()) {  // big, or the last of its kind (a bundle of one)
+      const bool big = p.plain_size >= ChunkUploader::kBundleMemberBytes;
+      if (lists.contains(p.fp)) {
+        big_lists += big;
+        EXPECT_EQ(p.codec, Codec::kNone);
+      }
+      if (trees.contains(p.fp)) {
+        big_trees += big;
+        EXPECT_EQ(p.codec, Codec::kZstd);
+      }
+      continue;
+    }
+    const bool of_lists = lists.contains(p.members[0].fingerprint);
+    for (const BundleMember& m : p.members) {
+      EXPECT_EQ(lists.contains(m.fingerprint), of_lists) << "lists bundled with other chunks";
+    }
+    EXPECT_EQ(p.codec, of_lists ? Codec::kNone : Codec::kZstd);
+  }
+  EXPECT_EQ(big_lists, 3u);
+  EXPECT_EQ(big_trees, 3u);
+  for (const auto* m : {&trees, &lists}) {
+    for (const Fingerprint& fp : *m) EXPECT_TRUE(repo_->GetChunk(fp).ok());
+  }
+}
+
 // Chunks of one group whose first byte is even, the group RecordingRepository gives number 0.
 std::vector<std::string> EvenChunks(size_t n, size_t size) {
   std::vector<std::string> out;
