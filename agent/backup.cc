@@ -19,6 +19,7 @@
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "absl/synchronization/mutex.h"
 #include "agent/file_reader.h"
@@ -108,8 +109,43 @@ struct FileJob {
   absl::Status status;   // the file's own failure: the file is skipped
   bool fatal = false;    // `status` is the repository's failure: the backup ends
   bool changed = false;  // the parent snapshot had a file here (else it is new)
+  int fd = -1;           // opened by the walk (OpenAhead), or -1; the job owns it
   std::vector<std::string> warnings;
+
+  FileJob() = default;
+  FileJob(const FileJob&) = delete;
+  FileJob& operator=(const FileJob&) = delete;
+  ~FileJob() {
+    if (fd >= 0) ::close(fd);
+  }
 };
+
+// Opens a file to read it: without updating its access time where the caller may (O_NOATIME is
+// refused with EPERM on another user's file).
+int OpenToRead(const std::string& path, int flags = 0) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME | flags);
+  if (fd < 0 && errno == EPERM)
+    fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | flags);
+  return fd;
+}
+
+// The walk's read-ahead of a small file: opens the file `st` describes and asks the kernel to
+// read it into the page cache now (POSIX_FADV_WILLNEED), so that its read is in flight while the
+// pool still works on earlier files. Returns the fd, or -1 if it cannot (the pool then opens the
+// file itself and reports what fails). O_NONBLOCK: what is at `path` now may be a FIFO, whose
+// open would block the walk; a regular file's reads ignore the flag.
+int OpenAhead(const std::string& path, const struct stat& st) {
+  const int fd = OpenToRead(path, O_NONBLOCK);
+  if (fd < 0) return -1;
+  struct stat now;
+  if (::fstat(fd, &now) != 0 || !S_ISREG(now.st_mode) || now.st_ino != st.st_ino ||
+      now.st_dev != st.st_dev) {
+    ::close(fd);
+    return -1;
+  }
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+  return fd;
+}
 
 // Reads, chunks and hashes files on kWorkers threads, so that several reads are in flight (on
 // this project's 2-core VM, 4 readers take a cold 430 MiB tree of 20k files from 3.3 s to
@@ -547,6 +583,14 @@ class Archiver {
     job->st = st;
     job->node = *node;
     job->changed = parent_node != nullptr;
+    // A file read through the page cache (smaller than direct_min_size; bigger ones have a
+    // read-ahead thread of their own, agent/file_reader.h) is read by a pool thread with one
+    // read at a time, and a cold read left that thread waiting for the disk: 1.0-1.1 s of a
+    // 2.4 s first backup of the tree, for each of the 4 threads. The walk runs ahead of the pool
+    // (Defer), so it starts the reads: 2.28-2.42 -> 1.94-2.03 s (cold, side by side).
+    if (st.st_size > 0 && static_cast<uint64_t>(st.st_size) < ChunkFileOptions{}.direct_min_size) {
+      job->fd = OpenAhead(path, st);
+    }
     pool_.Submit(job, chunker_);
     return job;
   }
@@ -558,8 +602,8 @@ class Archiver {
       return;
     }
     const std::string& path = job->path;
-    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-    if (fd < 0 && errno == EPERM) fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = std::exchange(job->fd, -1);
+    if (fd < 0) fd = OpenToRead(path);
     if (fd < 0) {
       job->status = ErrnoStatus("open", path, errno);
       return;

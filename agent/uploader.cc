@@ -150,6 +150,7 @@ void ChunkUploader::RunStorer() {
       chunks = std::move(encoded_.front());
       encoded_.pop_front();
       ++busy_;
+      storing_ = true;
       if (!error_.ok()) chunks.clear();
     }
     uint64_t added = 0;
@@ -172,6 +173,7 @@ void ChunkUploader::RunStorer() {
     if (s.ok() && ack_log_ != nullptr) s = ack_log_->Append(acked);
     absl::MutexLock lock(&mu_);
     --busy_;
+    storing_ = false;
     if (!s.ok() && error_.ok()) error_ = s;
   }
 }
@@ -349,7 +351,8 @@ void ChunkUploader::Drain() {
 absl::Status ChunkUploader::HandOver() {
   mu_.Await(absl::Condition(
       +[](ChunkUploader* u) ABSL_EXCLUSIVE_LOCKS_REQUIRED(u->mu_) {
-        return u->encoded_.size() < kMaxEncodedQueued || !u->error_.ok() || u->stop_;
+        return u->encoded_.size() + (u->storing_ ? 1 : 0) < kMaxStores || !u->error_.ok() ||
+               u->stop_;
       },
       this));
   if (!error_.ok() || stop_) {

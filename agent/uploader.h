@@ -13,9 +13,9 @@
 // chunk alone, or a closed bundle); compressor threads (one per core, up to 8) compress the units,
 // each taking the next one not taken; the storer stores what is compressed, in the units' order (a
 // tree is never stored before a chunk added before it). At most kMaxQueued full batches wait for
-// the encoder, kMaxUnitBytes plain bytes of units for the compressors and kMaxEncodedQueued
-// stores for the storer, so memory stays bounded (about (kMaxQueued + 2) x kBatchBytes +
-// kMaxUnitBytes + kBundleBytes + (kMaxEncodedQueued + 2) x kStoreBytes, and kBundleBytes per open
+// the encoder, kMaxUnitBytes plain bytes of units for the compressors and kMaxStores stores are
+// handed to the storer, so memory stays bounded (about (kMaxQueued + 2) x kBatchBytes +
+// kMaxUnitBytes + kBundleBytes + (kMaxStores + 1) x kStoreBytes, and kBundleBytes per open
 // bundle) whatever the backup's size.
 //
 // With WHORL_ACK_LOG set, the fingerprints of every batch stored are appended to that file once
@@ -57,9 +57,12 @@ class ChunkUploader {
   // -> 2.06-2.19 s with 3); now it only asks and sorts, and 1 is as fast on the image and the
   // tree, with 2-4 MiB less at the peak.
   static constexpr size_t kMaxQueued = 1;
-  // Encoded stores (kStoreBytes each) that may wait for the storer thread. 3 was no faster than
-  // 1 on the image and 5 MiB bigger at the peak.
-  static constexpr size_t kMaxEncodedQueued = 1;
+  // Encoded stores (kStoreBytes each) handed to the storer thread, the one it stores included.
+  // 1: the next store is carried until the storer is done with the last one (2 before, one
+  // stored and one waiting: the tree's first backup peaked 3-5 MiB higher, heaptrack showing
+  // 12.5 MB of encoded chunks at the peak; the image and a cluster as fast either way). Halving
+  // kStoreBytes instead cost the cluster's image backup 3.3 -> 4.1 s (twice the group commits).
+  static constexpr size_t kMaxStores = 1;
   // Plain bytes of units the encoder thread may queue for the compressors (one more unit may go
   // past it, so two full bundles are compressed at once; a strict 4 MiB let one at a time and
   // lost the gain). Units used to be compressed batch by batch, on the encoder thread and a
@@ -165,7 +168,7 @@ class ChunkUploader {
     EncodedChunk out;
   };
   absl::Status Process(Batch batch, bool close_all);
-  // Queues carry_ for the storer (waiting while kMaxEncodedQueued stores wait).
+  // Queues carry_ for the storer (waiting while it has kMaxStores).
   absl::Status HandOver() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves the units at the front that are encoded into carry_, handing it over once it holds
   // kStoreBytes; on one thread at a time (draining_).
@@ -190,7 +193,8 @@ class ChunkUploader {
   absl::Mutex mu_;
   std::deque<Batch> queue_ ABSL_GUARDED_BY(mu_);                        // to ask and compress
   std::deque<std::vector<EncodedChunk>> encoded_ ABSL_GUARDED_BY(mu_);  // to store
-  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // batches a thread is working on
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;          // batches a thread is working on
+  bool storing_ ABSL_GUARDED_BY(mu_) = false;  // the storer is storing
   bool flushing_ ABSL_GUARDED_BY(mu_) = false;
   bool holding_ ABSL_GUARDED_BY(mu_) = false;  // open_ holds chunks
   // Units in the order they are stored, until they are encoded and moved into carry_.

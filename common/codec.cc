@@ -1,6 +1,7 @@
 #include "common/codec.h"
 
 #include <lz4.h>
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_stableInBuffer (zstd >= 1.4.9; Debian 12 has 1.5.4)
 #include <zstd.h>
 
 #include <charconv>
@@ -39,8 +40,9 @@ constexpr int kZstdLevelKept = 5;
 struct ZstdContexts {
   ZSTD_CCtx* c = ZSTD_createCCtx();
   ZSTD_DCtx* d = ZSTD_createDCtx();
-  // Encode compresses here and copies out the exact size: a string sized to the bound would
-  // keep ~bound bytes of capacity per stored chunk while a batch waits to be stored.
+  // Where Encode's output goes first: zstd's through ZSTD_CStreamOutSize() bytes at a time,
+  // LZ4's whole (a chunk's bound), copied out at its exact size (a string sized to the bound
+  // would keep ~bound bytes of capacity per stored chunk while a batch waits to be stored).
   std::string scratch;
   std::string lz4_state = std::string(static_cast<size_t>(LZ4_sizeofState()), '\0');
   ~ZstdContexts() {
@@ -59,24 +61,56 @@ ZstdContexts& Contexts() {
   thread_local ZstdContexts contexts;
   return contexts;
 }
+
+// Compresses `plain` into an exactly sized string, or returns false if it does not shrink.
+//
+// Streamed out through a small buffer into the result, with the input held where it is
+// (ZSTD_c_stableInBuffer): nothing is sized to the input or to its compress bound. A one-shot
+// ZSTD_compressCCtx needs an output of the bound (2 MiB for a bundle), which each compressing
+// thread kept as scratch; with two compressor threads that was 4.4 MB of the tree's first-backup
+// peak for output that is a third of it.
+bool ZstdEncode(int level, std::string_view plain, std::string* out) {
+  ZstdContexts& z = Contexts();
+  ZSTD_CCtx_reset(z.c, ZSTD_reset_session_and_parameters);
+  if (ZSTD_isError(ZSTD_CCtx_setParameter(z.c, ZSTD_c_compressionLevel, level)) ||
+      ZSTD_isError(ZSTD_CCtx_setParameter(z.c, ZSTD_c_stableInBuffer, 1)) ||
+      ZSTD_isError(ZSTD_CCtx_setPledgedSrcSize(z.c, plain.size()))) {  // the frame records it
+    return false;
+  }
+  Reserve(&z.scratch, ZSTD_CStreamOutSize());
+  out->clear();
+  out->reserve(plain.size() / 4);
+  ZSTD_inBuffer in{plain.data(), plain.size(), 0};
+  bool shrank = false;
+  for (;;) {
+    ZSTD_outBuffer o{z.scratch.data(), z.scratch.size(), 0};
+    const size_t left = ZSTD_compressStream2(z.c, &o, &in, ZSTD_e_end);
+    if (ZSTD_isError(left)) break;
+    out->append(z.scratch.data(), o.pos);
+    if (out->size() >= plain.size()) break;  // does not shrink: stored plain
+    if (left == 0) {
+      shrank = true;
+      break;
+    }
+  }
+  if (level > kZstdLevelKept) {
+    // A strong level's tables (8-16 MiB at level 9) would stay with the thread: a fresh
+    // context for the next call.
+    ZSTD_freeCCtx(z.c);
+    z.c = ZSTD_createCCtx();
+  }
+  if (!shrank) return false;
+  if (out->capacity() > out->size() + out->size() / 8) std::string(*out).swap(*out);
+  return true;
+}
 }  // namespace
 
 std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* codec) {
   if (spec.codec == Codec::kZstd && !plain.empty()) {
-    ZstdContexts& z = Contexts();
-    const size_t bound = ZSTD_compressBound(plain.size());
-    Reserve(&z.scratch, bound);
-    const size_t n =
-        ZSTD_compressCCtx(z.c, z.scratch.data(), bound, plain.data(), plain.size(), spec.level);
-    if (spec.level > kZstdLevelKept) {
-      // A strong level's tables (8-16 MiB at level 9) would stay with the thread: a fresh
-      // context for the next call.
-      ZSTD_freeCCtx(z.c);
-      z.c = ZSTD_createCCtx();
-    }
-    if (!ZSTD_isError(n) && n < plain.size()) {
+    std::string out;
+    if (ZstdEncode(spec.level, plain, &out)) {
       *codec = Codec::kZstd;
-      return std::string(z.scratch.data(), n);
+      return out;
     }
   }
   if (spec.codec == Codec::kLz4 && !plain.empty() && plain.size() <= LZ4_MAX_INPUT_SIZE) {
