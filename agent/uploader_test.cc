@@ -258,6 +258,52 @@ TEST_F(UploaderTest, BigTreesAndChunkListsComeAfterTheirChunksAndListsAreNotComp
   }
 }
 
+// Small and medium files' chunks, added interleaved (as the pool's threads add them), are
+// bundled by kind: no bundle mixes the two, and each kind's chunks keep their order.
+TEST_F(UploaderTest, MediumFileChunksAreBundledApartFromSmallFileChunks) {
+  RecordingRepository rec(repo_.get());
+  std::map<Fingerprint, ChunkUploader::Kind> kinds;
+  std::vector<Fingerprint> small_order, medium_order;
+  {
+    ChunkUploader up(&rec);
+    for (int i = 0; i < 600; ++i) {
+      const bool medium = i % 3 == 0;
+      const std::string s = Text(medium ? -i : i, 9000);
+      const ChunkUploader::Kind kind =
+          medium ? ChunkUploader::kMediumFile : ChunkUploader::kSmallFile;
+      kinds[Sha256(s)] = kind;
+      (medium ? medium_order : small_order).push_back(Sha256(s));
+      ASSERT_TRUE(up.Add(Sha256(s), s, kind).ok());
+    }
+    ASSERT_TRUE(up.Flush().ok());
+  }
+  size_t bundles = 0;
+  std::map<size_t, std::vector<Fingerprint>> stored;  // by group, in the order stored
+  for (const auto& p : rec.puts) {
+    if (p.members.empty()) continue;
+    ++bundles;
+    const ChunkUploader::Kind kind = kinds.at(p.members[0].fingerprint);
+    for (const BundleMember& m : p.members) {
+      EXPECT_EQ(kinds.at(m.fingerprint), kind) << "a bundle mixes small and medium files";
+      stored[kind * 2 + m.fingerprint.bytes[0] % 2].push_back(m.fingerprint);
+    }
+  }
+  EXPECT_GE(bundles, 4u);  // 5.4 MB: at least one full bundle of each kind
+  // Within a kind and group, members are stored in the order they were added.
+  for (const auto* order : {&small_order, &medium_order}) {
+    for (size_t group = 0; group < 2; ++group) {
+      std::vector<Fingerprint> want;
+      for (const Fingerprint& fp : *order) {
+        if (fp.bytes[0] % 2 == group) want.push_back(fp);
+      }
+      const ChunkUploader::Kind kind = kinds.at(order->front());
+      const std::vector<Fingerprint>& got = stored[kind * 2 + group];
+      ASSERT_LE(got.size(), want.size());
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin()));
+    }
+  }
+}
+
 // Chunks of one group whose first byte is even, the group RecordingRepository gives number 0.
 std::vector<std::string> EvenChunks(size_t n, size_t size) {
   std::vector<std::string> out;
