@@ -1,9 +1,9 @@
 // ChunkUploader: collects chunks (fingerprint + plain bytes) into batches; per batch it asks
 // the repository which are missing (one FindMissing), compresses only those (on every core;
 // small files' chunks (kSmallFile) that follow each other go together as a bundle, compressed
-// as one, when the repository takes bundles, and so do trees (kTree), in bundles of their own;
-// large files' chunks get the repository's
-// large_compression),
+// as one, when the repository takes bundles, and so do medium files' (kMediumFile), trees
+// (kTree) and chunk lists (kChunkList, not compressed), each kind in bundles of its own; large
+// files' chunks get the repository's large_compression),
 // and stores them (one PutChunks, one group commit, per kStoreBytes encoded: a nightly run's
 // few new chunks per batch are carried over several batches). Chunks already known in this
 // session are not asked again.
