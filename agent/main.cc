@@ -243,6 +243,11 @@ int CmdLs(const Flags& f) {
 }
 
 int CmdRestore(const Flags& f) {
+  // The writers decode 2 MiB bundles into fresh buffers all the time: with glibc's 128 KiB
+  // trim threshold (left as it is by the fixed mmap threshold set in main) each free at the
+  // heap's top gave its pages back, and the next bundle faulted them in again. A restore's peak
+  // is its cache of decoded bundles (32 MiB) anyway.
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
   if (f.snap.empty() == f.manifest.empty()) {
     std::cerr << "whorl: restore needs exactly one of SNAP or --manifest FILE\n";
     return kExitUsage;

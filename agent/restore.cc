@@ -55,7 +55,9 @@ thread_local uint64_t current_entry = 0;
 // files and file creation does not disturb its restored mtime.
 class Restorer {
  public:
-  static constexpr size_t kWriters = 3;
+  // Four: a writer waits for the disk (a pack read on a cold cache, a new inode) while the
+  // others decode, check and write.
+  static constexpr size_t kWriters = 4;
   static constexpr size_t kMaxQueuedFiles = 64;
 
   Restorer(Repository* repo, const RestoreOptions& options,
@@ -302,8 +304,15 @@ class Restorer {
   }
 
   // Announces the subtrees and file chunks this directory will read (up to kPrefetchBytes of
-  // file data), so that a remote repository fetches them in a few round trips.
+  // file data), so that a remote repository fetches them in a few round trips. A local one
+  // reads a chunk for what a read-ahead worker's read costs: the writers read their files'
+  // chunks themselves, which spares a hand-over per chunk (a copy, a hash-table entry, a
+  // wake-up). Measured on the source tree's cold restore, alternating: 1.58-1.98 s with the
+  // read-ahead, 1.32-1.58 s without (with the four writers and the trim threshold of
+  // CmdRestore). A big file's chunk lists are still announced (WriteChunks): one file's chunks
+  // are then decoded and checked ahead of its writer, on the read-ahead's threads.
   void Prefetch(const std::string& path, const std::vector<const v1::Node*>& entries) {
+    if (!repo_->ReadsCostARoundTrip()) return;
     constexpr uint64_t kPrefetchBytes = 64 << 20;
     std::vector<Fingerprint> fps;
     uint64_t bytes = 0;

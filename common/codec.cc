@@ -5,9 +5,11 @@
 #include <zstd.h>
 
 #include <charconv>
+#include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace whorl {
 
@@ -139,13 +141,15 @@ std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* c
   return std::string(plain);
 }
 
-absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_t plain_size) {
+absl::Status DecodeInto(Codec codec, std::string_view stored, uint64_t plain_size,
+                        absl::FunctionRef<char*(uint64_t)> buffer) {
   switch (codec) {
     case Codec::kNone:
       if (stored.size() != plain_size) {
         return absl::DataLossError("stored size differs from plain size");
       }
-      return std::string(stored);
+      if (plain_size > 0) std::memcpy(buffer(plain_size), stored.data(), plain_size);
+      return absl::OkStatus();
     case Codec::kZstd: {
       // The frame header records the plain size (Encode always writes it): check it before
       // allocating, so that a few hostile bytes claiming a huge chunk cost nothing.
@@ -155,17 +159,17 @@ absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_
         return absl::DataLossError("zstd frame does not record its size");
       }
       if (framed != plain_size) {
-        return absl::DataLossError("zstd frame holds " + std::to_string(framed) + " bytes, want " +
-                                   std::to_string(plain_size));
+        return absl::DataLossError(
+            absl::StrCat("zstd frame holds ", framed, " bytes, want ", plain_size));
       }
-      std::string out(plain_size, '\0');
+      char* out = buffer(plain_size);
       const size_t n =
-          ZSTD_decompressDCtx(Contexts().d, out.data(), out.size(), stored.data(), stored.size());
+          ZSTD_decompressDCtx(Contexts().d, out, plain_size, stored.data(), stored.size());
       if (ZSTD_isError(n)) {
-        return absl::DataLossError(std::string("zstd: ") + ZSTD_getErrorName(n));
+        return absl::DataLossError(absl::StrCat("zstd: ", ZSTD_getErrorName(n)));
       }
       if (n != plain_size) return absl::DataLossError("zstd frame decodes to the wrong size");
-      return out;
+      return absl::OkStatus();
     }
     case Codec::kLz4: {
       // A block records no size; each of its bytes expands to at most ~255 (a match length
@@ -175,18 +179,28 @@ absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_
         return absl::DataLossError(
             absl::StrCat("lz4 block of ", stored.size(), " bytes cannot hold ", plain_size));
       }
-      std::string out(plain_size, '\0');
-      const int n = LZ4_decompress_safe(stored.data(), out.data(), static_cast<int>(stored.size()),
-                                        static_cast<int>(out.size()));
+      char* out = buffer(plain_size);
+      const int n = LZ4_decompress_safe(stored.data(), out, static_cast<int>(stored.size()),
+                                        static_cast<int>(plain_size));
       if (n < 0) return absl::DataLossError("lz4: malformed block");
       if (static_cast<uint64_t>(n) != plain_size) {
         return absl::DataLossError(
             absl::StrCat("lz4 block decodes to ", n, " bytes, want ", plain_size));
       }
-      return out;
+      return absl::OkStatus();
     }
   }
   return absl::InvalidArgumentError("unknown codec " + std::to_string(static_cast<int>(codec)));
+}
+
+absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_t plain_size) {
+  if (codec == Codec::kNone && stored.size() == plain_size) return std::string(stored);
+  std::string out;
+  WHORL_RETURN_IF_ERROR(DecodeInto(codec, stored, plain_size, [&out](uint64_t n) {
+    out.resize(n);
+    return out.data();
+  }));
+  return out;
 }
 
 }  // namespace whorl

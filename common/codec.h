@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace whorl {
@@ -38,6 +40,12 @@ std::string Encode(const CompressionSpec& spec, std::string_view plain, Codec* c
 // unknown codec. Neither codec allocates the plain size before checking that the stored bytes
 // can hold it (a zstd frame records it; an LZ4 block expands at most ~255x).
 absl::StatusOr<std::string> Decode(Codec codec, std::string_view stored, uint64_t plain_size);
+
+// Decode's checks and errors, into a buffer the caller gives once the stored bytes were found
+// able to hold `plain_size` bytes: `buffer(plain_size)` returns where to write them. For a
+// buffer that need not be zero-filled first (std::string's resize fills it).
+absl::Status DecodeInto(Codec codec, std::string_view stored, uint64_t plain_size,
+                        absl::FunctionRef<char*(uint64_t)> buffer);
 
 }  // namespace whorl
 

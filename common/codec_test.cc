@@ -70,6 +70,43 @@ TEST(CodecTest, DecodeChecksTheFrameSizeBeforeAllocating) {
             "zstd frame does not record its size");
 }
 
+// DecodeInto asks for its buffer once, only after the stored bytes were found able to hold
+// the plain size, and fills it whole.
+TEST(CodecTest, DecodeIntoAsksForTheBufferOnlyOnceTheChecksPass) {
+  const std::string plain = absl::StrCat(std::string(5000, 'q'), "tail");
+  for (const CompressionSpec spec :
+       {CompressionSpec{Codec::kZstd, 3}, CompressionSpec{Codec::kLz4, 0},
+        CompressionSpec{Codec::kNone, 0}}) {
+    SCOPED_TRACE(spec.ToString());
+    Codec codec;
+    const std::string stored = Encode(spec, plain, &codec);
+    ASSERT_EQ(codec, spec.codec);
+    std::string out(plain.size(), '\xee');  // no zero-fill to hide an unwritten byte
+    int asked = 0;
+    auto into = [&](uint64_t n) {
+      ++asked;
+      EXPECT_EQ(n, plain.size());
+      return out.data();
+    };
+    ASSERT_TRUE(DecodeInto(codec, stored, plain.size(), into).ok());
+    EXPECT_EQ(asked, 1);
+    EXPECT_EQ(out, plain);
+    asked = 0;
+    const absl::Status wrong = DecodeInto(codec, stored, uint64_t{1} << 40, into);
+    EXPECT_EQ(wrong.code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(asked, 0);
+  }
+  int asked = 0;
+  EXPECT_EQ(DecodeInto(Codec::kZstd, "not a zstd frame", 16,
+                       [&](uint64_t) {
+                         ++asked;
+                         return static_cast<char*>(nullptr);
+                       })
+                .message(),
+            "zstd: not a zstd frame");
+  EXPECT_EQ(asked, 0);
+}
+
 TEST(CodecTest, Lz4RoundTripAndIncompressibleStoredPlain) {
   std::string plain;
   for (int i = 0; i < 5000; ++i) plain += "line " + std::to_string(i % 97) + " of a text file\n";
