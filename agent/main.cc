@@ -19,6 +19,7 @@
 #include "agent/restore.h"
 #include "agent/snapshot_select.h"
 #include "common/file_util.h"
+#include "common/mutex_mode.h"
 #include "common/status_macros.h"
 
 namespace whorl::agent {
@@ -605,6 +606,7 @@ int Main(int argc, char** argv) {
 }  // namespace whorl::agent
 
 int main(int argc, char** argv) {
+  whorl::UseReleaseMutexChecks();
   // glibc gives each thread that allocates its own arena (up to 8 per core), and each keeps
   // what its thread freed: the backup's pipeline threads allocate and free chunk buffers all
   // the time, so capping the arenas keeps the peak near what is actually live (measured on

@@ -9,10 +9,12 @@
 #include "chunk-store/chunk_server.h"
 #include "chunk-store/chunk_store.h"
 #include "common/daemon/daemon.h"
+#include "common/mutex_mode.h"
 
 namespace wd = whorl::daemon;
 
 int main(int argc, char** argv) {
+  whorl::UseReleaseMutexChecks();
   wd::BlockSignals();
   wd::DaemonFlags flags;
   if (int rc = wd::ParseFlags("whorl-chunkd: one chunk-store node of a Whorl cluster", argc, argv,

@@ -6,12 +6,14 @@
 #include <iostream>
 
 #include "common/daemon/daemon.h"
+#include "common/mutex_mode.h"
 #include "metadata-service/metadata_server.h"
 #include "metadata-service/metadata_store.h"
 
 namespace wd = whorl::daemon;
 
 int main(int argc, char** argv) {
+  whorl::UseReleaseMutexChecks();
   wd::BlockSignals();
   wd::DaemonFlags flags;
   if (int rc =
