@@ -127,6 +127,21 @@ absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprin
   return data;
 }
 
+absl::Status ReadChunkRetrying(Repository* repo, const Fingerprint& fp, int attempts,
+                               absl::FunctionRef<absl::Status(std::string_view)> use) {
+  bool used = false;
+  auto once = [&used, use](std::string_view data) {
+    used = true;
+    return use(data);
+  };
+  absl::Status s = repo->ReadChunk(fp, once);
+  for (int i = 2; i <= attempts && !s.ok() && !used && !absl::IsNotFound(s); ++i) {
+    std::this_thread::sleep_for(RetryPause(i));
+    s = repo->ReadChunk(fp, once);
+  }
+  return s;
+}
+
 absl::StatusOr<std::vector<std::string>> RunCheck(Repository* data_repo,
                                                   const CheckOptions& options,
                                                   CheckDetails* details) {

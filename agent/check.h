@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "agent/repository.h"
 
@@ -28,6 +29,10 @@ inline constexpr int kReadAttempts = 3;
 // Returns the last answer.
 absl::StatusOr<std::string> ReadChunkRetrying(Repository* repo, const Fingerprint& fp,
                                               int attempts);
+// ReadChunkRetrying's retries around Repository::ReadChunk: a failed read is read again, what
+// `use` returns is returned at once (it was called: the read succeeded).
+absl::Status ReadChunkRetrying(Repository* repo, const Fingerprint& fp, int attempts,
+                               absl::FunctionRef<absl::Status(std::string_view)> use);
 
 // What RunCheck found besides its problem lines.
 struct CheckDetails {

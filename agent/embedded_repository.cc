@@ -96,6 +96,17 @@ class EmbeddedRepository : public Repository {
     return ReadChecked(fp);
   }
 
+  absl::Status ReadChunk(const Fingerprint& fp,
+                         absl::FunctionRef<absl::Status(std::string_view)> use) override {
+    if (std::optional<std::string> ahead = read_ahead_->Take(fp); ahead.has_value()) {
+      return use(*ahead);  // checked by FetchBatch
+    }
+    return chunks_->Read(fp, [&](std::string_view plain) {
+      if (ChunkSha256(plain) != fp) return NotItsFingerprint(fp);
+      return use(plain);
+    });
+  }
+
   void Prefetch(const std::vector<Fingerprint>& fps) override { read_ahead_->Announce(fps); }
   void ForgetPrefetched() override {
     read_ahead_->Forget();
@@ -147,11 +158,12 @@ class EmbeddedRepository : public Repository {
   }
 
  private:
+  static absl::Status NotItsFingerprint(const Fingerprint& fp) {
+    return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
+  }
   absl::StatusOr<std::string> ReadChecked(const Fingerprint& fp) {
     WHORL_ASSIGN_OR_RETURN(std::string plain, chunks_->Get(fp));
-    if (ChunkSha256(plain) != fp) {
-      return absl::DataLossError("chunk " + fp.ToHex() + " does not hash to its fingerprint");
-    }
+    if (ChunkSha256(plain) != fp) return NotItsFingerprint(fp);
     return plain;
   }
 

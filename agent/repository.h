@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/repo_config.h"
@@ -73,6 +74,17 @@ class Repository {
   // Plain bytes of a chunk, with SHA-256 verified: DATA_LOSS if they do not hash to `fp`,
   // NOT_FOUND if absent.
   virtual absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) = 0;
+  // GetChunk's bytes lent to `use` for the length of the call instead of copied out (a local
+  // repository lends a slice of the bundle it decoded). Returns GetChunk's errors (`use` is
+  // then not called) or what `use` returns. By default through GetChunk, so a wrapper that
+  // overrides GetChunk (retries, injected faults) is used by both; ForwardingRepository does
+  // not forward it for that reason.
+  virtual absl::Status ReadChunk(const Fingerprint& fp,
+                                 absl::FunctionRef<absl::Status(std::string_view)> use) {
+    absl::StatusOr<std::string> data = GetChunk(fp);
+    if (!data.ok()) return data.status();
+    return use(*data);
+  }
 
   // A hint that these chunks will be read soon (in any order): a remote repository fetches
   // them in parallel batches. Errors are not reported here but by GetChunk.

@@ -502,14 +502,21 @@ class Restorer {
   // slower, 1.23-1.43 s against 1.01-1.20 s, the disk write then being inside the restore.)
   absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node) {
     uint64_t written = 0;
-    // False once the chunks hold more than the node's size.
+    // False once the chunks hold more than the node's size. The chunk's bytes are written
+    // where the repository holds them (a local one: in the bundle it decoded), not copied out.
     auto write = [&](const Fingerprint& fp) -> absl::StatusOr<bool> {
-      absl::StatusOr<std::string> data = ReadChunkRetrying(repo_, fp, kReadAttempts);
-      if (!data.ok()) return Annotate(data.status(), "chunk " + fp.ToHex());
-      written += data->size();
-      if (written > node.size()) return false;  // a hostile chunk list: stop writing at once
-      WHORL_RETURN_IF_ERROR(WriteAll(fd, *data, path));
-      return true;
+      bool read = false;
+      bool more = true;
+      const absl::Status s =
+          ReadChunkRetrying(repo_, fp, kReadAttempts, [&](std::string_view data) {
+            read = true;
+            written += data.size();
+            // A hostile chunk list: stop writing at once.
+            if (written > node.size()) more = false;
+            return more ? WriteAll(fd, data, path) : absl::OkStatus();
+          });
+      if (!s.ok()) return read ? s : Annotate(s, "chunk " + fp.ToHex());
+      return more;
     };
     bool more = true;
     for (int i = 0; more && i < node.chunks_size(); ++i) {

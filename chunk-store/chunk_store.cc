@@ -213,6 +213,8 @@ class ChunkStoreImpl final : public ChunkStore {
 
   absl::Status PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) override;
   absl::StatusOr<std::string> Get(const Fingerprint& fp) override;
+  absl::Status Read(const Fingerprint& fp,
+                    absl::FunctionRef<absl::Status(std::string_view)> use) override;
   absl::StatusOr<Stored> GetStored(const Fingerprint& fp) override;
   absl::StatusOr<Stored> GetStoredAt(const Fingerprint& fp, const ChunkLocation& loc) override;
   absl::StatusOr<Stored> GetBundleRecord(const Fingerprint& fp, const ChunkLocation& loc) override;
@@ -284,6 +286,11 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::StatusOr<std::shared_ptr<const DecodedBundle>> ReadBundle(const Fingerprint& fp,
                                                                   const ChunkLocation& loc,
                                                                   const std::string& where);
+  // The decoded bundle that holds `fp`: from the cache, or read and decoded (once, however
+  // many threads ask at the same time).
+  absl::StatusOr<std::shared_ptr<const DecodedBundle>> DecodedBundleOf(const Fingerprint& fp,
+                                                                       const ChunkLocation& loc,
+                                                                       const std::string& where);
 
   const std::string packs_dir_;
   const ChunkStoreOptions options_;
@@ -670,16 +677,37 @@ absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
+  std::string out;
+  WHORL_RETURN_IF_ERROR(Read(fp, [&out](std::string_view plain) {
+    out.assign(plain);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status ChunkStoreImpl::Read(const Fingerprint& fp,
+                                  absl::FunctionRef<absl::Status(std::string_view)> use) {
   WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
   const std::string where = Where(loc.pack_id, loc.offset);
-  if (loc.bundled) return GetFromBundle(fp, loc, where);
+  if (loc.bundled) {
+    // The bundle stays alive (shared) for the call, whatever the cache drops meanwhile.
+    WHORL_ASSIGN_OR_RETURN(const std::shared_ptr<const DecodedBundle> bundle,
+                           DecodedBundleOf(fp, loc, where));
+    absl::StatusOr<std::string_view> member =
+        FindBundleMember(bundle->plain(), bundle->members, fp, loc);
+    if (!member.ok()) return Annotate(member.status(), where);
+    return use(*member);
+  }
   RecordHeader header;
   WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
-  absl::StatusOr<std::string> plain = Decode(loc.codec, data, loc.plain_size);
-  if (!plain.ok()) {
-    return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
-  }
-  return plain;
+  if (loc.codec == Codec::kNone && data.size() == loc.plain_size) return use(data);
+  std::unique_ptr<char[]> plain;
+  const absl::Status decoded = DecodeInto(loc.codec, data, loc.plain_size, [&plain](uint64_t n) {
+    plain = std::make_unique_for_overwrite<char[]>(n);
+    return plain.get();
+  });
+  if (!decoded.ok()) return absl::DataLossError(absl::StrCat(where, ": ", decoded.message()));
+  return use(std::string_view(plain.get(), loc.plain_size));
 }
 
 absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetStored(const Fingerprint& fp) {
@@ -726,6 +754,17 @@ absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetBundleRecord(const Fingerp
 absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
                                                           const ChunkLocation& loc,
                                                           const std::string& where) {
+  WHORL_ASSIGN_OR_RETURN(const std::shared_ptr<const DecodedBundle> bundle,
+                         DecodedBundleOf(fp, loc, where));
+  absl::StatusOr<std::string_view> member =
+      FindBundleMember(bundle->plain(), bundle->members, fp, loc);
+  if (!member.ok()) return Annotate(member.status(), where);
+  return std::string(*member);
+}
+
+absl::StatusOr<std::shared_ptr<const ChunkStoreImpl::DecodedBundle>>
+ChunkStoreImpl::DecodedBundleOf(const Fingerprint& fp, const ChunkLocation& loc,
+                                const std::string& where) {
   const std::pair<uint32_t, uint64_t> key(loc.pack_id, loc.offset);
   std::shared_ptr<CachedBundle> entry;
   bool mine = false;  // this call reads and decodes it; others wait for it
@@ -779,10 +818,7 @@ absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
     if (!read.ok()) return read.status();
     bundle = *std::move(read);
   }
-  absl::StatusOr<std::string_view> member =
-      FindBundleMember(bundle->plain(), bundle->members, fp, loc);
-  if (!member.ok()) return Annotate(member.status(), where);
-  return std::string(*member);
+  return bundle;
 }
 
 absl::StatusOr<std::shared_ptr<const ChunkStoreImpl::DecodedBundle>> ChunkStoreImpl::ReadBundle(

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/bundle.h"
@@ -141,6 +142,11 @@ class ChunkStore {
   // is sliced from the last few bundles decoded, if its bundle is among them, without reading the
   // pack again (ForgetDecoded drops them).
   virtual absl::StatusOr<std::string> Get(const Fingerprint& fp) = 0;
+  // Get's bytes lent to `use` for the length of the call instead of copied out: a slice of the
+  // decoded bundle, the record's own bytes when stored plain, or a buffer decoded into. Returns
+  // Get's errors (`use` is then not called) or what `use` returns.
+  virtual absl::Status Read(const Fingerprint& fp,
+                            absl::FunctionRef<absl::Status(std::string_view)> use) = 0;
 
   // A chunk as its record holds it, for a caller that decodes and hash-checks it itself (an agent
   // reading from whorl-chunkd): the record's CRC and header are checked as by Get, its bytes are
