@@ -206,12 +206,13 @@ class CorruptionTest : public ::testing::Test {
 
   // Restores the snapshot into a fresh directory; every file not using a damaged chunk (and not
   // below a damaged tree) must come back exact, every other one must be absent and named.
-  void ExpectRestoreOfTheRest(const std::set<Fingerprint>& damaged) {
+  // Restores through `through` (the repository itself if null).
+  void ExpectRestoreOfTheRest(const std::set<Fingerprint>& damaged, Repository* through = nullptr) {
     const fs::path target = tmp_ / "target";
     fs::remove_all(target);
     RestoreOptions opts;
     opts.target = target.string();
-    auto r = RunRestore(repo_.get(), snap_, opts, nullptr);
+    auto r = RunRestore(through != nullptr ? through : repo_.get(), snap_, opts, nullptr);
     if (damaged.contains(*Fingerprint::FromBytes(snap_.root()))) {
       ASSERT_FALSE(r.ok());
       EXPECT_NE(std::string(r.status().message()).find("snapshot root"), std::string::npos);
@@ -512,9 +513,27 @@ TEST_F(CorruptionTest, AReadThatFailsOnceIsNotDamage) {
   ASSERT_TRUE(stored.ok());
   // --read-data read every chunk twice (the failure, the retry); the walks read trees again.
   for (const Fingerprint& fp : *stored) EXPECT_GE(flaky.reads[fp], 2) << fp.ToHex();
-  // Restore retries too: everything comes back.
+  // Restore retries too: everything comes back, each file chunk read after its failed read.
   flaky.reads.clear();
-  ExpectRestoreOfTheRest({});
+  ExpectRestoreOfTheRest({}, &flaky);
+  for (const auto& [path, chunks] : file_chunks_) {
+    for (const Fingerprint& fp : chunks) EXPECT_GE(flaky.reads[fp], 2) << path;
+  }
+}
+
+// What the reader of a chunk returns (a restore's write that failed) is returned at once: the
+// chunk is not read again for it.
+TEST_F(CorruptionTest, ReadChunkRetryingRetriesReadsButNotItsReadersErrors) {
+  FlakyRepository flaky(repo_.get(), std::nullopt);
+  const Fingerprint fp = *file_chunks_.begin()->second.begin();
+  int calls = 0;
+  const absl::Status s = ReadChunkRetrying(&flaky, fp, kReadAttempts, [&calls](std::string_view) {
+    ++calls;
+    return absl::ResourceExhaustedError("disk full");
+  });
+  EXPECT_EQ(s, absl::ResourceExhaustedError("disk full"));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(flaky.reads[fp], 2);  // the injected failure, then the read whose reader failed
 }
 
 TEST_F(CorruptionTest, AChunkThatFailsEveryReadIsReportedAfterThreeReads) {

@@ -68,11 +68,20 @@ void FlipByte(const std::string& path, uint64_t offset) {
   ASSERT_TRUE(f.good());
 }
 
+// Each reads back whole through Get and through Read (which lends the bytes, once).
 void ExpectReadsBack(ChunkStore& store, const std::vector<std::string>& plains) {
   for (const std::string& p : plains) {
     absl::StatusOr<std::string> got = store.Get(Sha256(p));
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(*got, p);
+    int calls = 0;
+    const absl::Status read = store.Read(Sha256(p), [&](std::string_view lent) {
+      ++calls;
+      EXPECT_EQ(lent, p);
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(read.ok()) << read;
+    EXPECT_EQ(calls, 1);
   }
 }
 
@@ -1355,8 +1364,33 @@ TEST(ChunkStoreTest, FlippedByteInABundleIsDataLossForEveryMember) {
     EXPECT_NE(s.message().find("pack 00000002 offset " + std::to_string(offset)),
               absl::string_view::npos)
         << s;
+    bool lent = false;
+    EXPECT_EQ(store->Read(Sha256(p),
+                          [&lent](std::string_view) {
+                            lent = true;
+                            return absl::OkStatus();
+                          }),
+              s);
+    EXPECT_FALSE(lent);
   }
   ExpectReadsBack(*store, {"after"});
+}
+
+// Read returns what its caller's function returns, and calls it only for a chunk it read.
+TEST(ChunkStoreTest, ReadPassesBackItsCallersErrorAndCallsItOnlyForAChunkItRead) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::string plain = Text(9, 4000);
+  ASSERT_TRUE(store->PutBatch({MakeBundle({plain, Text(10, 100)})}).ok());
+  const absl::Status mine = absl::ResourceExhaustedError("disk full");
+  EXPECT_EQ(store->Read(Sha256(plain), [&](std::string_view) { return mine; }), mine);
+  int calls = 0;
+  auto count = [&calls](std::string_view) {
+    ++calls;
+    return absl::OkStatus();
+  };
+  EXPECT_EQ(store->Read(Sha256("absent"), count).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(calls, 0);
 }
 
 // GetStored: a chunk as its record holds it (encoded), a bundle member plain, a damaged record
