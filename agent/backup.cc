@@ -36,6 +36,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How the pool reads a file. The walk starts the page-cache read of a file under
+// direct_min_size itself (SaveFile), and the uploader bundles the chunks of files from there to
+// kLargeFileBytes apart (ReadFile).
+constexpr ChunkFileOptions kFileOptions{};
+
 // Chunks of files smaller than kLargeFileBytes (agent/repo_config.h) may share bundles
 // (agent/uploader.h); a larger file's chunks are compressed one by one, with the repository's
 // large_compression. A big file's chunks already carry their own context; bundling the 1 GiB
@@ -192,7 +197,7 @@ class FilePool {
 
  private:
   void Run(const Chunker& chunker) {
-    FileChunker file_chunker(chunker, ChunkFileOptions{});
+    FileChunker file_chunker(chunker, kFileOptions);
     for (;;) {
       std::shared_ptr<FileJob> job;
       {
@@ -591,7 +596,7 @@ class Archiver {
     // read at a time, and a cold read left that thread waiting for the disk: 1.0-1.1 s of a
     // 2.4 s first backup of the tree, for each of the 4 threads. The walk runs ahead of the pool
     // (Defer), so it starts the reads: 2.28-2.42 -> 1.94-2.03 s (cold, side by side).
-    if (st.st_size > 0 && static_cast<uint64_t>(st.st_size) < ChunkFileOptions{}.direct_min_size) {
+    if (st.st_size > 0 && static_cast<uint64_t>(st.st_size) < kFileOptions.direct_min_size) {
       job->fd = OpenAhead(path, st);
     }
     pool_.Submit(job, chunker_);
@@ -617,7 +622,7 @@ class Archiver {
     // the chunks it names, so what is held does not grow with the file.
     const uint64_t file_size = static_cast<uint64_t>(job->st.st_size);
     const ChunkUploader::Kind kind = file_size >= kLargeFileBytes ? ChunkUploader::kLargeFile
-                                     : file_size >= ChunkFileOptions{}.direct_min_size
+                                     : file_size >= kFileOptions.direct_min_size
                                          ? ChunkUploader::kMediumFile
                                          : ChunkUploader::kSmallFile;
     ChunkListBuilder chunks(repo_->config().chunk_lists(),
