@@ -45,9 +45,9 @@ struct ChunkStoreOptions {
   // value the store was written with: recovery takes a larger record in the newest pack for
   // damage (and then refuses to open if the locator indexes it or anything after it).
   uint64_t max_chunk_bytes = 64ull << 20;
-  // RocksDB memtable of the locator, in bytes, before a flush to a table file. Default: 2 MiB
-  // (~35k chunks; see metadata::MetadataStoreOptions::write_buffer_bytes for why not more).
-  uint64_t locator_write_buffer_bytes = 2ull << 20;
+  // RocksDB memtable of the locator, in bytes, before a flush to a table file. Default: 1 MiB
+  // (~17k chunks; see metadata::MetadataStoreOptions::write_buffer_bytes for why not more).
+  uint64_t locator_write_buffer_bytes = 1ull << 20;
   // The locator's RocksDB block cache, in bytes (decoded 16 KiB blocks, ~350 chunks each).
   uint64_t locator_block_cache_bytes = 8ull << 20;
   // Free space a put must leave on the store's filesystem, for the locator's WAL and memtable

@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
   }
   whorl::chunkstore::ChunkStoreOptions options;
   options.verify_puts = true;  // a store on the network never trusts a fingerprint
-  // The agent's embedded locator keeps its memtable at 2 MiB for the agent's peak RSS; a node
-  // flushes half as often (the cluster's first backup of the source tree shares its two cores).
+  // The agent's embedded locator keeps its memtable at 1 MiB for the agent's peak RSS; a node
+  // flushes less often (the cluster's first backup of the source tree shares its two cores).
   options.locator_write_buffer_bytes = 4ull << 20;
   const wd::RocksDbLog rocks_log = wd::RocksDbLogFor(flags.data);
   options.log = rocks_log.sink;

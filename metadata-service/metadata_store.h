@@ -52,11 +52,13 @@ struct MetadataStoreOptions {
   uint64_t block_cache_bytes = 256 << 20;
   // RocksDB's memtable: bytes written before a flush to a table file. The agent's peak memory
   // grows with it until the first flush (a first backup writes ~100 bytes per chunk), so an
-  // embedded repository keeps it small; whorl-metad uses kDaemonWriteBufferBytes. 2 MiB (4
-  // before): the source tree's first backup (46k chunks) fills most of 4 MiB, a tree twice its
-  // size flushed it and kept a full one beside the new: with the locator's, that tree's peak
-  // RSS 67.5-68.2 -> 63.9-64.6 MiB, the tree's own the same (59-63 and 60-61 MiB).
-  uint64_t write_buffer_bytes = 2 << 20;
+  // embedded repository keeps it small; whorl-metad uses kDaemonWriteBufferBytes. 1 MiB (4
+  // before), with the locator's: the source tree's first backup (46k chunks) filled most of
+  // 4 MiB, and a tree twice its size flushed it and kept a full one beside the new. Cold, side
+  // by side, that tree's peak RSS 67.5-68.2 MiB with 4 MiB, 63.9-64.6 with 2; the source tree's
+  // 59.1-62.4 with 2, 57.3-59.0 with 1 (its first backup 2.42-2.52 s and 2.51-2.64 s: a few
+  // more flushes).
+  uint64_t write_buffer_bytes = 1 << 20;
   // Free space a write must leave on the shard's filesystem, for RocksDB's WAL and memtable
   // flushes; a write that would leave less is refused with RESOURCE_EXHAUSTED ("No space left
   // on device") before anything is written. 0: twice write_buffer_bytes and 1 MiB.
