@@ -286,6 +286,11 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::StatusOr<std::shared_ptr<const DecodedBundle>> ReadBundle(const Fingerprint& fp,
                                                                   const ChunkLocation& loc,
                                                                   const std::string& where);
+  // Chunk `fp`'s bytes in its decoded bundle, which `*bundle` is set to hold (alive while the
+  // caller keeps it, whatever the cache drops).
+  absl::StatusOr<std::string_view> MemberBytes(const Fingerprint& fp, const ChunkLocation& loc,
+                                               const std::string& where,
+                                               std::shared_ptr<const DecodedBundle>* bundle);
   // The decoded bundle that holds `fp`: from the cache, or read and decoded (once, however
   // many threads ask at the same time).
   absl::StatusOr<std::shared_ptr<const DecodedBundle>> DecodedBundleOf(const Fingerprint& fp,
@@ -677,12 +682,17 @@ absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
-  std::string out;
-  WHORL_RETURN_IF_ERROR(Read(fp, [&out](std::string_view plain) {
-    out.assign(plain);
-    return absl::OkStatus();
-  }));
-  return out;
+  WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
+  const std::string where = Where(loc.pack_id, loc.offset);
+  if (loc.bundled) return GetFromBundle(fp, loc, where);
+  RecordHeader header;
+  WHORL_ASSIGN_OR_RETURN(std::string data, ReadRecordAt(fp, loc, where, &header));
+  if (loc.codec == Codec::kNone && data.size() == loc.plain_size) return data;  // as read
+  absl::StatusOr<std::string> plain = Decode(loc.codec, data, loc.plain_size);
+  if (!plain.ok()) {
+    return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
+  }
+  return plain;
 }
 
 absl::Status ChunkStoreImpl::Read(const Fingerprint& fp,
@@ -690,13 +700,10 @@ absl::Status ChunkStoreImpl::Read(const Fingerprint& fp,
   WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
   const std::string where = Where(loc.pack_id, loc.offset);
   if (loc.bundled) {
-    // The bundle stays alive (shared) for the call, whatever the cache drops meanwhile.
-    WHORL_ASSIGN_OR_RETURN(const std::shared_ptr<const DecodedBundle> bundle,
-                           DecodedBundleOf(fp, loc, where));
-    absl::StatusOr<std::string_view> member =
-        FindBundleMember(bundle->plain(), bundle->members, fp, loc);
-    if (!member.ok()) return Annotate(member.status(), where);
-    return use(*member);
+    // `bundle` keeps the bytes alive for the call, whatever the cache drops meanwhile.
+    std::shared_ptr<const DecodedBundle> bundle;
+    WHORL_ASSIGN_OR_RETURN(const std::string_view member, MemberBytes(fp, loc, where, &bundle));
+    return use(member);
   }
   RecordHeader header;
   WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
@@ -754,12 +761,19 @@ absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetBundleRecord(const Fingerp
 absl::StatusOr<std::string> ChunkStoreImpl::GetFromBundle(const Fingerprint& fp,
                                                           const ChunkLocation& loc,
                                                           const std::string& where) {
-  WHORL_ASSIGN_OR_RETURN(const std::shared_ptr<const DecodedBundle> bundle,
-                         DecodedBundleOf(fp, loc, where));
+  std::shared_ptr<const DecodedBundle> bundle;
+  WHORL_ASSIGN_OR_RETURN(const std::string_view member, MemberBytes(fp, loc, where, &bundle));
+  return std::string(member);
+}
+
+absl::StatusOr<std::string_view> ChunkStoreImpl::MemberBytes(
+    const Fingerprint& fp, const ChunkLocation& loc, const std::string& where,
+    std::shared_ptr<const DecodedBundle>* bundle) {
+  WHORL_ASSIGN_OR_RETURN(*bundle, DecodedBundleOf(fp, loc, where));
   absl::StatusOr<std::string_view> member =
-      FindBundleMember(bundle->plain(), bundle->members, fp, loc);
+      FindBundleMember((*bundle)->plain(), (*bundle)->members, fp, loc);
   if (!member.ok()) return Annotate(member.status(), where);
-  return std::string(*member);
+  return member;
 }
 
 absl::StatusOr<std::shared_ptr<const ChunkStoreImpl::DecodedBundle>>
