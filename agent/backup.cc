@@ -241,15 +241,14 @@ class Archiver {
         pool_([this](FileChunker* fc, FileJob* job) { ReadFile(fc, job); }) {}
 
   // Saves the trie below "/" as the root tree; returns its fingerprint. `parent`: the parent
-  // snapshot's root tree, read back from the repository, whose fingerprint is `parent_id`.
-  absl::StatusOr<Fingerprint> SaveRoot(const PathTrie& trie, const v1::Tree* parent,
-                                       std::string_view parent_id) {
+  // snapshot's root tree, read back from the repository, or null.
+  absl::StatusOr<Fingerprint> SaveRoot(const PathTrie& trie, const LoadedTree* parent) {
     if (trie.target) {
-      WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveDirContents("/", parent));
-      return SaveTree(&tree, parent, parent_id);
+      WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveDirContents("/", Whole(parent)));
+      return SaveTree(&tree, parent);
     }
-    WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveTrie("", trie, parent));
-    return SaveTree(&tree, parent, parent_id);
+    WHORL_ASSIGN_OR_RETURN(v1::Tree tree, SaveTrie("", trie, Whole(parent)));
+    return SaveTree(&tree, parent);
   }
 
   absl::Status Finish() { return uploader_.Flush(); }
@@ -291,21 +290,20 @@ class Archiver {
   // The walk will load the subtrees of a parent tree's directories: announce them together.
   void PrefetchSubtrees(const v1::Tree& tree) { repo_->Prefetch(SubtreeFingerprints(tree)); }
 
-  // A directory node's subtree fingerprint (bytes), or "" for none.
-  static std::string_view ParentId(const v1::Node* parent_node) {
-    return parent_node == nullptr ? std::string_view() : std::string_view(parent_node->subtree());
+  static const v1::Tree* Whole(const LoadedTree* tree) {
+    return tree == nullptr ? nullptr : &tree->tree;
   }
 
   // The parent's tree for a directory node, if it has one (a load failure only costs a re-read).
-  std::shared_ptr<const v1::Tree> ParentSubtree(const v1::Node* parent_node) {
+  std::shared_ptr<const LoadedTree> ParentSubtree(const v1::Node* parent_node) {
     if (parent_node == nullptr || parent_node->type() != v1::Node::DIR) return nullptr;
     if (absl::StatusOr<Fingerprint> fp = Fingerprint::FromBytes(parent_node->subtree()); fp.ok()) {
       if (auto it = preloaded_.find(*fp); it != preloaded_.end()) return it->second;
     }
-    absl::StatusOr<v1::Tree> t = LoadTree(repo_, parent_node->subtree());
+    absl::StatusOr<LoadedTree> t = LoadStoredTree(repo_, parent_node->subtree());
     if (!t.ok()) return nullptr;
-    PrefetchSubtrees(*t);
-    return std::make_shared<const v1::Tree>(*std::move(t));
+    PrefetchSubtrees(t->tree);
+    return std::make_shared<const LoadedTree>(*std::move(t));
   }
 
  public:
@@ -315,8 +313,8 @@ class Archiver {
     constexpr uint64_t kPreloadBytes = 16 << 20;
     PreloadTrees(
         repo_, root, kPreloadBytes, DecodeTree, [](const std::string&) { return true; },
-        [this](const Fingerprint& fp, std::string, v1::Tree tree) {
-          preloaded_.emplace(fp, std::make_shared<const v1::Tree>(std::move(tree)));
+        [this](const Fingerprint& fp, std::string, LoadedTree tree) {
+          preloaded_.emplace(fp, std::make_shared<const LoadedTree>(std::move(tree)));
         });
   }
 
@@ -333,19 +331,36 @@ class Archiver {
     return fps;
   }
 
-  // `parent_tree`: the parent snapshot's tree for this directory as read back from the
-  // repository, or nullptr; `parent_id`: its fingerprint's bytes.
-  absl::StatusOr<Fingerprint> SaveTree(v1::Tree* tree, const v1::Tree* parent_tree,
-                                       std::string_view parent_id) {
+  // `parent`: the parent snapshot's tree for this directory as read back from the repository,
+  // or nullptr. In a repository that takes tree deltas, a changed directory whose parent tree
+  // is known is stored as a delta against that tree's base (the parent itself if it is whole:
+  // a delta's base is never a delta, so reading a tree costs at most two objects), when the
+  // delta is under half the tree's bytes; else whole, becoming the base for the nights after.
+  absl::StatusOr<Fingerprint> SaveTree(v1::Tree* tree, const LoadedTree* parent) {
     const std::string bytes = EncodeTree(tree);
     const Fingerprint fp = Sha256(bytes);
-    // The same bytes as the parent's tree, which was just read back from the repository: they
-    // are stored, so they need no question to the index (an unchanged night asks about none of
-    // its ~9k trees), as an unchanged file's chunks need none.
-    if (parent_tree != nullptr &&
-        parent_id ==
-            std::string_view(reinterpret_cast<const char*>(fp.bytes.data()), fp.bytes.size())) {
-      return fp;
+    if (parent != nullptr) {
+      // The same directory as the parent's tree, which was just read back from the repository:
+      // it is stored, so it needs no question to the index (an unchanged night asks about none
+      // of its ~9k trees), as an unchanged file's chunks need none.
+      const std::string_view fp_bytes(reinterpret_cast<const char*>(fp.bytes.data()),
+                                      fp.bytes.size());
+      const bool same = parent->base_id.empty()
+                            ? parent->id == fp_bytes
+                            : metadata::SerializeDeterministic(parent->tree) == bytes;
+      if (same) return Fingerprint::FromBytes(parent->id);
+      if (repo_->config().tree_deltas()) {
+        const bool whole = parent->base_id.empty();
+        v1::Tree delta = MakeTreeDelta(whole ? parent->tree : *parent->base,
+                                       whole ? parent->id : parent->base_id, *tree);
+        std::string delta_bytes = EncodeTree(&delta);
+        if (delta_bytes.size() * 2 < bytes.size()) {
+          // The base was just read back too: it is stored before this delta.
+          const Fingerprint delta_fp = Sha256(delta_bytes);
+          WHORL_RETURN_IF_ERROR(uploader_.AddTree(delta_fp, delta_bytes));
+          return delta_fp;
+        }
+      }
     }
     WHORL_RETURN_IF_ERROR(uploader_.AddTree(fp, bytes));
     return fp;
@@ -368,11 +383,10 @@ class Archiver {
         continue;
       }
       if (!S_ISDIR(st.st_mode)) continue;  // a target below a non-directory cannot exist
-      std::shared_ptr<const v1::Tree> parent_sub = ParentSubtree(parent_node);
-      WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveTrie(path, child, parent_sub.get()));
+      std::shared_ptr<const LoadedTree> parent_sub = ParentSubtree(parent_node);
+      WHORL_ASSIGN_OR_RETURN(v1::Tree sub, SaveTrie(path, child, Whole(parent_sub.get())));
       v1::Node node = MetadataNode(name, st);
-      WHORL_ASSIGN_OR_RETURN(Fingerprint fp,
-                             SaveTree(&sub, parent_sub.get(), ParentId(parent_node)));
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&sub, parent_sub.get()));
       node.set_subtree(fp.ToBytes());
       *tree.add_nodes() = std::move(node);
     }
@@ -428,10 +442,9 @@ class Archiver {
         *tree->add_nodes() = std::move(node);
         auto dir = std::make_unique<WalkedDir>();
         dir->parent = ParentSubtree(parent_node);
-        dir->parent_id = std::string(ParentId(parent_node));
         dir->up = tree;
         dir->up_index = tree->nodes_size() - 1;
-        WHORL_RETURN_IF_ERROR(WalkDir(path, dir->parent.get(), &dir->tree, &dir->files));
+        WHORL_RETURN_IF_ERROR(WalkDir(path, Whole(dir->parent.get()), &dir->tree, &dir->files));
         return Defer(std::move(dir));
       }
       case v1::Node::SYMLINK: {
@@ -535,10 +548,9 @@ class Archiver {
   struct WalkedDir {
     v1::Tree tree;
     PendingFiles files;
-    std::shared_ptr<const v1::Tree> parent;  // the parent snapshot's tree for it, or null
-    std::string parent_id;                   // that tree's fingerprint (bytes), or ""
-    v1::Tree* up = nullptr;                  // the tree holding its node
-    int up_index = 0;                        // the node's index in `up`
+    std::shared_ptr<const LoadedTree> parent;  // the parent snapshot's tree for it, or null
+    v1::Tree* up = nullptr;                    // the tree holding its node
+    int up_index = 0;                          // the node's index in `up`
   };
 
   // Queues a walked directory to be saved later, so that the walk goes on to the next
@@ -562,8 +574,7 @@ class Archiver {
       walked_dirs_.pop_front();
       walked_files_ -= dir->files.size();
       WHORL_RETURN_IF_ERROR(Resolve(&dir->tree, dir->files));
-      WHORL_ASSIGN_OR_RETURN(Fingerprint fp,
-                             SaveTree(&dir->tree, dir->parent.get(), dir->parent_id));
+      WHORL_ASSIGN_OR_RETURN(Fingerprint fp, SaveTree(&dir->tree, dir->parent.get()));
       dir->up->mutable_nodes(dir->up_index)->set_subtree(fp.ToBytes());
     }
     return absl::OkStatus();
@@ -704,7 +715,7 @@ class Archiver {
   // Set by a repository failure: jobs not yet started are skipped.
   std::atomic<bool> stopping_{false};
   // The parent snapshot's trees loaded ahead of the walk (PreloadParentTrees), by fingerprint.
-  std::unordered_map<Fingerprint, std::shared_ptr<const v1::Tree>, FingerprintHash> preloaded_;
+  std::unordered_map<Fingerprint, std::shared_ptr<const LoadedTree>, FingerprintHash> preloaded_;
   struct Counts {
     uint64_t files_new = 0;
     uint64_t files_changed = 0;
@@ -802,15 +813,15 @@ absl::StatusOr<BackupResult> RunBackup(
       parent.reset();
     }
   }
-  std::unique_ptr<v1::Tree> parent_root;
+  std::unique_ptr<LoadedTree> parent_root;
   if (parent.has_value()) {
-    absl::StatusOr<v1::Tree> t = LoadTree(repo, parent->snapshot.root());
-    if (t.ok()) parent_root = std::make_unique<v1::Tree>(*std::move(t));
+    absl::StatusOr<LoadedTree> t = LoadStoredTree(repo, parent->snapshot.root());
+    if (t.ok()) parent_root = std::make_unique<LoadedTree>(*std::move(t));
   }
 
   Archiver archiver(repo, options, on_error, on_progress);
   if (parent_root != nullptr && repo->ReadsCostARoundTrip()) {
-    archiver.PreloadParentTrees(*parent_root);
+    archiver.PreloadParentTrees(parent_root->tree);
   }
   // Totals for the progress line come from a scan running alongside (only when someone shows
   // progress: it costs a second stat of every file).
@@ -841,11 +852,7 @@ absl::StatusOr<BackupResult> RunBackup(
     return IsExcluded(options.excludes, path, name);
   });
   archiver.walk_ahead_ = &walk_ahead;
-  WHORL_ASSIGN_OR_RETURN(
-      Fingerprint root,
-      archiver.SaveRoot(
-          trie, parent_root.get(),
-          parent.has_value() ? std::string_view(parent->snapshot.root()) : std::string_view()));
+  WHORL_ASSIGN_OR_RETURN(Fingerprint root, archiver.SaveRoot(trie, parent_root.get()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
   WHORL_RETURN_IF_ERROR(archiver.Finish());
   WHORL_KILL_POINT("agent.commit.before");

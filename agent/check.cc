@@ -24,7 +24,8 @@ absl::StatusOr<std::vector<Fingerprint>> ReadChunkList(Repository* repo, const F
   return DecodeChunkList(bytes);
 }
 
-// Every chunk, chunk list and tree a snapshot references, with the path of a user, via `fn`.
+// Every chunk, chunk list and tree (a delta's base too) a snapshot references, with the path
+// of a user, via `fn`.
 // A chunk list that cannot be read is a problem (its chunks are then not named).
 void ForEachReference(Repository* repo, const metadata::SnapshotRecord& snap,
                       const std::function<void(const Fingerprint&, const std::string&)>& fn,
@@ -56,7 +57,8 @@ void ForEachReference(Repository* repo, const metadata::SnapshotRecord& snap,
       [&](const std::string& path, const absl::Status& status) {
         problems->push_back("snapshot " + ShortId(snap.id) + ": tree of " + path + ": " +
                             std::string(status.message()));
-      });
+      },
+      [&](const std::string& path, const Fingerprint& base) { fn(base, path); });
 }
 
 // The pause before read number `attempt` (1-based; 2 and 3 are retries).

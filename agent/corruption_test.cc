@@ -549,5 +549,87 @@ TEST_F(CorruptionTest, AChunkThatFailsEveryReadIsReportedAfterThreeReads) {
   EXPECT_EQ(flaky.reads[bad], 3);
 }
 
+// A repository that has lost one chunk: every read of it fails.
+class LosingRepository : public ForwardingRepository {
+ public:
+  LosingRepository(Repository* real, const Fingerprint& lost)
+      : ForwardingRepository(real), lost_(lost) {}
+  absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
+    if (fp == lost_) return absl::DataLossError("injected: lost");
+    return inner()->GetChunk(fp);
+  }
+
+ private:
+  Fingerprint lost_;
+};
+
+// A night that changes one file of a directory of ten stores that directory's tree as a delta
+// against the first night's (and the tree above, of six entries); the deltas restore exactly,
+// and a lost base costs the directory whose delta needs it, not the rest.
+TEST_F(CorruptionTest, ATreeDeltaRestoresExactlyAndALostBaseCostsOnlyItsDirectory) {
+  const std::string dir = (src_ / "d2").string();
+  const fs::path changed = src_ / "d2" / "f4";
+  std::ofstream(changed, std::ios::app | std::ios::binary) << "appended";
+  BackupOptions opts;
+  opts.paths = {src_.string()};
+  opts.host = "h";
+  auto b = RunBackup(repo_.get(), opts);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_FALSE(b->snapshot.parent().empty());
+  std::map<std::string, std::string> second;  // directory -> its tree's fingerprint (bytes)
+  WalkTree(
+      repo_.get(), b->snapshot.root(),
+      [&](const std::string& path, const v1::Node& node) {
+        if (node.type() == v1::Node::DIR) second[path] = node.subtree();
+        return true;
+      },
+      [](const std::string& path, const absl::Status& s) { FAIL() << path << ": " << s; });
+  auto d2 = LoadStoredTree(repo_.get(), second.at(dir));
+  ASSERT_TRUE(d2.ok()) << d2.status();
+  EXPECT_EQ(d2->base_id, dir_tree_.at(dir).ToBytes());  // the first night's, whole
+  EXPECT_EQ(d2->tree.nodes_size(), 10);
+  auto top = LoadStoredTree(repo_.get(), second.at(src_.string()));
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_EQ(top->base_id, dir_tree_.at(src_.string()).ToBytes());
+  for (const auto& [path, fp] : second) {
+    if (path != dir && path != src_.string()) {
+      EXPECT_EQ(LoadStoredTree(repo_.get(), fp)->base_id, "") << path;  // unchanged or one entry
+    }
+  }
+  auto problems = RunCheck(repo_.get(), CheckOptions{true});
+  ASSERT_TRUE(problems.ok()) << problems.status();
+  EXPECT_TRUE(problems->empty()) << (*problems)[0];
+
+  snap_ = b->snapshot;
+  ExpectRestoreOfTheRest({});  // every file exact, the one changed too
+
+  // d2's first tree lost: the second snapshot's d2 cannot be read, everything else can.
+  LosingRepository losing(repo_.get(), dir_tree_.at(dir));
+  const fs::path target = tmp_ / "target";
+  fs::remove_all(target);
+  RestoreOptions ropts;
+  ropts.target = target.string();
+  auto r = RunRestore(&losing, snap_, ropts, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->errors.size(), 1u);
+  EXPECT_EQ(r->errors[0].rfind(dir + ": tree " + Fingerprint::FromBytes(second.at(dir))->ToHex() +
+                                   ": base injected: lost",
+                               0),
+            0u)
+      << r->errors[0];
+  EXPECT_FALSE(fs::exists(target / changed.string().substr(1)));
+  for (const auto& [path, chunks] : file_chunks_) {
+    if (path.rfind(dir + "/", 0) == 0) continue;
+    EXPECT_EQ(ReadAll(target / path.substr(1)), ReadAll(path)) << path;
+  }
+  auto lost = RunCheck(&losing, CheckOptions{false});
+  ASSERT_TRUE(lost.ok()) << lost.status();
+  const std::string second_id = b->id.ToHex().substr(0, 8);
+  const std::string want = "snapshot " + second_id + ": tree of " + dir + ": tree " +
+                           Fingerprint::FromBytes(second.at(dir))->ToHex() + ": base " +
+                           dir_tree_.at(dir).ToHex() + ": injected: lost";
+  EXPECT_NE(std::find(lost->begin(), lost->end(), want), lost->end()) << absl::StrJoin(*lost, "\n");
+}
+
 }  // namespace
 }  // namespace whorl::agent

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
@@ -174,7 +175,77 @@ absl::StatusOr<v1::Tree> DecodeTree(std::string_view bytes) {
                                         PrintableName(tree.nodes(i).name()) + "'");
     }
   }
+  if (!IsTreeDelta(tree)) return tree;
+  if (tree.base().size() != Fingerprint::kSize) {
+    return absl::InvalidArgumentError("tree delta has no base");
+  }
+  int n = 0;  // the first node not before the removed name being checked
+  for (int i = 0; i < tree.removed_size(); ++i) {
+    const std::string& name = tree.removed(i);
+    if (!IsValidNodeName(name)) {
+      return absl::InvalidArgumentError("tree delta removes an unsafe name '" +
+                                        PrintableName(name) + "'");
+    }
+    if (i > 0 && !(tree.removed(i - 1) < name)) {
+      return absl::InvalidArgumentError("tree delta's removed names not sorted or duplicated at '" +
+                                        PrintableName(name) + "'");
+    }
+    while (n < tree.nodes_size() && tree.nodes(n).name() < name) ++n;
+    if (n < tree.nodes_size() && tree.nodes(n).name() == name) {
+      return absl::InvalidArgumentError("tree delta both removes and holds '" +
+                                        PrintableName(name) + "'");
+    }
+  }
   return tree;
+}
+
+bool IsTreeDelta(const v1::Tree& tree) { return !tree.base().empty() || tree.removed_size() > 0; }
+
+absl::StatusOr<v1::Tree> ApplyTreeDelta(const v1::Tree& base, const v1::Tree& delta) {
+  if (IsTreeDelta(base)) return absl::DataLossError("tree delta's base is a delta too");
+  absl::flat_hash_set<std::string_view> dropped;
+  for (const std::string& name : delta.removed()) dropped.insert(name);
+  absl::flat_hash_set<std::string_view> in_base;
+  for (const v1::Node& node : base.nodes()) in_base.insert(node.name());
+  for (const std::string& name : delta.removed()) {
+    if (!in_base.contains(name)) {
+      return absl::DataLossError("tree delta removes '" + PrintableName(name) +
+                                 "', which its base does not hold");
+    }
+  }
+  for (const v1::Node& node : delta.nodes()) dropped.insert(node.name());
+  v1::Tree out;
+  out.mutable_nodes()->Reserve(base.nodes_size() + delta.nodes_size());
+  for (const v1::Node& node : base.nodes()) {
+    if (!dropped.contains(node.name())) *out.add_nodes() = node;
+  }
+  for (const v1::Node& node : delta.nodes()) *out.add_nodes() = node;
+  std::stable_sort(out.mutable_nodes()->begin(), out.mutable_nodes()->end(),
+                   [](const v1::Node& a, const v1::Node& b) { return a.name() < b.name(); });
+  return out;
+}
+
+v1::Tree MakeTreeDelta(const v1::Tree& base, std::string_view base_id, const v1::Tree& target) {
+  v1::Tree delta;
+  delta.set_base(std::string(base_id));
+  int i = 0;
+  int j = 0;
+  while (i < base.nodes_size() || j < target.nodes_size()) {
+    if (j == target.nodes_size() ||
+        (i < base.nodes_size() && base.nodes(i).name() < target.nodes(j).name())) {
+      delta.add_removed(base.nodes(i++).name());
+    } else if (i == base.nodes_size() || target.nodes(j).name() < base.nodes(i).name()) {
+      *delta.add_nodes() = target.nodes(j++);
+    } else {
+      if (metadata::SerializeDeterministic(base.nodes(i)) !=
+          metadata::SerializeDeterministic(target.nodes(j))) {
+        *delta.add_nodes() = target.nodes(j);
+      }
+      ++i;
+      ++j;
+    }
+  }
+  return delta;
 }
 
 std::string EncodeManifestFile(const v1::Snapshot& snapshot) {

@@ -26,6 +26,22 @@ std::string EncodeTree(v1::Tree* tree);
 // (duplicates), a type is unknown, or a fingerprint is not 32 bytes.
 absl::StatusOr<v1::Tree> DecodeTree(std::string_view bytes);
 
+// Tree deltas (repository version 5, proto/objects_format.md "Tree deltas"): a tree stored as
+// the changes from a *base*, a stored tree that is not a delta itself. DecodeTree also checks a
+// delta's own fields (a 32-byte base; removed names valid, increasing, none also in `nodes`).
+bool IsTreeDelta(const v1::Tree& tree);
+
+// The directory `delta` describes: `base`'s nodes, less those named in `delta.removed` or in
+// `delta.nodes`, plus `delta.nodes`, sorted by name (a stable sort, so it also serves restore's
+// unchecked trees). DATA_LOSS if `base` is a delta itself ("tree delta's base is a delta too") or
+// lacks a name `delta` removes.
+absl::StatusOr<v1::Tree> ApplyTreeDelta(const v1::Tree& base, const v1::Tree& delta);
+
+// The delta that makes `target` from `base` (whose fingerprint is `base_id`): the nodes of
+// `target` that `base` lacks or holds otherwise, and the names `target` lacks. Both trees must
+// be whole and sorted by name (as DecodeTree and EncodeTree leave them).
+v1::Tree MakeTreeDelta(const v1::Tree& base, std::string_view base_id, const v1::Tree& target);
+
 // Whether `name` may be a directory entry's name (see DecodeTree).
 bool IsValidNodeName(std::string_view name);
 

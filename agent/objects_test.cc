@@ -87,6 +87,78 @@ TEST(TreeCodecTest, RefusesGarbage) {
   EXPECT_EQ(DecodeTree("\xff\xff\xff\xff").status().code(), absl::StatusCode::kDataLoss);
 }
 
+// A base of five files; the target changes "c", drops "d" and adds "f".
+struct DeltaCase {
+  v1::Tree base;
+  v1::Tree target;
+  std::string base_id = Sha256("base").ToBytes();
+  DeltaCase() {
+    for (const char* name : {"a", "b", "c", "d", "e"}) *base.add_nodes() = FileNode(name);
+    for (const char* name : {"a", "b", "c", "e", "f"}) *target.add_nodes() = FileNode(name);
+    target.mutable_nodes(2)->set_size(7);
+  }
+};
+
+TEST(TreeDeltaTest, HoldsOnlyWhatChangedAndAppliesToTheTargetExactly) {
+  DeltaCase t;
+  v1::Tree delta = MakeTreeDelta(t.base, t.base_id, t.target);
+  ASSERT_TRUE(IsTreeDelta(delta));
+  EXPECT_EQ(delta.base(), t.base_id);
+  ASSERT_EQ(delta.nodes_size(), 2);
+  EXPECT_EQ(delta.nodes(0).name(), "c");
+  EXPECT_EQ(delta.nodes(0).size(), 7u);
+  EXPECT_EQ(delta.nodes(1).name(), "f");
+  ASSERT_EQ(delta.removed_size(), 1);
+  EXPECT_EQ(delta.removed(0), "d");
+  auto decoded = DecodeTree(EncodeTree(&delta));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  auto whole = ApplyTreeDelta(t.base, *decoded);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_FALSE(IsTreeDelta(*whole));
+  EXPECT_EQ(EncodeTree(&*whole), EncodeTree(&t.target));
+  // The same directory gives an empty delta, which applies to the base itself.
+  v1::Tree none = MakeTreeDelta(t.base, t.base_id, t.base);
+  EXPECT_EQ(none.nodes_size() + none.removed_size(), 0);
+  auto same = ApplyTreeDelta(t.base, none);
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(EncodeTree(&*same), EncodeTree(&t.base));
+  EXPECT_FALSE(IsTreeDelta(t.base));
+}
+
+TEST(TreeDeltaTest, DecodeRefusesADeltaNoWriterMakes) {
+  DeltaCase t;
+  const v1::Tree good = MakeTreeDelta(t.base, t.base_id, t.target);
+  auto refused = [](const v1::Tree& tree) { return DecodeTree(Serialize(tree)).status(); };
+  v1::Tree no_base = good;
+  no_base.clear_base();
+  EXPECT_EQ(refused(no_base), absl::InvalidArgumentError("tree delta has no base"));
+  v1::Tree short_base = good;
+  short_base.set_base("short");
+  EXPECT_EQ(refused(short_base), absl::InvalidArgumentError("tree delta has no base"));
+  v1::Tree unsafe = good;
+  unsafe.add_removed("../x");
+  EXPECT_EQ(refused(unsafe),
+            absl::InvalidArgumentError("tree delta removes an unsafe name '../x'"));
+  v1::Tree unsorted = good;
+  unsorted.add_removed("a");
+  EXPECT_EQ(refused(unsorted), absl::InvalidArgumentError(
+                                   "tree delta's removed names not sorted or duplicated at 'a'"));
+  v1::Tree both = good;
+  both.set_removed(0, "c");
+  EXPECT_EQ(refused(both), absl::InvalidArgumentError("tree delta both removes and holds 'c'"));
+}
+
+TEST(TreeDeltaTest, ApplyRefusesADeltaBaseAndANameTheBaseLacks) {
+  DeltaCase t;
+  const v1::Tree delta = MakeTreeDelta(t.base, t.base_id, t.target);
+  EXPECT_EQ(ApplyTreeDelta(delta, delta).status(),
+            absl::DataLossError("tree delta's base is a delta too"));
+  v1::Tree lacking = delta;
+  lacking.set_removed(0, "zz");
+  EXPECT_EQ(ApplyTreeDelta(t.base, lacking).status(),
+            absl::DataLossError("tree delta removes 'zz', which its base does not hold"));
+}
+
 v1::Snapshot Snap() {
   v1::Snapshot s;
   s.set_repository_id("0123456789abcdef0123456789abcdef");

@@ -143,7 +143,7 @@ absl::StatusOr<RepoConfig> NewRepoConfig(uint32_t min, uint32_t avg, uint32_t ma
   }
   c.compression = compression;
   c.large_compression = large_compression;
-  c.version = kChunkListRepoFormatVersion;
+  c.version = kRepoFormatVersion;
   return c;
 }
 

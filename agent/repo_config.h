@@ -23,11 +23,14 @@ namespace whorl::agent {
 // everything it might hold). Version 4
 // adds chunk lists (Node.chunk_lists, repository_format.md): a file of more than
 // kMaxInlineChunks chunks names lists of its chunks instead of the chunks, which a version 3
-// build would read as an empty file, so it must refuse the repository. `whorl init` makes
-// version 4: any repository may come to hold a big file.
-inline constexpr int kRepoFormatVersion = 4;
+// build would read as an empty file, so it must refuse the repository. Version 5 adds tree
+// deltas (Tree.base and Tree.removed, proto/objects_format.md): a version 4 build would read a
+// delta as a directory holding only what changed, so it must refuse the repository. `whorl
+// init` makes version 5; backups write deltas only into a version 5 repository.
+inline constexpr int kRepoFormatVersion = 5;
 inline constexpr int kLz4RepoFormatVersion = 3;
 inline constexpr int kChunkListRepoFormatVersion = 4;
+inline constexpr int kTreeDeltaRepoFormatVersion = 5;
 inline constexpr int kOldestRepoFormatVersion = 1;
 
 struct RepoConfig {
@@ -36,6 +39,8 @@ struct RepoConfig {
   bool bundles() const { return version >= 2; }
   // Whether backups may store chunk lists.
   bool chunk_lists() const { return version >= kChunkListRepoFormatVersion; }
+  // Whether backups may store a tree as a delta against its parent snapshot's.
+  bool tree_deltas() const { return version >= kTreeDeltaRepoFormatVersion; }
   std::string id;  // 32 lowercase hex digits, random at init
   ChunkerParams chunker;
   CompressionSpec compression;  // trees and chunks of files under kLargeFileBytes (bundled)

@@ -91,20 +91,21 @@ TEST(RepoConfigTest, TwoConfigsDrawDifferentPolynomials) {
   EXPECT_NE(a->id, b->id);
 }
 
-// Every new config is version 4 (chunk lists), whatever its compression; a version 2 config
+// Every new config is version 5 (tree deltas), whatever its compression; a version 2 config
 // naming LZ4 is refused (LZ4 records are what a version 2 build cannot read).
-TEST(RepoConfigTest, ANewConfigIsVersion4AndLz4NeedsVersion3) {
+TEST(RepoConfigTest, ANewConfigIsVersion5AndLz4NeedsVersion3) {
   for (const auto& [comp, large, version] :
        std::vector<std::tuple<CompressionSpec, CompressionSpec, int>>{
-           {kDefaultCompression, kDefaultLargeCompression, 4},
-           {{Codec::kLz4, 0}, {Codec::kZstd, 1}, 4},
-           {{Codec::kZstd, 3}, {Codec::kZstd, 1}, 4},
-           {{Codec::kNone, 0}, {Codec::kNone, 0}, 4}}) {
+           {kDefaultCompression, kDefaultLargeCompression, 5},
+           {{Codec::kLz4, 0}, {Codec::kZstd, 1}, 5},
+           {{Codec::kZstd, 3}, {Codec::kZstd, 1}, 5},
+           {{Codec::kNone, 0}, {Codec::kNone, 0}, 5}}) {
     auto c = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax, comp, large);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c->version, version) << comp.ToString() << " " << large.ToString();
     EXPECT_TRUE(c->bundles());
     EXPECT_TRUE(c->chunk_lists());
+    EXPECT_TRUE(c->tree_deltas());
     auto back = RepoConfig::FromJson(c->ToJson());
     ASSERT_TRUE(back.ok()) << back.status();
     EXPECT_EQ(back->version, version);
@@ -121,20 +122,22 @@ TEST(RepoConfigTest, ANewConfigIsVersion4AndLz4NeedsVersion3) {
             "config names lz4 compression, which needs repository version 3, but is version 2");
 }
 
-TEST(RepoConfigTest, ReadsVersions1To3WithoutChunkListsAndWritesVersion4) {
+TEST(RepoConfigTest, ReadsVersions1To4WithoutTreeDeltasAndWritesVersion5) {
   auto fresh = NewRepoConfig(kDefaultChunkMin, kDefaultChunkAvg, kDefaultChunkMax,
                              CompressionSpec{}, CompressionSpec{});
   ASSERT_TRUE(fresh.ok());
-  EXPECT_EQ(fresh->version, 4);
+  EXPECT_EQ(fresh->version, 5);
   EXPECT_TRUE(fresh->bundles());
   EXPECT_TRUE(fresh->chunk_lists());
-  for (int version : {2, 3}) {
+  EXPECT_TRUE(fresh->tree_deltas());
+  for (int version : {2, 3, 4}) {
     RepoConfig older = *fresh;
     older.version = version;
     auto read = RepoConfig::FromJson(older.ToJson());
     ASSERT_TRUE(read.ok()) << read.status();
     EXPECT_TRUE(read->bundles());
-    EXPECT_FALSE(read->chunk_lists());
+    EXPECT_EQ(read->chunk_lists(), version == 4);
+    EXPECT_FALSE(read->tree_deltas());
   }
   RepoConfig old = *fresh;
   old.version = 1;
@@ -143,7 +146,8 @@ TEST(RepoConfigTest, ReadsVersions1To3WithoutChunkListsAndWritesVersion4) {
   EXPECT_EQ(read->version, 1);
   EXPECT_FALSE(read->bundles());
   EXPECT_FALSE(read->chunk_lists());
-  EXPECT_EQ(RepoConfig::FromJson(R"({"version": 5})").status().code(),
+  EXPECT_FALSE(read->tree_deltas());
+  EXPECT_EQ(RepoConfig::FromJson(R"({"version": 6})").status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(RepoConfig::FromJson(R"({"version": 0})").status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -166,7 +170,7 @@ TEST(RepoConfigTest, RefusesNumbersThatOnlyFitAfterTruncation) {
   auto version = RepoConfig::FromJson(R"({"version": 4294967297, )" + rest + "8192}}");
   EXPECT_EQ(version.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(version.status().message(),
-            "unsupported repository version 4294967297 (this whorl reads 1 to 4)");
+            "unsupported repository version 4294967297 (this whorl reads 1 to 5)");
   auto size = RepoConfig::FromJson(R"({"version": 1, )" + rest + "4294975488}}");
   EXPECT_EQ(size.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(size.status().message(), "config chunker min_size is over 2^32");

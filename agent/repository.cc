@@ -1,5 +1,6 @@
 #include "agent/repository.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -30,19 +31,44 @@ absl::StatusOr<std::vector<EncodedChunk>> SplitBundle(const EncodedChunk& bundle
   return out;
 }
 
-absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes) {
+absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes) {
   WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
   WHORL_ASSIGN_OR_RETURN(std::string bytes, repo->GetChunk(fp));
   absl::StatusOr<v1::Tree> tree = DecodeTree(bytes);
   if (!tree.ok()) return Annotate(tree.status(), "tree " + fp.ToHex());
-  return tree;
+  LoadedTree out;
+  out.id = std::string(fp_bytes);
+  if (!IsTreeDelta(*tree)) {
+    out.tree = *std::move(tree);
+    return out;
+  }
+  const Fingerprint base_fp = *Fingerprint::FromBytes(tree->base());  // DecodeTree checked it
+  absl::StatusOr<std::string> base_bytes = repo->GetChunk(base_fp);
+  if (!base_bytes.ok()) {
+    return Annotate(base_bytes.status(), "tree " + fp.ToHex() + ": base " + base_fp.ToHex());
+  }
+  absl::StatusOr<v1::Tree> base = DecodeTree(*base_bytes);
+  if (!base.ok()) {
+    return Annotate(base.status(), "tree " + fp.ToHex() + ": base " + base_fp.ToHex());
+  }
+  absl::StatusOr<v1::Tree> whole = ApplyTreeDelta(*base, *tree);
+  if (!whole.ok()) return Annotate(whole.status(), "tree " + fp.ToHex());
+  out.tree = *std::move(whole);
+  out.base_id = tree->base();
+  out.base = std::make_shared<const v1::Tree>(*std::move(base));
+  return out;
+}
+
+absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes) {
+  WHORL_ASSIGN_OR_RETURN(LoadedTree tree, LoadStoredTree(repo, fp_bytes));
+  return std::move(tree.tree);
 }
 
 void PreloadTrees(
     Repository* repo, const v1::Tree& root, uint64_t max_bytes,
     const std::function<absl::StatusOr<v1::Tree>(std::string_view bytes)>& parse,
     const std::function<bool(const std::string& path)>& follow,
-    const std::function<void(const Fingerprint& fp, std::string bytes, v1::Tree tree)>& keep) {
+    const std::function<void(const Fingerprint& fp, std::string bytes, LoadedTree tree)>& keep) {
   // The next level: each distinct subtree once, with the first path it was met at.
   std::map<Fingerprint, std::string> level;
   auto add_subtrees = [&](const std::string& dir, const v1::Tree& tree,
@@ -56,11 +82,21 @@ void PreloadTrees(
   };
   add_subtrees("", root, &level);
   std::set<Fingerprint> loaded;
+  // Bases loaded, for the deltas that share one.
+  std::map<Fingerprint, std::shared_ptr<const v1::Tree>> bases;
   uint64_t bytes = 0;
   while (!level.empty() && bytes < max_bytes) {
     std::vector<Fingerprint> fps;
     for (const auto& [fp, path] : level) fps.push_back(fp);
     repo->Prefetch(fps);
+    struct Delta {
+      Fingerprint fp;
+      const std::string* path;
+      std::string bytes;
+      v1::Tree tree;
+      Fingerprint base;
+    };
+    std::vector<Delta> deltas;
     std::map<Fingerprint, std::string> next;
     for (const auto& [fp, path] : level) {
       if (bytes >= max_bytes) break;
@@ -69,9 +105,44 @@ void PreloadTrees(
       bytes += raw->size();
       absl::StatusOr<v1::Tree> tree = parse(*raw);
       if (!tree.ok()) continue;
+      if (IsTreeDelta(*tree)) {
+        absl::StatusOr<Fingerprint> base = Fingerprint::FromBytes(tree->base());
+        if (!base.ok()) continue;
+        deltas.push_back({fp, &path, *std::move(raw), *std::move(tree), *base});
+        continue;
+      }
       loaded.insert(fp);
       add_subtrees(path, *tree, &next);
-      keep(fp, *std::move(raw), *std::move(tree));
+      LoadedTree whole{*std::move(tree), fp.ToBytes(), "", nullptr};
+      keep(fp, *std::move(raw), std::move(whole));
+    }
+    // The level's deltas' bases, fetched together, then the deltas applied.
+    std::vector<Fingerprint> base_fps;
+    for (const Delta& d : deltas) {
+      if (!bases.contains(d.base)) base_fps.push_back(d.base);
+    }
+    std::sort(base_fps.begin(), base_fps.end());
+    base_fps.erase(std::unique(base_fps.begin(), base_fps.end()), base_fps.end());
+    repo->Prefetch(base_fps);
+    for (const Fingerprint& fp : base_fps) {
+      absl::StatusOr<std::string> raw = repo->GetChunk(fp);
+      if (!raw.ok()) continue;
+      bytes += raw->size();
+      absl::StatusOr<v1::Tree> tree = parse(*raw);
+      if (!tree.ok() || IsTreeDelta(*tree)) continue;
+      auto base = std::make_shared<const v1::Tree>(*std::move(tree));
+      bases.emplace(fp, base);
+      keep(fp, *std::move(raw), LoadedTree{*base, fp.ToBytes(), "", nullptr});
+    }
+    for (Delta& d : deltas) {
+      auto base = bases.find(d.base);
+      if (base == bases.end()) continue;
+      absl::StatusOr<v1::Tree> whole = ApplyTreeDelta(*base->second, d.tree);
+      if (!whole.ok()) continue;
+      loaded.insert(d.fp);
+      add_subtrees(*d.path, *whole, &next);
+      keep(d.fp, std::move(d.bytes),
+           LoadedTree{*std::move(whole), d.fp.ToBytes(), d.base.ToBytes(), base->second});
     }
     std::erase_if(next, [&](const auto& e) { return loaded.contains(e.first); });
     level = std::move(next);
@@ -85,17 +156,22 @@ constexpr int kMaxDepth = 512;
 
 void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, int depth,
           const std::function<bool(const std::string&, const v1::Node&)>& fn,
-          const std::function<void(const std::string&, const absl::Status&)>& on_error) {
+          const std::function<void(const std::string&, const absl::Status&)>& on_error,
+          const std::function<void(const std::string&, const Fingerprint&)>& on_base) {
   if (depth > kMaxDepth) {
     on_error(dir_path.empty() ? "/" : dir_path,
              absl::InvalidArgumentError("trees nested too deep"));
     return;
   }
-  absl::StatusOr<v1::Tree> tree = LoadTree(repo, fp);
-  if (!tree.ok()) {
-    on_error(dir_path.empty() ? "/" : dir_path, tree.status());
+  absl::StatusOr<LoadedTree> loaded = LoadStoredTree(repo, fp);
+  if (!loaded.ok()) {
+    on_error(dir_path.empty() ? "/" : dir_path, loaded.status());
     return;
   }
+  if (!loaded->base_id.empty() && on_base) {
+    on_base(dir_path.empty() ? "/" : dir_path, *Fingerprint::FromBytes(loaded->base_id));
+  }
+  const v1::Tree* tree = &loaded->tree;
   if (repo->ReadsCostARoundTrip()) {
     // The subtrees the walk will load next, fetched together (a round trip per directory with
     // subdirectories, not per subdirectory).
@@ -109,16 +185,18 @@ void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, in
   for (const v1::Node& node : tree->nodes()) {
     const std::string path = dir_path + "/" + node.name();
     if (fn(path, node) && node.type() == v1::Node::DIR) {
-      Walk(repo, path, node.subtree(), depth + 1, fn, on_error);
+      Walk(repo, path, node.subtree(), depth + 1, fn, on_error, on_base);
     }
   }
 }
 }  // namespace
 
-void WalkTree(Repository* repo, std::string_view root,
-              const std::function<bool(const std::string& path, const v1::Node& node)>& fn,
-              const std::function<void(const std::string& path, const absl::Status&)>& on_error) {
-  Walk(repo, "", root, 0, fn, on_error);
+void WalkTree(
+    Repository* repo, std::string_view root,
+    const std::function<bool(const std::string& path, const v1::Node& node)>& fn,
+    const std::function<void(const std::string& path, const absl::Status&)>& on_error,
+    const std::function<void(const std::string& path, const Fingerprint& base)>& on_base) {
+  Walk(repo, "", root, 0, fn, on_error, on_base);
 }
 
 }  // namespace whorl::agent

@@ -171,7 +171,19 @@ class ForwardingRepository : public Repository {
 absl::StatusOr<std::vector<EncodedChunk>> SplitBundle(const EncodedChunk& bundle,
                                                       const CompressionSpec& spec);
 
-// Loads and validates the tree with fingerprint `fp_bytes` (32 bytes) from `repo`.
+// A tree as read back: the directory whole, and how it is stored (a tree delta, repository
+// version 5, is applied to its base).
+struct LoadedTree {
+  v1::Tree tree;        // the directory's entries, sorted by name
+  std::string id;       // its fingerprint (32 bytes), as a directory node names it
+  std::string base_id;  // a delta's base's fingerprint (32 bytes); "" for a whole tree
+  std::shared_ptr<const v1::Tree> base;  // a delta's base; null for a whole tree
+};
+
+// Loads and validates the tree with fingerprint `fp_bytes` (32 bytes) from `repo`, and its base
+// if it is a delta (DecodeTree, ApplyTreeDelta).
+absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes);
+// The same, the directory alone.
 absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
 
 // For a repository whose reads cost a round trip: loads the trees below `root` breadth first,
@@ -179,22 +191,26 @@ absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
 // a round of reads per level instead of a round trip per directory. `parse` reads a tree's bytes
 // (a tree it refuses is left out: the walk meets it again and reports it); `follow(path)` says
 // whether to load the directory at `path` ("/a/b") and below; `keep` takes each tree loaded,
-// as read and as parsed.
+// as read and as parsed (a delta applied to its base), and each delta's base (loaded with the
+// level: a delta whose base is missing, refused or a delta is left out, as a refused tree).
 // Stops once `max_bytes` of trees are loaded, so memory stays bounded whatever the snapshot's
 // size: the walk loads the rest as it reaches them.
 void PreloadTrees(
     Repository* repo, const v1::Tree& root, uint64_t max_bytes,
     const std::function<absl::StatusOr<v1::Tree>(std::string_view bytes)>& parse,
     const std::function<bool(const std::string& path)>& follow,
-    const std::function<void(const Fingerprint& fp, std::string bytes, v1::Tree tree)>& keep);
+    const std::function<void(const Fingerprint& fp, std::string bytes, LoadedTree tree)>& keep);
 
 // Visits every node below the tree `root` depth-first, entries in name order, a directory
 // before its contents. `fn` gets the node's absolute path ("/home/x") and the node, and returns
 // whether to descend into a directory. A tree that cannot be loaded is reported to `on_error`
-// (path of its directory, status) and skipped; the walk goes on.
-void WalkTree(Repository* repo, std::string_view root,
-              const std::function<bool(const std::string& path, const v1::Node& node)>& fn,
-              const std::function<void(const std::string& path, const absl::Status&)>& on_error);
+// (path of its directory, status) and skipped; the walk goes on. `on_base`, if given, gets the
+// path of each directory whose tree is a delta and the delta's base.
+void WalkTree(
+    Repository* repo, std::string_view root,
+    const std::function<bool(const std::string& path, const v1::Node& node)>& fn,
+    const std::function<void(const std::string& path, const absl::Status&)>& on_error,
+    const std::function<void(const std::string& path, const Fingerprint& base)>& on_base = {});
 
 // Creates an embedded repository in `path` (which must not hold one; it may exist empty).
 // FAILED_PRECONDITION "repository already exists" if REPO/config exists.

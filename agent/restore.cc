@@ -95,7 +95,7 @@ class Restorer {
       PreloadTrees(
           repo_, *root, kPreloadBytes, ParseRawTree,
           [this](const std::string& path) { return Selected(path) || LeadsToInclude(path); },
-          [this](const Fingerprint& fp, std::string bytes, v1::Tree) {
+          [this](const Fingerprint& fp, std::string bytes, LoadedTree) {
             preloaded_.emplace(fp, std::move(bytes));  // 3-4x smaller than parsed
           });
     }
@@ -217,8 +217,24 @@ class Restorer {
 
   // A tree's entries as stored, without DecodeTree's whole-tree checks: each entry is checked
   // on its own in RestoreDir, so one hostile entry costs only itself.
+  // A delta is applied to its base (a base that is a delta too is refused).
   absl::StatusOr<v1::Tree> LoadRawTree(std::string_view fp_bytes) {
     WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
+    WHORL_ASSIGN_OR_RETURN(v1::Tree tree, ReadRawTree(fp));
+    if (!IsTreeDelta(tree)) return tree;
+    absl::StatusOr<Fingerprint> base_fp = Fingerprint::FromBytes(tree.base());
+    if (!base_fp.ok()) return absl::DataLossError("tree " + fp.ToHex() + ": delta has no base");
+    absl::StatusOr<v1::Tree> base = ReadRawTree(*base_fp);
+    if (!base.ok()) {
+      return absl::DataLossError("tree " + fp.ToHex() + ": base " +
+                                 std::string(base.status().message()));
+    }
+    absl::StatusOr<v1::Tree> whole = ApplyTreeDelta(*base, tree);
+    if (!whole.ok()) return Annotate(whole.status(), "tree " + fp.ToHex());
+    return whole;
+  }
+  // A tree object's bytes, parsed.
+  absl::StatusOr<v1::Tree> ReadRawTree(const Fingerprint& fp) {
     // Preloaded trees stay until the end (16 MiB at most): a tree used at several places (every
     // empty directory has the same) is not fetched again.
     std::string fetched;
@@ -226,7 +242,9 @@ class Restorer {
     if (auto it = preloaded_.find(fp); it != preloaded_.end()) {
       bytes = &it->second;
     } else {
-      WHORL_ASSIGN_OR_RETURN(fetched, ReadChunkRetrying(repo_, fp, kReadAttempts));
+      absl::StatusOr<std::string> read = ReadChunkRetrying(repo_, fp, kReadAttempts);
+      if (!read.ok()) return read.status();
+      fetched = *std::move(read);
     }
     absl::StatusOr<v1::Tree> tree = ParseRawTree(*bytes);
     if (!tree.ok()) return absl::DataLossError("tree " + fp.ToHex() + " does not parse");

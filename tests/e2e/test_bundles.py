@@ -51,7 +51,7 @@ class BundleTest(w.WhorlTestCase):
     def test_a_new_repository_bundles_small_files_in_version_2_packs(self):
         # Version 4 (chunk lists); only an LZ4 record would start a version 3 pack.
         repo = self.init_repo("repo")
-        self.assertEqual(self.config_version(repo), 4)
+        self.assertEqual(self.config_version(repo), 5)
         self.backup(repo, self.src)
         packs = pack_records(repo)
         bundles = [r for _, v, recs in packs if v == 2 for r in recs if r[1] & 1]
@@ -75,7 +75,7 @@ class BundleTest(w.WhorlTestCase):
         with open(cfg) as f:
             text_ = f.read()
         with open(cfg, "w") as f:
-            f.write(text_.replace('"version": 4', '"version": 1'))
+            f.write(text_.replace('"version": 5', '"version": 1'))
         self.backup(repo, self.src)
         for _, version, recs in pack_records(repo):
             self.assertEqual(version, 1)

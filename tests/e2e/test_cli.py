@@ -47,7 +47,7 @@ class CliTest(w.WhorlTestCase):
         r = self.whorl("restore", "--repo", repo, "latest")
         self.assertEqual(r.code, 2, r.describe())
 
-    def test_init_prints_created_line_and_writes_config_version_4(self):
+    def test_init_prints_created_line_and_writes_config_version_5(self):
         repo = self.path("repo")
         r = self.whorl("init", "--repo", repo, expect=0)
         m = re.fullmatch(r"created whorl repository (\S+) at (.+)\n", r.stdout)
@@ -57,7 +57,7 @@ class CliTest(w.WhorlTestCase):
             config = json.load(f)
         self.assertIsInstance(config, dict)
         self.assertIs(type(config.get("version")), int, config)
-        self.assertEqual(config["version"], 4)  # chunk lists, since 2026-11-30
+        self.assertEqual(config["version"], 5)  # tree deltas, since 2026-12-01
         if "id" in config:
             self.assertEqual(m.group(1), config["id"])
         self.assertEqual(r.err, b"", r.describe())

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -258,6 +259,45 @@ class ClusterBackupTest(ClusterTestCase):
         streams = get_chunks_streams() - before
         with_subdirs = len(os.path.abspath(src).split("/")) + 40
         self.assertLessEqual(streams, (with_subdirs + 2) * chunk_stores, streams)
+
+    def test_nights_of_tree_deltas_restore_exactly_reading_bases_a_level_at_a_time(self):
+        # 20 directories of 12 files; each night changes one file in each, so each directory's
+        # tree is stored as a delta against the first night's. The third night's backup reads
+        # the second's deltas (and their bases) as its parent; each restore reads a level's
+        # deltas, then their bases, together.
+        self.whorl("init", "--repo", self.url, expect=0)
+        src = mkdir(self.path("nights"))
+        for i in range(20):
+            d = mkdir(os.path.join(src, f"d{i:02}"))
+            for j in range(12):
+                w.write_file(os.path.join(d, f"file-{j:02}"), f"{i} {j}".encode())
+        snaps = []
+        for night in range(3):
+            if night > 0:
+                for i in range(20):
+                    w.write_file(os.path.join(src, f"d{i:02}", f"file-{night:02}"), b"night")
+            _, s = self.backup(self.url, src)
+            copy = self.path(f"copy{night}")
+            shutil.copytree(src, copy, symlinks=True)
+            snaps.append((s["snapshot_id"], copy))
+        for night, (snap, copy) in enumerate(snaps):
+            target = self.path(f"t{night}")
+            before = self.get_chunks_streams()
+            self.whorl("restore", "--repo", self.url, snap, "--target", target, expect=0)
+            streams = self.get_chunks_streams() - before
+            self.assert_trees_equal(copy, w.restored_path(target, src), check_owner=False)
+            # The root and the directories down to src, src's level, then the bases: a round
+            # per level (and one for the files' chunks), not one per directory.
+            levels = len(os.path.abspath(src).split("/")) + 3
+            self.assertLessEqual(streams, levels * len(self.cluster.map["chunkstores"]), streams)
+        self.whorl("check", "--repo", self.url, "--read-data", expect=0)
+
+    def get_chunks_streams(self):
+        n = 0
+        for node in self.cluster.map["chunkstores"]:
+            with open(os.path.join(self.cluster.dir, "logs", node["id"] + ".log")) as f:
+                n += sum(1 for line in f if '"method":"GetChunks"' in line)
+        return n
 
     def test_manifest_restore_and_ls_work_remotely(self):
         self.whorl("init", "--repo", self.url, expect=0)

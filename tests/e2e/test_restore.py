@@ -353,7 +353,7 @@ class ChunkListTest(w.WhorlTestCase):
         shutil.copytree(v4, v3)
         with open(os.path.join(v3, "config")) as f:
             config = json.load(f)
-        self.assertEqual(config["version"], 4)
+        self.assertEqual(config["version"], 5)
         config["version"] = 3
         with open(os.path.join(v3, "config"), "w") as f:
             json.dump(config, f)
@@ -387,6 +387,63 @@ class ChunkListTest(w.WhorlTestCase):
         self.restore(v3, "latest", target)
         self.assertEqual(w.read_bytes(w.restored_path(target, big)), data)
 
+
+
+class TreeDeltaTest(w.WhorlTestCase):
+    """A night that changes one file of a big directory stores the directory's tree as a delta
+    against the night before's (repository version 5); a version 4 repository stores it whole.
+    Every snapshot restores exactly, over nights of deltas, renames and deletions, and `ls`
+    and `check --read-data` read them."""
+
+    def test_a_changed_directory_costs_its_changes_and_every_night_restores_exactly(self):
+        v5 = self.init_repo("v5")
+        v4 = self.path("v4")
+        shutil.copytree(v5, v4)
+        with open(os.path.join(v4, "config")) as f:
+            config = json.load(f)
+        self.assertEqual(config["version"], 5)
+        config["version"] = 4
+        with open(os.path.join(v4, "config"), "w") as f:
+            json.dump(config, f)
+        src = w.makedirs(self.bpath("src"))
+        sub = w.makedirs(os.path.join(src, b"sub"))
+        for i in range(300):
+            w.write_file(os.path.join(src, b"a-file-with-a-long-name-%03d.txt" % i), b"v0 %d" % i)
+        w.write_file(os.path.join(sub, b"inner"), b"inner")
+        nights = []  # (snapshot id in v5, copy of the source)
+        for night in range(5):
+            if night == 1:
+                w.write_file(os.path.join(src, b"a-file-with-a-long-name-007.txt"), b"changed")
+            elif night == 2:
+                os.unlink(os.path.join(src, b"a-file-with-a-long-name-008.txt"))
+                w.write_file(os.path.join(src, b"new-file"), b"new")
+            elif night == 3:
+                os.rename(sub, os.path.join(src, b"sub-renamed"))
+            elif night == 4:  # half the directory changed: stored whole again
+                for i in range(0, 300, 2):
+                    w.write_file(os.path.join(src, b"a-file-with-a-long-name-%03d.txt" % i),
+                                 b"v4 %d" % i)
+            added = {}
+            for repo in (v5, v4):
+                added[repo] = self.backup(repo, src)[1]["data_added"]
+            if night in (1, 2, 3):
+                # The delta: a node or two and a base, where the whole tree is 300 nodes.
+                self.assertLess(added[v5] * 5, added[v4], (night, added))
+            elif night == 4:  # whole in both
+                self.assertGreater(added[v5] * 10, added[v4] * 9, added)
+            copy = self.bpath(f"copy{night}")
+            shutil.copytree(src, copy, symlinks=True)
+            nights.append((self.snapshots(v5)[-1]["id"], copy))
+        for night, (snap, copy) in enumerate(nights):
+            target = self.path(f"t{night}")
+            r = self.restore(v5, snap, target)
+            self.assertEqual(r.err, b"", r.describe())
+            self.assert_trees_equal(copy, w.restored_path(target, src), check_owner=False)
+        r, lines = self.ls(v5, nights[2][0])
+        self.assertEqual(sum(1 for ln in lines if b"/a-file-with-a-long-name-" in ln), 299, r.describe())
+        self.assertTrue([ln for ln in lines if ln.endswith(b"/new-file")], r.describe())
+        self.whorl("check", "--repo", v5, "--read-data", expect=0)
+        self.whorl("check", "--repo", v4, "--read-data", expect=0)
 
 if __name__ == "__main__":
     w.main()

@@ -160,12 +160,12 @@ class InitOptionsTest(w.WhorlTestCase):
         self.assertGreaterEqual(stored["small"], len(text) - 1, stored)
 
     def test_init_chooses_zstd_3_and_lz4_for_large_files_unless_told(self):
-        # (flags, (compression, compression_large), config version): always 4 (chunk lists).
-        cases = [((), ("zstd:3", "lz4"), 4),
-                 (("--compression", "none"), ("none", "none"), 4),
-                 (("--compression", "zstd:3"), ("zstd:3", "zstd:3"), 4),
-                 (("--compression", "lz4"), ("lz4", "lz4"), 4),
-                 (("--compression-large", "zstd:7"), ("zstd:3", "zstd:7"), 4)]
+        # (flags, (compression, compression_large), config version): always 5 (tree deltas).
+        cases = [((), ("zstd:3", "lz4"), 5),
+                 (("--compression", "none"), ("none", "none"), 5),
+                 (("--compression", "zstd:3"), ("zstd:3", "zstd:3"), 5),
+                 (("--compression", "lz4"), ("lz4", "lz4"), 5),
+                 (("--compression-large", "zstd:7"), ("zstd:3", "zstd:7"), 5)]
         for i, (args, want, version) in enumerate(cases):
             repo = self.init_repo(f"repo{i}", *args)
             with open(os.path.join(repo, "config")) as f:
