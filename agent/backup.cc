@@ -315,6 +315,8 @@ class Archiver {
         repo_, root, kPreloadBytes, DecodeTree, [](const std::string&) { return true; },
         [this](const Fingerprint& fp, std::string, LoadedTree tree) {
           preloaded_.emplace(fp, std::make_shared<const LoadedTree>(std::move(tree)));
+        },
+        [](const Fingerprint&, std::string) {  // held by the deltas' LoadedTree
         });
   }
 
@@ -349,6 +351,8 @@ class Archiver {
                             ? parent->id == fp_bytes
                             : metadata::SerializeDeterministic(parent->tree) == bytes;
       if (same) return Fingerprint::FromBytes(parent->id);
+      // Back to its base's entries: the base is stored (read back with the parent).
+      if (parent->base_id == fp_bytes) return fp;
       if (repo_->config().tree_deltas()) {
         const bool whole = parent->base_id.empty();
         v1::Tree delta = MakeTreeDelta(whole ? parent->tree : *parent->base,

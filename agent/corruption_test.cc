@@ -549,7 +549,8 @@ TEST_F(CorruptionTest, AChunkThatFailsEveryReadIsReportedAfterThreeReads) {
   EXPECT_EQ(flaky.reads[bad], 3);
 }
 
-// A repository that has lost one chunk: every read of it fails.
+// A repository that has lost one chunk: every read of it fails, and the chunk store does not
+// list it.
 class LosingRepository : public ForwardingRepository {
  public:
   LosingRepository(Repository* real, const Fingerprint& lost)
@@ -557,6 +558,11 @@ class LosingRepository : public ForwardingRepository {
   absl::StatusOr<std::string> GetChunk(const Fingerprint& fp) override {
     if (fp == lost_) return absl::DataLossError("injected: lost");
     return inner()->GetChunk(fp);
+  }
+  absl::StatusOr<std::vector<Fingerprint>> ListChunks() override {
+    absl::StatusOr<std::vector<Fingerprint>> all = inner()->ListChunks();
+    if (all.ok()) std::erase(*all, lost_);
+    return all;
   }
 
  private:
@@ -613,7 +619,7 @@ TEST_F(CorruptionTest, ATreeDeltaRestoresExactlyAndALostBaseCostsOnlyItsDirector
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->errors.size(), 1u);
   EXPECT_EQ(r->errors[0].rfind(dir + ": tree " + Fingerprint::FromBytes(second.at(dir))->ToHex() +
-                                   ": base injected: lost",
+                                   ": base " + dir_tree_.at(dir).ToHex() + ": injected: lost",
                                0),
             0u)
       << r->errors[0];
@@ -629,6 +635,14 @@ TEST_F(CorruptionTest, ATreeDeltaRestoresExactlyAndALostBaseCostsOnlyItsDirector
                            Fingerprint::FromBytes(second.at(dir))->ToHex() + ": base " +
                            dir_tree_.at(dir).ToHex() + ": injected: lost";
   EXPECT_NE(std::find(lost->begin(), lost->end(), want), lost->end()) << absl::StrJoin(*lost, "\n");
+  // The lost base is missing, used by the first snapshot's d2 (its tree) and by the second's
+  // (its delta's base), though the second's delta cannot be applied.
+  const std::string missing = "chunk " + dir_tree_.at(dir).ToHex() +
+                              " is damaged: missing from the chunk store\n  used by snapshot " +
+                              snap_id_ + " file " + dir + "\n  used by snapshot " + second_id +
+                              " file " + dir;
+  EXPECT_NE(std::find(lost->begin(), lost->end(), missing), lost->end())
+      << absl::StrJoin(*lost, "\n");
 }
 
 }  // namespace

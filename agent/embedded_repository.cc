@@ -246,16 +246,41 @@ absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& c
   return WriteFileAtomic(path + "/config", config.ToJson());
 }
 
+absl::StatusOr<int> UpgradeEmbeddedRepository(const std::string& path) {
+  const std::string config_path = path + "/config";
+  if (!Exists(config_path)) {
+    return absl::FailedPreconditionError(path + " is not a whorl repository (no config)");
+  }
+  const std::string lock_path = path + "/lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus("open", lock_path, errno);
+  auto upgrade = [&]() -> absl::StatusOr<int> {
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno != EINTR) return ErrnoStatus("flock", lock_path, errno);
+    }
+    // Read under the lock: no other whorl process has the repository open. One that waits for
+    // the lock reads the new config once it has it (a build of this version or later; an older
+    // build read the config before locking and would go on with the old version).
+    WHORL_ASSIGN_OR_RETURN(std::string text, ReadFile(config_path, kMaxConfigBytes));
+    absl::StatusOr<RepoConfig> config = RepoConfig::FromJson(text);
+    if (!config.ok()) return Annotate(config.status(), config_path);
+    const int was = config->version;
+    if (was == kRepoFormatVersion) return was;
+    config->version = kRepoFormatVersion;
+    WHORL_RETURN_IF_ERROR(WriteFileAtomic(config_path, config->ToJson()));
+    return was;
+  };
+  absl::StatusOr<int> was = upgrade();
+  ::close(fd);
+  return was;
+}
+
 absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path,
                                                                    RepoAccess access) {
   const std::string config_path = path + "/config";
   if (!Exists(config_path)) {
     return absl::FailedPreconditionError(path + " is not a whorl repository (no config)");
   }
-  WHORL_ASSIGN_OR_RETURN(std::string text, ReadFile(config_path, kMaxConfigBytes));
-  absl::StatusOr<RepoConfig> config = RepoConfig::FromJson(text);
-  if (!config.ok()) return Annotate(config.status(), config_path);
-
   const std::string lock_path = path + "/lock";
   int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0 && errno == EROFS && access == RepoAccess::kReadOnly) {
@@ -270,6 +295,14 @@ absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::st
       ::close(fd);
       return ErrnoStatus("flock", lock_path, err);
     }
+  }
+  // The config is read under the lock: a `whorl upgrade` this open waited for has changed it.
+  absl::StatusOr<std::string> text = ReadFile(config_path, kMaxConfigBytes);
+  absl::StatusOr<RepoConfig> config =
+      text.ok() ? RepoConfig::FromJson(*text) : absl::StatusOr<RepoConfig>(text.status());
+  if (!config.ok()) {
+    ::close(fd);
+    return text.ok() ? Annotate(config.status(), config_path) : config.status();
   }
   // Opened for writing even to read: the open recovers what a crash left (the newest pack's tail)
   // and RocksDB checks the whole MANIFEST. A reader falls back to the stores' read-only mode only

@@ -377,6 +377,27 @@ int CmdDebugChunks(const Flags& f) {
   return bad == 0 ? kExitOk : kExitFailed;
 }
 
+// whorl upgrade: raises an embedded repository's format version to this build's, so that its
+// backups store what the newer versions add (bundles, LZ4, chunk lists, tree deltas). Nothing
+// stored is rewritten: this build reads every older version as it is.
+int CmdUpgrade(const Flags& f) {
+  if (IsRemoteUrl(f.repo)) {
+    return Fail(absl::UnimplementedError(
+        "upgrade of a cluster's repository is not supported yet: its config is kept by every "
+        "metadata shard"));
+  }
+  absl::StatusOr<int> was = UpgradeEmbeddedRepository(f.repo);
+  if (!was.ok()) return Fail(was.status());
+  if (*was == kRepoFormatVersion) {
+    std::cout << "repository at " << f.repo << " is already version " << kRepoFormatVersion << "\n";
+  } else {
+    std::cout << "upgraded repository at " << f.repo << " from version " << *was << " to version "
+              << kRepoFormatVersion << "; builds before version " << kRepoFormatVersion
+              << " no longer open it\n";
+  }
+  return kExitOk;
+}
+
 int CmdStats(const Flags& f) {
   absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
   if (!repo.ok()) return Fail(repo.status());
@@ -555,6 +576,10 @@ int Main(int argc, char** argv) {
   repo_option(repair);
   repair->add_flag("--read-data", f.read_data, "read every chunk to find the damaged ones");
 
+  CLI::App* upgrade = app.add_subcommand(
+      "upgrade", "raise a repository's format version to this build's (nothing is rewritten)");
+  repo_option(upgrade);
+
   CLI::App* stats = app.add_subcommand("stats", "repository size and dedup ratio");
   repo_option(stats);
   stats->add_flag("--json", f.json, "JSON output");
@@ -597,6 +622,7 @@ int Main(int argc, char** argv) {
   if (*check) return CmdCheck(f);
   if (*repair) return CmdRepair(f);
   if (*stats) return CmdStats(f);
+  if (*upgrade) return CmdUpgrade(f);
   if (*admin_stats) return CmdAdminStats(f);
   if (*debug_chunks) return CmdDebugChunks(f);
   return kExitUsage;

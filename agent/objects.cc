@@ -175,31 +175,37 @@ absl::StatusOr<v1::Tree> DecodeTree(std::string_view bytes) {
                                         PrintableName(tree.nodes(i).name()) + "'");
     }
   }
-  if (!IsTreeDelta(tree)) return tree;
-  if (tree.base().size() != Fingerprint::kSize) {
-    return absl::InvalidArgumentError("tree delta has no base");
-  }
-  int n = 0;  // the first node not before the removed name being checked
-  for (int i = 0; i < tree.removed_size(); ++i) {
-    const std::string& name = tree.removed(i);
-    if (!IsValidNodeName(name)) {
-      return absl::InvalidArgumentError("tree delta removes an unsafe name '" +
-                                        PrintableName(name) + "'");
-    }
-    if (i > 0 && !(tree.removed(i - 1) < name)) {
-      return absl::InvalidArgumentError("tree delta's removed names not sorted or duplicated at '" +
-                                        PrintableName(name) + "'");
-    }
-    while (n < tree.nodes_size() && tree.nodes(n).name() < name) ++n;
-    if (n < tree.nodes_size() && tree.nodes(n).name() == name) {
-      return absl::InvalidArgumentError("tree delta both removes and holds '" +
-                                        PrintableName(name) + "'");
-    }
+  if (IsTreeDelta(tree)) {
+    WHORL_RETURN_IF_ERROR(ValidateTreeDelta(tree));
   }
   return tree;
 }
 
 bool IsTreeDelta(const v1::Tree& tree) { return !tree.base().empty() || tree.removed_size() > 0; }
+
+absl::Status ValidateTreeDelta(const v1::Tree& delta) {
+  if (delta.base().size() != Fingerprint::kSize) {
+    return absl::InvalidArgumentError("tree delta has no base");
+  }
+  absl::flat_hash_set<std::string_view> held;
+  for (const v1::Node& node : delta.nodes()) held.insert(node.name());
+  for (int i = 0; i < delta.removed_size(); ++i) {
+    const std::string& name = delta.removed(i);
+    if (!IsValidNodeName(name)) {
+      return absl::InvalidArgumentError("tree delta removes an unsafe name '" +
+                                        PrintableName(name) + "'");
+    }
+    if (i > 0 && !(delta.removed(i - 1) < name)) {
+      return absl::InvalidArgumentError("tree delta's removed names not sorted or duplicated at '" +
+                                        PrintableName(name) + "'");
+    }
+    if (held.contains(name)) {
+      return absl::InvalidArgumentError("tree delta both removes and holds '" +
+                                        PrintableName(name) + "'");
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<v1::Tree> ApplyTreeDelta(const v1::Tree& base, const v1::Tree& delta) {
   if (IsTreeDelta(base)) return absl::DataLossError("tree delta's base is a delta too");

@@ -30,6 +30,8 @@ absl::StatusOr<v1::Tree> DecodeTree(std::string_view bytes);
 // the changes from a *base*, a stored tree that is not a delta itself. DecodeTree also checks a
 // delta's own fields (a 32-byte base; removed names valid, increasing, none also in `nodes`).
 bool IsTreeDelta(const v1::Tree& tree);
+// A delta's own checks of DecodeTree (INVALID_ARGUMENT), whatever the order of its nodes.
+absl::Status ValidateTreeDelta(const v1::Tree& delta);
 
 // The directory `delta` describes: `base`'s nodes, less those named in `delta.removed` or in
 // `delta.nodes`, plus `delta.nodes`, sorted by name (a stable sort, so it also serves restore's

@@ -31,7 +31,8 @@ absl::StatusOr<std::vector<EncodedChunk>> SplitBundle(const EncodedChunk& bundle
   return out;
 }
 
-absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes) {
+absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes,
+                                          std::string* base_named) {
   WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
   WHORL_ASSIGN_OR_RETURN(std::string bytes, repo->GetChunk(fp));
   absl::StatusOr<v1::Tree> tree = DecodeTree(bytes);
@@ -43,6 +44,7 @@ absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_
     return out;
   }
   const Fingerprint base_fp = *Fingerprint::FromBytes(tree->base());  // DecodeTree checked it
+  if (base_named != nullptr) *base_named = tree->base();
   absl::StatusOr<std::string> base_bytes = repo->GetChunk(base_fp);
   if (!base_bytes.ok()) {
     return Annotate(base_bytes.status(), "tree " + fp.ToHex() + ": base " + base_fp.ToHex());
@@ -68,7 +70,8 @@ void PreloadTrees(
     Repository* repo, const v1::Tree& root, uint64_t max_bytes,
     const std::function<absl::StatusOr<v1::Tree>(std::string_view bytes)>& parse,
     const std::function<bool(const std::string& path)>& follow,
-    const std::function<void(const Fingerprint& fp, std::string bytes, LoadedTree tree)>& keep) {
+    const std::function<void(const Fingerprint& fp, std::string bytes, LoadedTree tree)>& keep,
+    const std::function<void(const Fingerprint& fp, std::string bytes)>& keep_base) {
   // The next level: each distinct subtree once, with the first path it was met at.
   std::map<Fingerprint, std::string> level;
   auto add_subtrees = [&](const std::string& dir, const v1::Tree& tree,
@@ -125,14 +128,14 @@ void PreloadTrees(
     base_fps.erase(std::unique(base_fps.begin(), base_fps.end()), base_fps.end());
     repo->Prefetch(base_fps);
     for (const Fingerprint& fp : base_fps) {
+      if (bytes >= max_bytes) break;
       absl::StatusOr<std::string> raw = repo->GetChunk(fp);
       if (!raw.ok()) continue;
       bytes += raw->size();
       absl::StatusOr<v1::Tree> tree = parse(*raw);
       if (!tree.ok() || IsTreeDelta(*tree)) continue;
-      auto base = std::make_shared<const v1::Tree>(*std::move(tree));
-      bases.emplace(fp, base);
-      keep(fp, *std::move(raw), LoadedTree{*base, fp.ToBytes(), "", nullptr});
+      bases.emplace(fp, std::make_shared<const v1::Tree>(*std::move(tree)));
+      keep_base(fp, *std::move(raw));
     }
     for (Delta& d : deltas) {
       auto base = bases.find(d.base);
@@ -163,13 +166,14 @@ void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, in
              absl::InvalidArgumentError("trees nested too deep"));
     return;
   }
-  absl::StatusOr<LoadedTree> loaded = LoadStoredTree(repo, fp);
+  std::string base;
+  absl::StatusOr<LoadedTree> loaded = LoadStoredTree(repo, fp, &base);
+  // A base the delta names is used even if it cannot be read (check reports it missing).
+  if (!base.empty() && on_base)
+    on_base(dir_path.empty() ? "/" : dir_path, *Fingerprint::FromBytes(base));
   if (!loaded.ok()) {
     on_error(dir_path.empty() ? "/" : dir_path, loaded.status());
     return;
-  }
-  if (!loaded->base_id.empty() && on_base) {
-    on_base(dir_path.empty() ? "/" : dir_path, *Fingerprint::FromBytes(loaded->base_id));
   }
   const v1::Tree* tree = &loaded->tree;
   if (repo->ReadsCostARoundTrip()) {

@@ -181,8 +181,10 @@ struct LoadedTree {
 };
 
 // Loads and validates the tree with fingerprint `fp_bytes` (32 bytes) from `repo`, and its base
-// if it is a delta (DecodeTree, ApplyTreeDelta).
-absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes);
+// if it is a delta (DecodeTree, ApplyTreeDelta). `base_named`, if given, gets a delta's base's
+// fingerprint as soon as the delta is read, even if the base then cannot be.
+absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes,
+                                          std::string* base_named = nullptr);
 // The same, the directory alone.
 absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
 
@@ -191,15 +193,17 @@ absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
 // a round of reads per level instead of a round trip per directory. `parse` reads a tree's bytes
 // (a tree it refuses is left out: the walk meets it again and reports it); `follow(path)` says
 // whether to load the directory at `path` ("/a/b") and below; `keep` takes each tree loaded,
-// as read and as parsed (a delta applied to its base), and each delta's base (loaded with the
-// level: a delta whose base is missing, refused or a delta is left out, as a refused tree).
+// as read and as parsed (a delta applied to its base); `keep_base` each delta's base, as read
+// (loaded with the level's other bases, together; a delta whose base is missing, refused, a
+// delta too or past `max_bytes` is left out, as a refused tree).
 // Stops once `max_bytes` of trees are loaded, so memory stays bounded whatever the snapshot's
 // size: the walk loads the rest as it reaches them.
 void PreloadTrees(
     Repository* repo, const v1::Tree& root, uint64_t max_bytes,
     const std::function<absl::StatusOr<v1::Tree>(std::string_view bytes)>& parse,
     const std::function<bool(const std::string& path)>& follow,
-    const std::function<void(const Fingerprint& fp, std::string bytes, LoadedTree tree)>& keep);
+    const std::function<void(const Fingerprint& fp, std::string bytes, LoadedTree tree)>& keep,
+    const std::function<void(const Fingerprint& fp, std::string bytes)>& keep_base);
 
 // Visits every node below the tree `root` depth-first, entries in name order, a directory
 // before its contents. `fn` gets the node's absolute path ("/home/x") and the node, and returns
@@ -215,6 +219,13 @@ void WalkTree(
 // Creates an embedded repository in `path` (which must not hold one; it may exist empty).
 // FAILED_PRECONDITION "repository already exists" if REPO/config exists.
 absl::Status InitEmbeddedRepository(const std::string& path, const RepoConfig& config);
+
+// Raises the embedded repository in `path` to kRepoFormatVersion (`whorl upgrade`), holding its
+// lock, so that backups may write what the newer versions add; returns the version it had. Only
+// the config changes: this build reads every older version's packs, trees and index as they are.
+// The repository is then refused by the builds before that version, which could not read what
+// backups now write.
+absl::StatusOr<int> UpgradeEmbeddedRepository(const std::string& path);
 
 // What a command does to a repository it opens.
 enum class RepoAccess {

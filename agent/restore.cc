@@ -97,6 +97,9 @@ class Restorer {
           [this](const std::string& path) { return Selected(path) || LeadsToInclude(path); },
           [this](const Fingerprint& fp, std::string bytes, LoadedTree) {
             preloaded_.emplace(fp, std::move(bytes));  // 3-4x smaller than parsed
+          },
+          [this](const Fingerprint& fp, std::string bytes) {
+            preloaded_.emplace(fp, std::move(bytes));
           });
     }
     for (size_t i = 0; i < kWriters; ++i) writers_.emplace_back([this] { RunWriter(); });
@@ -217,16 +220,19 @@ class Restorer {
 
   // A tree's entries as stored, without DecodeTree's whole-tree checks: each entry is checked
   // on its own in RestoreDir, so one hostile entry costs only itself.
-  // A delta is applied to its base (a base that is a delta too is refused).
+  // A delta is applied to its base, its own fields checked as DecodeTree checks them (a base
+  // that is a delta too is refused).
   absl::StatusOr<v1::Tree> LoadRawTree(std::string_view fp_bytes) {
     WHORL_ASSIGN_OR_RETURN(Fingerprint fp, Fingerprint::FromBytes(fp_bytes));
     WHORL_ASSIGN_OR_RETURN(v1::Tree tree, ReadRawTree(fp));
     if (!IsTreeDelta(tree)) return tree;
-    absl::StatusOr<Fingerprint> base_fp = Fingerprint::FromBytes(tree.base());
-    if (!base_fp.ok()) return absl::DataLossError("tree " + fp.ToHex() + ": delta has no base");
-    absl::StatusOr<v1::Tree> base = ReadRawTree(*base_fp);
+    if (absl::Status s = ValidateTreeDelta(tree); !s.ok()) {
+      return Annotate(s, "tree " + fp.ToHex());
+    }
+    const Fingerprint base_fp = *Fingerprint::FromBytes(tree.base());
+    absl::StatusOr<v1::Tree> base = ReadRawTree(base_fp);
     if (!base.ok()) {
-      return absl::DataLossError("tree " + fp.ToHex() + ": base " +
+      return absl::DataLossError("tree " + fp.ToHex() + ": base " + base_fp.ToHex() + ": " +
                                  std::string(base.status().message()));
     }
     absl::StatusOr<v1::Tree> whole = ApplyTreeDelta(*base, tree);

@@ -261,7 +261,7 @@ class ClusterBackupTest(ClusterTestCase):
         self.assertLessEqual(streams, (with_subdirs + 2) * chunk_stores, streams)
 
     def test_nights_of_tree_deltas_restore_exactly_reading_bases_a_level_at_a_time(self):
-        # 20 directories of 12 files; each night changes one file in each, so each directory's
+        # 20 directories of 40 files; each night changes one file in each, so each directory's
         # tree is stored as a delta against the first night's. The third night's backup reads
         # the second's deltas (and their bases) as its parent; each restore reads a level's
         # deltas, then their bases, together.
@@ -269,14 +269,19 @@ class ClusterBackupTest(ClusterTestCase):
         src = mkdir(self.path("nights"))
         for i in range(20):
             d = mkdir(os.path.join(src, f"d{i:02}"))
-            for j in range(12):
-                w.write_file(os.path.join(d, f"file-{j:02}"), f"{i} {j}".encode())
+            for j in range(40):  # the same bytes: the restores read trees, and two chunks
+                w.write_file(os.path.join(d, f"a-file-with-a-long-name-{j:02}"), b"same")
         snaps = []
         for night in range(3):
             if night > 0:
                 for i in range(20):
-                    w.write_file(os.path.join(src, f"d{i:02}", f"file-{night:02}"), b"night")
+                    w.write_file(os.path.join(src, f"d{i:02}", f"a-file-with-a-long-name-{night:02}"),
+                                 b"night")
             _, s = self.backup(self.url, src)
+            if night > 0:
+                # 20 deltas of a node each (whole, the 20 trees are ~55 KB of names, ids and
+                # times), src's tree of 20 directories, the trees above it, one chunk.
+                self.assertLess(s["data_added"], 12000, s)
             copy = self.path(f"copy{night}")
             shutil.copytree(src, copy, symlinks=True)
             snaps.append((s["snapshot_id"], copy))

@@ -445,5 +445,64 @@ class TreeDeltaTest(w.WhorlTestCase):
         self.whorl("check", "--repo", v5, "--read-data", expect=0)
         self.whorl("check", "--repo", v4, "--read-data", expect=0)
 
+
+class UpgradeTest(w.WhorlTestCase):
+    """`whorl upgrade` raises an older repository's version in its config alone: what is stored
+    stays readable, and the next backups write what the new version adds (here tree deltas)."""
+
+    def test_a_version_2_repository_upgraded_keeps_its_snapshots_and_gets_tree_deltas(self):
+        repo = self.init_repo("repo", "--compression", "zstd:3")
+        cfg = os.path.join(repo, "config")
+        with open(cfg) as f:
+            config = json.load(f)
+        config["version"] = 2
+        with open(cfg, "w") as f:
+            json.dump(config, f)
+        src = w.makedirs(self.bpath("src"))
+        for i in range(200):
+            w.write_file(os.path.join(src, b"a-file-with-a-long-name-%03d" % i), b"%d" % i)
+        first = self.backup(repo, src)[1]["snapshot_id"]
+        copy = self.bpath("copy")
+        shutil.copytree(src, copy)
+        r = self.whorl("upgrade", "--repo", repo, expect=0)
+        self.assertEqual(r.stdout, f"upgraded repository at {repo} from version 2 to version 5; "
+                         "builds before version 5 no longer open it\n")
+        with open(cfg) as f:
+            upgraded = json.load(f)
+        self.assertEqual(upgraded.pop("version"), 5)
+        config.pop("version")
+        self.assertEqual(upgraded, config)
+        r = self.whorl("upgrade", "--repo", repo, expect=0)
+        self.assertEqual(r.stdout, f"repository at {repo} is already version 5\n")
+        w.write_file(os.path.join(src, b"a-file-with-a-long-name-007"), b"changed")
+        added = self.backup(repo, src)[1]["data_added"]
+        # The file's chunk, a delta of one node against the version 2 tree, the trees above.
+        self.assertLess(added, 2000)
+        for snap, want in ((first, copy), ("latest", src)):
+            target = self.path("t-" + snap)
+            self.restore(repo, snap, target)
+            self.assert_trees_equal(want, w.restored_path(target, src), check_owner=False)
+        self.whorl("check", "--repo", repo, "--read-data", expect=0)
+
+    def test_what_is_not_an_embedded_repository_is_refused_and_left_alone(self):
+        r = self.whorl("upgrade", "--repo", self.path("nothing"))
+        self.assert_fails(r, 1, "is not a whorl repository (no config)")
+        self.assertFalse(os.path.exists(self.path("nothing")))
+        r = self.whorl("upgrade", "--repo", "whorl://127.0.0.1:1")
+        self.assert_fails(r, 1, "upgrade of a cluster's repository is not supported yet")
+        repo = self.init_repo("future")
+        cfg = os.path.join(repo, "config")
+        with open(cfg) as f:
+            config = json.load(f)
+        config["version"] = 99
+        with open(cfg, "w") as f:
+            json.dump(config, f)
+        with open(cfg, "rb") as f:
+            before = f.read()
+        r = self.whorl("upgrade", "--repo", repo)
+        self.assert_fails(r, 1, "unsupported repository version 99")
+        with open(cfg, "rb") as f:
+            self.assertEqual(f.read(), before)
+
 if __name__ == "__main__":
     w.main()
