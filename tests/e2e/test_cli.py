@@ -85,12 +85,7 @@ class CliTest(w.WhorlTestCase):
         repo = self.init_repo()
         src = w.makedirs(self.path("src"))
         self.backup(repo, src)
-        cfg_path = os.path.join(repo, "config")
-        with open(cfg_path) as f:
-            config = json.load(f)
-        config["version"] = 99
-        with open(cfg_path, "w") as f:
-            json.dump(config, f)
+        w.set_config_version(repo, 99)
         for args in (("snapshots",), ("backup", src), ("check",), ("ls", "latest")):
             r = self.whorl(args[0], "--repo", repo, *args[1:])
             self.assert_fails(r, 1, "unsupported repository version")

@@ -351,12 +351,7 @@ class ChunkListTest(w.WhorlTestCase):
         # The same chunker (polynomial and sizes) at version 3: the same chunks, inline.
         v3 = self.path("v3")
         shutil.copytree(v4, v3)
-        with open(os.path.join(v3, "config")) as f:
-            config = json.load(f)
-        self.assertEqual(config["version"], 5)
-        config["version"] = 3
-        with open(os.path.join(v3, "config"), "w") as f:
-            json.dump(config, f)
+        self.assertEqual(w.set_config_version(v3, 3)["version"], 5)
         src = w.makedirs(self.bpath("src"))
         big = os.path.join(src, b"big.img")
         data = os.urandom(8 << 20)  # ~25k chunks of ~330 bytes
@@ -399,12 +394,7 @@ class TreeDeltaTest(w.WhorlTestCase):
         v5 = self.init_repo("v5")
         v4 = self.path("v4")
         shutil.copytree(v5, v4)
-        with open(os.path.join(v4, "config")) as f:
-            config = json.load(f)
-        self.assertEqual(config["version"], 5)
-        config["version"] = 4
-        with open(os.path.join(v4, "config"), "w") as f:
-            json.dump(config, f)
+        self.assertEqual(w.set_config_version(v4, 4)["version"], 5)
         src = w.makedirs(self.bpath("src"))
         sub = w.makedirs(os.path.join(src, b"sub"))
         for i in range(300):
@@ -453,11 +443,7 @@ class UpgradeTest(w.WhorlTestCase):
     def test_a_version_2_repository_upgraded_keeps_its_snapshots_and_gets_tree_deltas(self):
         repo = self.init_repo("repo", "--compression", "zstd:3")
         cfg = os.path.join(repo, "config")
-        with open(cfg) as f:
-            config = json.load(f)
-        config["version"] = 2
-        with open(cfg, "w") as f:
-            json.dump(config, f)
+        config = w.set_config_version(repo, 2)
         src = w.makedirs(self.bpath("src"))
         for i in range(200):
             w.write_file(os.path.join(src, b"a-file-with-a-long-name-%03d" % i), b"%d" % i)
@@ -492,11 +478,7 @@ class UpgradeTest(w.WhorlTestCase):
         self.assert_fails(r, 1, "upgrade of a cluster's repository is not supported yet")
         repo = self.init_repo("future")
         cfg = os.path.join(repo, "config")
-        with open(cfg) as f:
-            config = json.load(f)
-        config["version"] = 99
-        with open(cfg, "w") as f:
-            json.dump(config, f)
+        w.set_config_version(repo, 99)
         with open(cfg, "rb") as f:
             before = f.read()
         r = self.whorl("upgrade", "--repo", repo)

@@ -157,6 +157,17 @@ def stamp_times(root):
     set_mtime(root, distinct_mtime_ns())
 
 
+def set_config_version(repo, version):
+    """Rewrites REPO/config with VERSION (as a test makes an older repository); returns the
+    config as it was."""
+    path = os.path.join(repo, "config")
+    with open(path) as f:
+        config = json.load(f)
+    with open(path, "w") as f:
+        json.dump(dict(config, version=version), f)
+    return config
+
+
 def restored_path(target, source):
     """Where restore puts SOURCE (an absolute path) under TARGET."""
     return os.path.join(fsb(target), fsb(source).lstrip(b"/"))
