@@ -169,8 +169,9 @@ void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, in
   std::string base;
   absl::StatusOr<LoadedTree> loaded = LoadStoredTree(repo, fp, &base);
   // A base the delta names is used even if it cannot be read (check reports it missing).
-  if (!base.empty() && on_base)
+  if (!base.empty() && on_base) {
     on_base(dir_path.empty() ? "/" : dir_path, *Fingerprint::FromBytes(base));
+  }
   if (!loaded.ok()) {
     on_error(dir_path.empty() ? "/" : dir_path, loaded.status());
     return;
