@@ -179,13 +179,25 @@ void Walk(Repository* repo, const std::string& dir_path, std::string_view fp, in
   const v1::Tree* tree = &loaded->tree;
   if (repo->ReadsCostARoundTrip()) {
     // The subtrees the walk will load next, fetched together (a round trip per directory with
-    // subdirectories, not per subdirectory).
+    // subdirectories, not per subdirectory), and the bases of those that are deltas, together
+    // too: each subtree is announced twice, read once here for the base it names and once by
+    // the walk (a read-ahead serves both from one fetch).
     std::vector<Fingerprint> subtrees;
     for (const v1::Node& node : tree->nodes()) {
       if (node.type() != v1::Node::DIR) continue;
       if (auto sub = Fingerprint::FromBytes(node.subtree()); sub.ok()) subtrees.push_back(*sub);
     }
-    repo->Prefetch(subtrees);
+    std::vector<Fingerprint> twice = subtrees;
+    twice.insert(twice.end(), subtrees.begin(), subtrees.end());
+    repo->Prefetch(twice);
+    std::vector<Fingerprint> bases;
+    for (const Fingerprint& sub : subtrees) {
+      absl::StatusOr<std::string> raw = repo->GetChunk(sub);
+      v1::Tree t;  // only its base: the walk checks the tree when it gets to it
+      if (!raw.ok() || !t.ParseFromArray(raw->data(), static_cast<int>(raw->size()))) continue;
+      if (auto base = Fingerprint::FromBytes(t.base()); base.ok()) bases.push_back(*base);
+    }
+    repo->Prefetch(bases);
   }
   for (const v1::Node& node : tree->nodes()) {
     const std::string path = dir_path + "/" + node.name();
