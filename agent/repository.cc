@@ -61,11 +61,6 @@ absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_
   return out;
 }
 
-absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes) {
-  WHORL_ASSIGN_OR_RETURN(LoadedTree tree, LoadStoredTree(repo, fp_bytes));
-  return std::move(tree.tree);
-}
-
 void PreloadTrees(
     Repository* repo, const v1::Tree& root, uint64_t max_bytes,
     const std::function<absl::StatusOr<v1::Tree>(std::string_view bytes)>& parse,

@@ -185,8 +185,6 @@ struct LoadedTree {
 // fingerprint as soon as the delta is read, even if the base then cannot be.
 absl::StatusOr<LoadedTree> LoadStoredTree(Repository* repo, std::string_view fp_bytes,
                                           std::string* base_named = nullptr);
-// The same, the directory alone.
-absl::StatusOr<v1::Tree> LoadTree(Repository* repo, std::string_view fp_bytes);
 
 // For a repository whose reads cost a round trip: loads the trees below `root` breadth first,
 // announcing each level's subtrees together (Prefetch), so that a walk of ~9k directories costs
