@@ -379,7 +379,8 @@ class Restorer {
     auto meta = std::make_unique<v1::Node>(node);
     meta->clear_chunks();
     Acquire(parent);
-    auto* dir = new DirState{fd, path, std::move(meta), parent, 1, fresh};
+    auto* dir = new DirState{fd, path, std::move(meta), parent, 1};
+    dir->fresh = fresh;
     dir->gives_egid = fresh && parent->gives_egid;
     dir->owner_set = fresh && OwnedAsIs(parent, node);
     if (std::find(ancestors_.begin(), ancestors_.end(), node.subtree()) != ancestors_.end()) {
