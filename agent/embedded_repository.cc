@@ -137,12 +137,14 @@ class EmbeddedRepository : public Repository {
     return out;
   }
 
-  absl::Status ForgetChunks(const std::vector<Fingerprint>& fps) override {
-    if (fps.empty()) return absl::OkStatus();
+  absl::StatusOr<std::vector<Fingerprint>> ForgetChunks(
+      const std::vector<Fingerprint>& fps) override {
+    if (fps.empty()) return std::vector<Fingerprint>();
     ForgetPrefetched();
     WHORL_RETURN_IF_ERROR(chunks_->Forget(fps));
     WHORL_KILL_POINT("repair.forget.between");
-    return meta_->Unregister(fps);
+    WHORL_RETURN_IF_ERROR(meta_->Unregister(fps));
+    return std::vector<Fingerprint>();
   }
   absl::StatusOr<uint64_t> RepairGeneration() override { return meta_->RepairGeneration(); }
 

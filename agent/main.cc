@@ -309,7 +309,9 @@ int CmdRepair(const Flags& f) {
   if (!repo.ok()) return Fail(repo.status());
   // Forgetting nothing costs nothing, and a repository that cannot forget says so before the
   // check (which may read every chunk).
-  if (absl::Status s = (*repo)->ForgetChunks({}); !s.ok()) return Fail(s);
+  if (absl::StatusOr<std::vector<Fingerprint>> s = (*repo)->ForgetChunks({}); !s.ok()) {
+    return Fail(s.status());
+  }
   CheckDetails details;
   absl::StatusOr<std::vector<std::string>> problems =
       RunCheck(repo->get(), CheckOptions{f.read_data}, &details);
@@ -321,9 +323,18 @@ int CmdRepair(const Flags& f) {
               << "\n";
     return kExitOk;
   }
-  if (absl::Status s = (*repo)->ForgetChunks(details.damaged); !s.ok()) return Fail(s);
-  std::cout << "forgot " << details.damaged.size()
-            << (details.damaged.size() == 1 ? " chunk" : " chunks")
+  absl::StatusOr<std::vector<Fingerprint>> kept = (*repo)->ForgetChunks(details.damaged);
+  if (!kept.ok()) return Fail(kept.status());
+  for (const Fingerprint& fp : *kept) {
+    std::cout << "kept: chunk " << fp.ToHex()
+              << " reads back whole now (run check again; nothing of it was forgotten)\n";
+  }
+  const size_t forgot = details.damaged.size() - kept->size();
+  if (forgot == 0) {
+    std::cout << "forgot nothing: every chunk check found damaged reads back whole now\n";
+    return kExitOk;
+  }
+  std::cout << "forgot " << forgot << (forgot == 1 ? " chunk" : " chunks")
             << " that could not be read; the next backup of each host's paths reads every file "
                "and stores again what the files still hold, which makes the snapshots using "
                "those chunks whole\n";

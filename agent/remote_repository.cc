@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -28,6 +29,7 @@
 #include "common/cluster_map.h"
 #include "common/file_util.h"
 #include "common/hash_ring.h"
+#include "common/kill_point.h"
 #include "common/status_macros.h"
 #include "whorl/v1/service.grpc.pb.h"
 
@@ -36,6 +38,8 @@ namespace {
 
 // Per-call limits agreed with the daemons (proto/service_format.md).
 constexpr size_t kMaxFindMissing = 16384;
+constexpr size_t kMaxUnregister = 16384;
+constexpr size_t kMaxForgetChunks = 4096;
 constexpr size_t kMaxPutChunks = 4096;
 constexpr size_t kMaxPutBytes = 32 << 20;
 constexpr int kMaxMessageBytes = 80 << 20;
@@ -618,6 +622,101 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       return absl::OkStatus();
     }));
     return all;
+  }
+
+  // Every chunk-store node is asked (a chunk may sit on a node that owned it under an older
+  // map); each reads the chunks it holds and forgets those that fail. Then the owning shards
+  // drop the index entries of all but the chunks some node read back whole.
+  absl::StatusOr<std::vector<Fingerprint>> ForgetChunks(
+      const std::vector<Fingerprint>& fps) override {
+    if (fps.empty()) return std::vector<Fingerprint>();
+    ForgetPrefetched();
+    absl::Mutex mu;
+    absl::flat_hash_set<Fingerprint, FingerprintHash> kept;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      return ParallelFor(r.chunks.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.chunks[i];
+        for (size_t b = 0; b < fps.size(); b += kMaxForgetChunks) {
+          v1::ForgetChunksRequest req;
+          client_->FillHeader(req.mutable_header(), r.map.epoch);
+          for (size_t k = b; k < std::min(fps.size(), b + kMaxForgetChunks); ++k) {
+            req.mutable_fingerprints()->append(fps[k].ToBytes());
+          }
+          v1::ForgetChunksResponse resp;
+          WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+            return node.chunks->ForgetChunks(ctx, req, &resp);
+          }));
+          const std::string& k = resp.kept();
+          if (k.size() % Fingerprint::kSize != 0) {
+            return absl::InternalError(node.describe + ": kept list of a bad length");
+          }
+          absl::MutexLock lock(&mu);
+          for (size_t o = 0; o < k.size(); o += Fingerprint::kSize) {
+            kept.insert(
+                *Fingerprint::FromBytes(std::string_view(k.data() + o, Fingerprint::kSize)));
+          }
+        }
+        return absl::OkStatus();
+      });
+    }));
+    WHORL_KILL_POINT("repair.forget.between");
+    std::vector<Fingerprint> forget;
+    for (const Fingerprint& fp : fps) {
+      if (!kept.contains(fp)) forget.push_back(fp);
+    }
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<std::vector<Fingerprint>> by_shard(r.meta.size());
+      for (const Fingerprint& fp : forget) {
+        by_shard[r.meta_ring->OwnerIndex(fp.Prefix64())].push_back(fp);
+      }
+      return ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.meta[i];
+        for (size_t b = 0; b < by_shard[i].size(); b += kMaxUnregister) {
+          v1::UnregisterRequest req;
+          client_->FillHeader(req.mutable_header(), r.map.epoch);
+          for (size_t k = b; k < std::min(by_shard[i].size(), b + kMaxUnregister); ++k) {
+            req.mutable_fingerprints()->append(by_shard[i][k].ToBytes());
+          }
+          v1::UnregisterResponse resp;
+          WHORL_RETURN_IF_ERROR(client_->Call(node, [&](grpc::ClientContext* ctx) {
+            return node.index->Unregister(ctx, req, &resp);
+          }));
+        }
+        return absl::OkStatus();
+      });
+    }));
+    std::vector<Fingerprint> out;
+    for (const Fingerprint& fp : fps) {
+      if (kept.contains(fp)) out.push_back(fp);
+    }
+    return out;
+  }
+
+  // The sum of the shards' generations: each only grows, so the sum grows with every repair
+  // (a shard added later starts at 0). A shard from before 2026-12-01 answers UNIMPLEMENTED and
+  // has never forgotten a chunk: 0.
+  absl::StatusOr<uint64_t> RepairGeneration() override {
+    uint64_t sum = 0;
+    WHORL_RETURN_IF_ERROR(client_->Routed([&](const Routing& r) -> absl::Status {
+      std::vector<uint64_t> per(r.meta.size(), 0);
+      WHORL_RETURN_IF_ERROR(ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+        const Node& node = *r.meta[i];
+        v1::GetRepairGenerationRequest req;
+        client_->FillHeader(req.mutable_header(), r.map.epoch);
+        v1::GetRepairGenerationResponse resp;
+        const absl::Status s = client_->Call(node, [&](grpc::ClientContext* ctx) {
+          return node.index->GetRepairGeneration(ctx, req, &resp);
+        });
+        if (absl::IsUnimplemented(s)) return absl::OkStatus();
+        WHORL_RETURN_IF_ERROR(s);
+        per[i] = resp.repair_generation();
+        return absl::OkStatus();
+      }));
+      sum = 0;
+      for (uint64_t g : per) sum += g;
+      return absl::OkStatus();
+    }));
+    return sum;
   }
 
   absl::StatusOr<RepoStats> Stats() override {

@@ -114,11 +114,13 @@ class Repository {
   // Forgets chunks that cannot be read (`whorl repair`): first the chunk store's entries, then
   // the index's, so that FindMissing reports them missing and the next backup that meets them
   // stores them again (a crash between the two leaves them unlocated but indexed, which check
-  // reports and a second repair finishes). UNIMPLEMENTED where not supported.
-  virtual absl::Status ForgetChunks(const std::vector<Fingerprint>& fps) {
+  // reports and a second repair finishes). Returns those it kept because they read back whole
+  // (a cluster's chunk-store nodes read each one again first; an embedded repository forgets
+  // what it is told). UNIMPLEMENTED where not supported.
+  virtual absl::StatusOr<std::vector<Fingerprint>> ForgetChunks(
+      const std::vector<Fingerprint>& fps) {
     (void)fps;
-    return absl::UnimplementedError(
-        "repair works on an embedded repository; a cluster's chunks cannot be forgotten yet");
+    return absl::UnimplementedError("this repository cannot forget chunks");
   }
   // How many repairs forgot chunks (metadata_format.md, `k:repair`); 0 where there are none.
   virtual absl::StatusOr<uint64_t> RepairGeneration() { return uint64_t{0}; }
@@ -154,7 +156,8 @@ class ForwardingRepository : public Repository {
   absl::StatusOr<std::vector<Fingerprint>> ListChunks() override { return inner_->ListChunks(); }
   absl::StatusOr<std::vector<PackDamage>> CheckPacks() override { return inner_->CheckPacks(); }
   absl::StatusOr<RepoStats> Stats() override { return inner_->Stats(); }
-  absl::Status ForgetChunks(const std::vector<Fingerprint>& fps) override {
+  absl::StatusOr<std::vector<Fingerprint>> ForgetChunks(
+      const std::vector<Fingerprint>& fps) override {
     return inner_->ForgetChunks(fps);
   }
   absl::StatusOr<uint64_t> RepairGeneration() override { return inner_->RepairGeneration(); }

@@ -251,6 +251,50 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
     return scope.Finish(grpc::Status::OK, out_bytes);
   }
 
+  // `whorl repair`'s first step. Reads what it asks to forget, from the packs (not a bundle
+  // decoded before the damage), and forgets only the chunks that fail: a caller that is wrong,
+  // or a chunk that reads whole again, never costs a stored chunk.
+  grpc::Status ForgetChunks(grpc::ServerContext* ctx, const v1::ForgetChunksRequest* req,
+                            v1::ForgetChunksResponse* resp) override {
+    RpcScope scope(metrics_, "ForgetChunks", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = cluster_->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    std::vector<Fingerprint> fps;
+    if (grpc::Status e = daemon::ParseFingerprints(req->fingerprints(), kMaxGetChunks, &fps);
+        !e.ok()) {
+      return scope.Finish(e);
+    }
+    store_->ForgetDecoded();
+    std::vector<Fingerprint> unreadable;
+    for (const Fingerprint& fp : fps) {
+      if (absl::StatusOr<ChunkLocation> loc = store_->Locate(fp); !loc.ok()) {
+        if (absl::IsNotFound(loc.status())) continue;  // not here: nothing to forget
+        return scope.Finish(ToGrpc(loc.status()));
+      }
+      const absl::Status read = store_->Read(fp, [&fp](std::string_view plain) {
+        return ChunkSha256(plain) == fp
+                   ? absl::OkStatus()
+                   : absl::DataLossError("data does not hash to its fingerprint");
+      });
+      if (read.ok()) {
+        resp->mutable_kept()->append(fp.ToBytes());
+      } else {
+        unreadable.push_back(fp);
+        resp->mutable_forgotten()->append(fp.ToBytes());
+      }
+    }
+    if (!unreadable.empty()) {
+      if (absl::Status s = store_->Forget(unreadable); !s.ok()) return scope.Finish(ToGrpc(s));
+      daemon::Log(
+          daemon::LogLevel::kWarn, "unreadable chunks forgotten by a repair",
+          {{"request_id", scope.request_id()}, {"count", std::to_string(unreadable.size())}});
+      metrics_->Add("whorl_chunks_forgotten_total", "unreadable chunks forgotten by repairs",
+                    static_cast<double>(unreadable.size()));
+    }
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
   grpc::Status GetStats(grpc::ServerContext* ctx, const v1::ChunkStoreStatsRequest* req,
                         v1::ChunkStoreStatsResponse* resp) override {
     RpcScope scope(metrics_, "GetStats", ctx, req->header(), req->ByteSizeLong());

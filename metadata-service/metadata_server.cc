@@ -23,26 +23,6 @@ grpc::Status Invalid(const std::string& msg) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
 }
 
-// The fingerprints of a FindMissing request, or an error status.
-grpc::Status ParseFingerprints(const std::string& bytes, std::vector<Fingerprint>* out) {
-  if (bytes.size() % Fingerprint::kSize != 0) {
-    return Invalid(
-        absl::StrCat("fingerprints field of ", bytes.size(), " bytes is not a multiple of 32"));
-  }
-  const size_t n = bytes.size() / Fingerprint::kSize;
-  if (n == 0) return Invalid("empty batch: no fingerprints");  // no caller has a reason to
-  if (n > kMaxFindMissing) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("batch of ", n, " fingerprints exceeds ", kMaxFindMissing));
-  }
-  out->reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    out->push_back(*Fingerprint::FromBytes(
-        std::string_view(bytes.data() + i * Fingerprint::kSize, Fingerprint::kSize)));
-  }
-  return grpc::Status::OK;
-}
-
 // The "id" of a repository config (JSON); "" if it has none.
 std::string RepositoryId(const std::string& config) {
   const nlohmann::json j = nlohmann::json::parse(config, nullptr, false);
@@ -137,7 +117,8 @@ class IndexService final : public v1::Index::Service {
       return scope.Finish(e);
     }
     std::vector<Fingerprint> fps;
-    if (grpc::Status e = ParseFingerprints(req->fingerprints(), &fps); !e.ok()) {
+    if (grpc::Status e = daemon::ParseFingerprints(req->fingerprints(), kMaxFindMissing, &fps);
+        !e.ok()) {
       return scope.Finish(e);
     }
     const auto view = s_->cluster->view();
@@ -224,6 +205,46 @@ class IndexService final : public v1::Index::Service {
     } else {
       resp->set_filter(s_->filter->Serialize(s_->filter_version));
     }
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  // The shard's Bloom filter keeps an unregistered fingerprint (a filter only adds): FindMissing
+  // then looks it up and answers it missing, as it must.
+  grpc::Status Unregister(grpc::ServerContext* ctx, const v1::UnregisterRequest* req,
+                          v1::UnregisterResponse* resp) override {
+    RpcScope scope(s_->metrics, "Unregister", ctx, req->header(), req->ByteSizeLong());
+    if (grpc::Status e = s_->cluster->CheckEpoch(ctx, req->header().epoch()); !e.ok()) {
+      return scope.Finish(e);
+    }
+    std::vector<Fingerprint> fps;
+    if (grpc::Status e = daemon::ParseFingerprints(req->fingerprints(), kMaxRegister, &fps);
+        !e.ok()) {
+      return scope.Finish(e);
+    }
+    const auto view = s_->cluster->view();
+    for (const Fingerprint& fp : fps) {
+      if (grpc::Status e = s_->CheckOwner(*view, fp); !e.ok()) return scope.Finish(e);
+    }
+    if (absl::Status st = s_->store->Unregister(fps); !st.ok()) return scope.Finish(ToGrpc(st));
+    absl::StatusOr<uint64_t> generation = s_->store->RepairGeneration();
+    if (!generation.ok()) return scope.Finish(ToGrpc(generation.status()));
+    resp->set_repair_generation(*generation);
+    daemon::Log(daemon::LogLevel::kWarn, "index entries removed by a repair",
+                {{"request_id", scope.request_id()},
+                 {"count", std::to_string(fps.size())},
+                 {"repair_generation", std::to_string(*generation)}});
+    s_->metrics->Add("whorl_index_unregistered_total", "index entries removed by repairs",
+                     static_cast<double>(fps.size()));
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
+  grpc::Status GetRepairGeneration(grpc::ServerContext* ctx,
+                                   const v1::GetRepairGenerationRequest* req,
+                                   v1::GetRepairGenerationResponse* resp) override {
+    RpcScope scope(s_->metrics, "GetRepairGeneration", ctx, req->header(), req->ByteSizeLong());
+    absl::StatusOr<uint64_t> generation = s_->store->RepairGeneration();
+    if (!generation.ok()) return scope.Finish(ToGrpc(generation.status()));
+    resp->set_repair_generation(*generation);
     return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
   }
 

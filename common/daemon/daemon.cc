@@ -119,6 +119,29 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
+grpc::Status ParseFingerprints(const std::string& bytes, size_t max,
+                               std::vector<Fingerprint>* out) {
+  if (bytes.size() % Fingerprint::kSize != 0) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("fingerprints field of ", bytes.size(), " bytes is not a multiple of 32"));
+  }
+  const size_t n = bytes.size() / Fingerprint::kSize;
+  if (n == 0) {  // no caller has a reason to
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty batch: no fingerprints");
+  }
+  if (n > max) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("batch of ", n, " fingerprints exceeds ", max));
+  }
+  out->reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    out->push_back(*Fingerprint::FromBytes(
+        std::string_view(bytes.data() + i * Fingerprint::kSize, Fingerprint::kSize)));
+  }
+  return grpc::Status::OK;
+}
+
 // ---- ClusterState ------------------------------------------------------------------------
 
 absl::StatusOr<std::shared_ptr<const ClusterView>> ClusterState::Read() const {

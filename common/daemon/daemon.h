@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/cluster_map.h"
+#include "common/fingerprint.h"
 #include "common/hash_ring.h"
 #include "common/rocksdb_log.h"
 #include "whorl/v1/service.grpc.pb.h"
@@ -71,6 +72,11 @@ RocksDbLog RocksDbLogFor(const std::string& store);
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& where);
 grpc::Status ToGrpc(const absl::Status& s);
+
+// The fingerprints of a request's `fingerprints` field (N x 32 bytes, 0 < N <= max) into
+// `out`; otherwise INVALID_ARGUMENT (a length not a multiple of 32, `empty batch: no
+// fingerprints`) or RESOURCE_EXHAUSTED (`batch of N fingerprints exceeds MAX`).
+grpc::Status ParseFingerprints(const std::string& bytes, size_t max, std::vector<Fingerprint>* out);
 
 // One epoch's map and rings.
 struct ClusterView {

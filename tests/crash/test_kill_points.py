@@ -100,6 +100,37 @@ class KillPointCase(unittest.TestCase):
         snap = self.ack(run, state)
         self.assertEqual(self.ledger.verify(self.repo, self.scratch, [snap], self.env), [], what)
 
+    def repair_through_kill(self, packs_dir):
+        """A byte flipped in the first record's data (the first backup's bundle of file chunks,
+        in the first pack of PACKS_DIR that holds a record: init may leave an empty one before
+        it); `repair --read-data` killed between forgetting the chunks in the store and in the
+        index; a second repair finishes, and the next backup heals every snapshot."""
+        point = "repair.forget.between"
+        pack = next(os.path.join(packs_dir, n) for n in sorted(os.listdir(packs_dir))
+                    if os.path.getsize(os.path.join(packs_dir, n)) > 16 + 52 + 8)
+        with open(pack, "r+b") as f:
+            f.seek(16 + 52 + 8)
+            byte = f.read(1)
+            f.seek(16 + 52 + 8)
+            f.write(bytes([byte[0] ^ 0x01]))
+        r = c.whorl(["repair", "--repo", self.repo, "--read-data"],
+                    env=dict(self.env, **kill_env(point)))
+        self.assert_killed_at(point, r.code, r.err)
+        # Unlocated but still indexed: check says so, and a second repair finishes the job.
+        r = c.whorl(["check", "--repo", self.repo], env=self.env)
+        self.assertEqual(r.code, 1, r.describe())
+        self.assertIn("missing from the chunk store", r.out, r.describe())
+        r = c.whorl(["repair", "--repo", self.repo, "--read-data"], env=self.env)
+        self.assertEqual(r.code, 0, r.describe())
+        self.assertIn("forgot ", r.out, r.describe())
+        # The next backup of the unchanged tree reads every file and stores the chunks again:
+        # the first snapshot (tearDown restores every acknowledged one) is whole again.
+        state = c.tree_state(self.src)
+        run = c.whorl(["backup", "--repo", self.repo, "--json", self.src], env=self.env)
+        self.assertEqual(run.code, 0, run.describe())
+        self.ack(run, state)
+        self.assertEqual(c.check_clean(self.repo, self.env), [])
+
 
 class EmbeddedKillPointTest(KillPointCase):
     """The agent with an embedded repository: it runs every library point itself."""
@@ -146,34 +177,7 @@ class EmbeddedKillPointTest(KillPointCase):
                 self.assertGreaterEqual(len(packs), 2, packs)
 
     def test_repair_point(self):
-        point = "repair.forget.between"
-        # A byte flipped in the first record's data: the first backup's bundle of file chunks,
-        # in the first pack that holds a record (init may leave an empty one before it).
-        packs_dir = os.path.join(self.repo, "chunks", "packs")
-        pack = next(os.path.join(packs_dir, n) for n in sorted(os.listdir(packs_dir))
-                    if os.path.getsize(os.path.join(packs_dir, n)) > 16 + 52 + 8)
-        with open(pack, "r+b") as f:
-            f.seek(16 + 52 + 8)
-            byte = f.read(1)
-            f.seek(16 + 52 + 8)
-            f.write(bytes([byte[0] ^ 0x01]))
-        r = c.whorl(["repair", "--repo", self.repo, "--read-data"],
-                    env=dict(self.env, **kill_env(point)))
-        self.assert_killed_at(point, r.code, r.err)
-        # Unlocated but still indexed: check says so, and a second repair finishes the job.
-        r = c.whorl(["check", "--repo", self.repo], env=self.env)
-        self.assertEqual(r.code, 1, r.describe())
-        self.assertIn("missing from the chunk store", r.out, r.describe())
-        r = c.whorl(["repair", "--repo", self.repo, "--read-data"], env=self.env)
-        self.assertEqual(r.code, 0, r.describe())
-        self.assertIn("forgot ", r.out, r.describe())
-        # The next backup of the unchanged tree reads every file and stores the chunks again:
-        # the first snapshot (tearDown restores every acknowledged one) is whole again.
-        state = c.tree_state(self.src)
-        run = c.whorl(["backup", "--repo", self.repo, "--json", self.src], env=self.env)
-        self.assertEqual(run.code, 0, run.describe())
-        self.ack(run, state)
-        self.assertEqual(c.check_clean(self.repo, self.env), [])
+        self.repair_through_kill(os.path.join(self.repo, "chunks", "packs"))
 
     def test_init_points(self):
         for point in CREATE_POINTS:
@@ -227,6 +231,11 @@ class ClusterKillPointTest(KillPointCase):
         else:
             self.assertEqual(run.code, 1, run.describe())
         return state
+
+    def test_repair_point(self):
+        # The agent dies between the chunk-store nodes' ForgetChunks and the shards' Unregister.
+        self.first_backup()
+        self.repair_through_kill(os.path.join(self.cluster.dir, "data", "chunk-1", "packs"))
 
     def test_chunkd_points(self):
         self.first_backup()

@@ -3,6 +3,7 @@ whorl-chunkd processes on 127.0.0.1 (ephemeral ports, RocksDB in temp dirs), sta
 by deploy/local-cluster.sh exactly as an operator would."""
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -137,10 +138,9 @@ class ClusterBackupTest(ClusterTestCase):
         plain = self.stats(self.url)
         for k in ("snapshots", "logical_bytes", "stored_bytes", "unique_chunks"):
             self.assertEqual(plain[k], st[k], (plain, st))
-        # A cluster's chunks cannot be forgotten yet: repair says so before it checks anything,
-        # and changes nothing.
-        self.assert_fails(self.whorl("repair", "--repo", self.url, "--read-data"), 1,
-                          "a cluster's chunks cannot be forgotten yet")
+        # Nothing is damaged: repair forgets nothing.
+        r = self.whorl("repair", "--repo", self.url, "--read-data", expect=0)
+        self.assertIn("nothing to repair", r.stdout, r.describe())
         self.assertEqual(self.stats(self.url)["unique_chunks"], st["unique_chunks"])
 
         # A second backup of unchanged files reads none of them and adds no file data (only
@@ -404,6 +404,76 @@ class ClusterFailureTest(ClusterTestCase):
         self.assert_trees_equal(src, w.restored_path(target, src))
         self.assertEqual(self.admin_stats()["epoch"], m["epoch"])
 
+
+
+class ClusterRepairTest(ClusterTestCase):
+
+    def test_repair_forgets_a_damaged_chunk_on_its_node_and_the_next_backup_heals_it(self):
+        # Uncompressed chunks of at least 2 MiB: each 1 MiB file is one chunk, stored whole (not
+        # bundled), whose fingerprint is the file's SHA-256.
+        self.whorl("init", "--repo", self.url, "--compression", "none", "--chunk-min",
+                   str(2 * w.MIB), "--chunk-avg", str(4 * w.MIB), "--chunk-max", str(8 * w.MIB),
+                   expect=0)
+        src = mkdir(self.path("src"))
+        a_data, b_data = os.urandom(w.MIB), os.urandom(w.MIB)
+        a = w.write_file(os.path.join(src, "A"), a_data)
+        a_copy = w.write_file(os.path.join(src, "A-copy"), a_data)
+        b = w.write_file(os.path.join(src, "B"), b_data)
+        fp_a = hashlib.sha256(a_data).hexdigest()
+        _, s1 = self.backup(self.url, src)
+        _, s2 = self.backup(self.url, src)
+        chunks_before = self.stats(self.url)["unique_chunks"]
+
+        # A byte of A's record flipped on the disk of the node that holds it.
+        run = a_data[500_000:500_064]
+        hits = []
+        for pack in glob.glob(os.path.join(self.cluster.dir, "data", "chunk-*", "packs", "*.pack")):
+            at = w.read_bytes(pack).find(run)
+            if at >= 0:
+                hits.append((pack, at))
+        self.assertEqual(len(hits), 1, hits)
+        pack, at = hits[0]
+        with open(pack, "r+b") as f:
+            f.seek(at + 32)
+            byte = f.read(1)
+            f.seek(at + 32)
+            f.write(bytes([byte[0] ^ 0x01]))
+
+        r = self.whorl("repair", "--repo", self.url, expect=0)
+        self.assertIn("nothing to repair", r.stdout, r.describe())  # packs only: not seen
+        r = self.whorl("repair", "--repo", self.url, "--read-data", expect=0)
+        self.assertIn(f"found: chunk {fp_a} is damaged", r.stdout, r.describe())
+        self.assertIn("forgot 1 chunk that could not be read", r.stdout, r.describe())
+        self.assertNotIn("kept:", r.stdout, r.describe())
+        self.assertEqual(self.stats(self.url)["unique_chunks"], chunks_before - 1)
+        node = os.path.basename(os.path.dirname(os.path.dirname(pack)))
+        with open(os.path.join(self.cluster.dir, "logs", node + ".log")) as f:
+            self.assertIn("unreadable chunks forgotten by a repair", f.read())
+        # Forgotten, not stored again yet: check names it; restore names the files.
+        r = self.whorl("check", "--repo", self.url, expect=1)
+        self.assertIn(f"chunk {fp_a} is not in the index", r.stdout, r.describe())
+        r = self.whorl("restore", "--repo", self.url, s2["snapshot_id"], "--target",
+                       self.path("broken"))
+        self.assert_fails(r, 1, w.fss(a))
+        self.assertEqual(w.read_bytes(w.restored_path(self.path("broken"), b)), b_data)
+
+        # The next backup reads every file (its parent is older than the repair: the shards'
+        # repair generations went up) and stores A's chunk again, once.
+        _, healing = self.backup(self.url, src)
+        self.assertEqual(healing["files_new"], 3, healing)
+        self.assertGreaterEqual(healing["data_added"], w.MIB, healing)
+        self.assertLess(healing["data_added"], w.MIB + 64 * 1024, healing)
+        _, after = self.backup(self.url, src)
+        self.assertEqual(after["files_unmodified"], 3, after)
+        r = self.whorl("check", "--repo", self.url, "--read-data", expect=0)
+        self.assertIn("no errors were found", r.stdout, r.describe())
+        for snap in (s1, s2):  # the same fingerprint: the older snapshots are whole again
+            target = self.path("t-" + snap["snapshot_id"][:8])
+            self.restore(self.url, snap["snapshot_id"], target)
+            for f, data in ((a, a_data), (a_copy, a_data), (b, b_data)):
+                self.assertEqual(w.read_bytes(w.restored_path(target, f)), data, f)
+        r = self.whorl("repair", "--repo", self.url, "--read-data", expect=0)
+        self.assertIn("nothing to repair", r.stdout, r.describe())
 
 
 class ClusterPackDamageTest(w.WhorlTestCase):

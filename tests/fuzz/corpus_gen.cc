@@ -223,6 +223,19 @@ void Rpcs() {
   get.add_fingerprints("short");
   Put("rpc", "put_find_get", Frame(0, put) + Frame(2, find) + Frame(11, get));
 
+  // `whorl repair`'s calls: forget (nothing: the chunk reads back whole), unregister, the
+  // generation, then the fingerprint is missing.
+  v1::ForgetChunksRequest forget;
+  forget.mutable_header()->set_epoch(7);
+  forget.set_fingerprints(fp.ToBytes() + whorl::Sha256("absent").ToBytes());
+  v1::UnregisterRequest unregister;
+  unregister.mutable_header()->set_epoch(7);
+  unregister.set_fingerprints(fp.ToBytes());
+  v1::GetRepairGenerationRequest generation;
+  Put("rpc", "put_forget_unregister",
+      Frame(0, put) + Frame(15, forget) + Frame(14, unregister) + Frame(16, generation) +
+          Frame(2, find));
+
   v1::RegisterRequest reg;
   reg.mutable_header()->set_epoch(7);
   v1::IndexEntry* e = reg.add_entries();

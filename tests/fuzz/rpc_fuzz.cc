@@ -16,7 +16,10 @@
 // - after an accepted Register, FindMissing reports every entry present;
 // - an accepted CommitSnapshot's root is in the index (invariant 2) and the snapshot is listed;
 // - FindMissing's indexes ascend and stay in range; GetFilter's filter parses;
-// - CheckPacks finds no damaged pack (no request can damage one).
+// - CheckPacks finds no damaged pack (no request can damage one), so ForgetChunks, which
+//   forgets only chunks that fail to read, forgets nothing;
+// - after an accepted Unregister, FindMissing reports every fingerprint of it missing and the
+//   shard's repair generation went up by one.
 #include <grpcpp/grpcpp.h>
 
 #include <fstream>
@@ -379,13 +382,52 @@ void Plain(Cluster& c, int method, std::string_view bytes) {
   CheckCode(s);
 }
 
+uint64_t RepairGeneration(Cluster& c) {
+  grpc::ServerContext ctx;
+  v1::GetRepairGenerationRequest req;
+  v1::GetRepairGenerationResponse resp;
+  FUZZ_CHECK(c.index->GetRepairGeneration(&ctx, &req, &resp).ok());
+  return resp.repair_generation();
+}
+
+void Unregister(Cluster& c, std::string_view bytes) {
+  v1::UnregisterRequest req;
+  if (!Parse(bytes, &req)) return;
+  const uint64_t generation = RepairGeneration(c);
+  grpc::ServerContext ctx;
+  v1::UnregisterResponse resp;
+  const grpc::Status s = c.index->Unregister(&ctx, &req, &resp);
+  CheckCode(s);
+  if (!s.ok()) {
+    FUZZ_CHECK(RepairGeneration(c) == generation);
+    return;
+  }
+  FUZZ_CHECK(resp.repair_generation() == generation + 1);
+  FUZZ_CHECK(RepairGeneration(c) == generation + 1);
+  FUZZ_CHECK(Missing(c, req.fingerprints()).size() ==
+             req.fingerprints().size() / Fingerprint::kSize);
+}
+
+void ForgetChunks(Cluster& c, std::string_view bytes) {
+  v1::ForgetChunksRequest req;
+  if (!Parse(bytes, &req)) return;
+  const uint64_t stored = StoredChunks(c);
+  grpc::ServerContext ctx;
+  v1::ForgetChunksResponse resp;
+  const grpc::Status s = c.chunks->ForgetChunks(&ctx, &req, &resp);
+  CheckCode(s);
+  FUZZ_CHECK(resp.forgotten().empty());
+  FUZZ_CHECK(StoredChunks(c) == stored);
+  FUZZ_CHECK(resp.kept().size() % Fingerprint::kSize == 0);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Cluster* cluster = new Cluster();
   std::string_view in = whorl::fuzz::AsView(data, size);
   for (int frame = 0; frame < 16 && in.size() >= 3; ++frame) {
-    const int method = static_cast<uint8_t>(in[0]) % 14;
+    const int method = static_cast<uint8_t>(in[0]) % 17;
     const size_t len =
         std::min<size_t>(in.size() - 3, static_cast<uint8_t>(in[1]) |
                                             static_cast<size_t>(static_cast<uint8_t>(in[2])) << 8);
@@ -407,6 +449,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 4:
         CommitSnapshot(*cluster, bytes);
         break;
+      case 14:
+        Unregister(*cluster, bytes);
+        break;
+      case 15:
+        ForgetChunks(*cluster, bytes);
+        break;
+      case 16: {
+        v1::GetRepairGenerationRequest req;
+        if (!Parse(bytes, &req)) break;
+        grpc::ServerContext ctx;
+        v1::GetRepairGenerationResponse resp;
+        CheckCode(cluster->index->GetRepairGeneration(&ctx, &req, &resp));
+        break;
+      }
       default:
         Plain(*cluster, method - 5, bytes);
         break;

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <thread>
@@ -583,6 +584,113 @@ TEST_F(DaemonTest, DamagedClosedPackStillStartsAndAnswersDataLossAndCheckPacks) 
     std::set<std::string> fps;
     for (size_t i = 0; i < got[0].lost().size(); i += 32) fps.insert(got[0].lost().substr(i, 32));
     EXPECT_EQ(fps, (std::set<std::string>{Sha256(lost[0]).ToBytes(), Sha256(lost[1]).ToBytes()}));
+  }
+}
+
+// `whorl repair` on a cluster: a chunk-store node forgets only what it cannot read back
+// whole, and a shard's Unregister raises its repair generation.
+TEST_F(DaemonTest, ForgetChunksForgetsOnlyWhatFailsToReadAndUnregisterRaisesTheGeneration) {
+  int counter = 0;
+  const std::string good = OwnedBy(cluster_, 0, "good chunk, read whole ", &counter);
+  const std::string bad = OwnedBy(cluster_, 0, "bad chunk, a byte flipped on disk ", &counter);
+  const std::string absent = OwnedBy(cluster_, 0, "never stored ", &counter);
+  Put({good, bad});
+  // Flip a byte of `bad` in chunk-1's pack (stored plain: codec 0).
+  bool flipped = false;
+  for (const auto& e : std::filesystem::directory_iterator(cluster_.dir() / "chunk-1" / "packs")) {
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t at = bytes.find(bad);
+    if (at == std::string::npos) continue;
+    f.seekp(static_cast<std::streamoff>(at + 3));
+    f.put(static_cast<char>(bytes[at + 3] ^ 0x01));
+    flipped = true;
+  }
+  ASSERT_TRUE(flipped);
+
+  auto forget = [&](const std::string& fps, size_t node, v1::ForgetChunksResponse* resp) {
+    v1::ForgetChunksRequest req;
+    Header(&req);
+    req.set_fingerprints(fps);
+    grpc::ClientContext ctx;
+    return cluster_.Store(node)->ForgetChunks(&ctx, req, resp);
+  };
+  const std::string all = Sha256(good).ToBytes() + Sha256(bad).ToBytes() + Sha256(absent).ToBytes();
+  // Malformed batches change nothing.
+  for (const std::string& fps : {std::string(), all.substr(0, 31)}) {
+    v1::ForgetChunksResponse resp;
+    EXPECT_EQ(forget(fps, 0, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    v1::ForgetChunksResponse resp;  // the other node holds none of them: forgets nothing
+    ASSERT_TRUE(forget(all, 1, &resp).ok());
+    EXPECT_EQ(resp.forgotten(), "");
+    EXPECT_EQ(resp.kept(), "");
+  }
+  v1::ForgetChunksResponse resp;
+  ASSERT_TRUE(forget(all, 0, &resp).ok());
+  EXPECT_EQ(resp.kept(), Sha256(good).ToBytes());
+  EXPECT_EQ(resp.forgotten(), Sha256(bad).ToBytes());
+  EXPECT_EQ(StoreStats(0).chunks(), 1u);
+  v1::GetChunksRequest get;
+  Header(&get);
+  get.add_fingerprints(Sha256(bad).ToBytes());
+  get.add_fingerprints(Sha256(good).ToBytes());
+  {
+    grpc::ClientContext ctx;
+    auto reader = cluster_.Store(0)->GetChunks(&ctx, get);
+    v1::GetChunksResponse r;
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.error_code(), static_cast<int>(grpc::StatusCode::NOT_FOUND));
+    ASSERT_TRUE(reader->Read(&r));
+    EXPECT_EQ(r.chunk().data(), good);
+    EXPECT_FALSE(reader->Read(&r));
+    EXPECT_TRUE(reader->Finish().ok());
+  }
+
+  auto generation = [&](size_t shard) {
+    v1::GetRepairGenerationRequest req;
+    Header(&req);
+    v1::GetRepairGenerationResponse r;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(cluster_.Index(shard)->GetRepairGeneration(&ctx, req, &r).ok());
+    return r.repair_generation();
+  };
+  auto unregister = [&](const Fingerprint& fp, size_t shard, v1::UnregisterResponse* r) {
+    v1::UnregisterRequest req;
+    Header(&req);
+    req.set_fingerprints(fp.ToBytes());
+    grpc::ClientContext ctx;
+    return cluster_.Index(shard)->Unregister(&ctx, req, r);
+  };
+  const size_t owner = cluster_.MetaOwner(Sha256(bad));
+  const size_t other = (owner + 1) % 3;
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(generation(i), 0u);
+  v1::UnregisterResponse r;
+  const grpc::Status refused = unregister(Sha256(bad), other, &r);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.error_message().find("belongs to"), std::string::npos);
+  EXPECT_EQ(generation(other), 0u);
+  EXPECT_FALSE(Missing(bad));
+  ASSERT_TRUE(unregister(Sha256(bad), owner, &r).ok());
+  EXPECT_EQ(r.repair_generation(), 1u);
+  EXPECT_EQ(generation(owner), 1u);
+  EXPECT_EQ(generation(other), 0u);
+  EXPECT_TRUE(Missing(bad));  // the shard's filter still holds it: looked up, found missing
+  EXPECT_FALSE(Missing(good));
+  // Stored again, it is whole and indexed again.
+  Put({bad});
+  EXPECT_FALSE(Missing(bad));
+  {
+    grpc::ClientContext ctx;
+    auto reader = cluster_.Store(0)->GetChunks(&ctx, get);
+    v1::GetChunksResponse got;
+    ASSERT_TRUE(reader->Read(&got));
+    EXPECT_EQ(got.chunk().data(), bad);
+    ASSERT_TRUE(reader->Read(&got));
+    EXPECT_EQ(got.chunk().data(), good);
+    EXPECT_FALSE(reader->Read(&got));
+    EXPECT_TRUE(reader->Finish().ok());
   }
 }
 
