@@ -354,17 +354,19 @@ class ChunkStoreService final : public v1::ChunkStore::Service {
       calls.push_back({shard, &req});
     }
     std::vector<absl::Status> results(calls.size());
+    auto call = [&](size_t i) {
+      const ClusterNode& node = view.map.metadata[calls[i].first];
+      auto stub = v1::Index::NewStub(peers_.Channel(node.address));
+      v1::RegisterResponse resp;
+      results[i] = peers_.Call(
+          absl::StrCat("metadata shard ", node.id, " at ", node.address), timeout, 5,
+          [&](grpc::ClientContext* c) { return stub->Register(c, *calls[i].second, &resp); });
+    };
+    // The first call runs on this thread: a batch owned by one shard starts no thread, and a
+    // backup's PutChunks to a cluster of N shards start N - 1 each, not N.
     std::vector<std::thread> threads;
-    for (size_t i = 0; i < calls.size(); ++i) {
-      threads.emplace_back([&, i] {
-        const ClusterNode& node = view.map.metadata[calls[i].first];
-        auto stub = v1::Index::NewStub(peers_.Channel(node.address));
-        v1::RegisterResponse resp;
-        results[i] = peers_.Call(
-            absl::StrCat("metadata shard ", node.id, " at ", node.address), timeout, 5,
-            [&](grpc::ClientContext* c) { return stub->Register(c, *calls[i].second, &resp); });
-      });
-    }
+    for (size_t i = 1; i < calls.size(); ++i) threads.emplace_back(call, i);
+    if (!calls.empty()) call(0);
     for (auto& t : threads) t.join();
     for (const absl::Status& s : results) {
       if (!s.ok()) return daemon::AsUnavailable(s);
