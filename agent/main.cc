@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "agent/backup.h"
 #include "agent/check.h"
@@ -53,6 +54,7 @@ struct Flags {
   std::string compression = kDefaultCompression.ToString();
   std::string large_compression;  // empty: lz4 by default, else what --compression says
   bool compression_given = false;
+  int repository_version = kRepoFormatVersion;
   // backup
   BackupOptions backup;
   std::string exclude_file, manifest_out;
@@ -95,6 +97,14 @@ int CmdInit(const Flags& f) {
   absl::StatusOr<RepoConfig> config =
       NewRepoConfig(f.chunk_min, f.chunk_avg, f.chunk_max, *comp, *large);
   if (!config.ok()) return Fail(config.status());
+  config->version = f.repository_version;
+  if (config->version < kLz4RepoFormatVersion &&
+      (comp->codec == Codec::kLz4 || large->codec == Codec::kLz4)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "lz4 compression needs repository version ", kLz4RepoFormatVersion, " (",
+        comp->codec == Codec::kLz4 ? "--compression" : "--compression-large, lz4 by default",
+        "); give zstd:N or none for --repository-version ", config->version)));
+  }
   const absl::Status s = IsRemoteUrl(f.repo) ? InitRemoteRepository(f.repo, *config, Remote(f))
                                              : InitEmbeddedRepository(f.repo, *config);
   if (!s.ok()) return Fail(s);
@@ -392,12 +402,8 @@ int CmdDebugChunks(const Flags& f) {
 // backups store what the newer versions add (bundles, LZ4, chunk lists, tree deltas). Nothing
 // stored is rewritten: this build reads every older version as it is.
 int CmdUpgrade(const Flags& f) {
-  if (IsRemoteUrl(f.repo)) {
-    return Fail(absl::UnimplementedError(
-        "upgrade of a cluster's repository is not supported yet: its config is kept by every "
-        "metadata shard"));
-  }
-  absl::StatusOr<int> was = UpgradeEmbeddedRepository(f.repo);
+  absl::StatusOr<int> was = IsRemoteUrl(f.repo) ? UpgradeRemoteRepository(f.repo, Remote(f))
+                                                : UpgradeEmbeddedRepository(f.repo);
   if (!was.ok()) return Fail(was.status());
   if (*was == kRepoFormatVersion) {
     std::cout << "repository at " << f.repo << " is already version " << kRepoFormatVersion << "\n";
@@ -543,6 +549,12 @@ int Main(int argc, char** argv) {
   init->add_option("--compression-large", f.large_compression,
                    "zstd:N (1..19), lz4 or none for files of 16 MiB and more (default lz4, or "
                    "--compression's value when that is given)");
+  init->add_option("--repository-version", f.repository_version,
+                   absl::StrCat("format version (", kOldestRepoFormatVersion, "..",
+                                kRepoFormatVersion, ", default ", kRepoFormatVersion,
+                                "): an older one stays readable by older builds and stores "
+                                "what they read; whorl upgrade raises it"))
+      ->check(CLI::Range(kOldestRepoFormatVersion, kRepoFormatVersion));
 
   CLI::App* backup = app.add_subcommand("backup", "back up paths as a new snapshot");
   repo_option(backup);

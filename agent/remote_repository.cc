@@ -12,6 +12,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <thread>
@@ -1077,6 +1078,62 @@ absl::Status InitRemoteRepository(const std::string& url, const RepoConfig& conf
       return s;
     });
   });
+}
+
+absl::StatusOr<int> UpgradeRemoteRepository(const std::string& url, const RemoteOptions& options) {
+  WHORL_RETURN_IF_ERROR(ParseUrl(url));
+  ClusterClient client(url, options);
+  WHORL_RETURN_IF_ERROR(client.Refresh());
+  int lowest = kRepoFormatVersion;
+  WHORL_RETURN_IF_ERROR(client.Routed([&](const Routing& r) -> absl::Status {
+    lowest = kRepoFormatVersion;
+    // Every shard's config first: nothing changes unless each is one this build can raise.
+    std::vector<std::string> configs(r.meta.size());
+    std::vector<int> versions(r.meta.size());
+    WHORL_RETURN_IF_ERROR(ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+      const Node& node = *r.meta[i];
+      v1::GetRepositoryConfigRequest req;
+      client.FillHeader(req.mutable_header(), 0);
+      v1::GetRepositoryConfigResponse resp;
+      absl::Status s = client.Call(node, [&](grpc::ClientContext* ctx) {
+        return node.admin->GetRepositoryConfig(ctx, req, &resp);
+      });
+      if (absl::IsNotFound(s)) {
+        return absl::FailedPreconditionError(url + " is not a whorl repository (run whorl init): " +
+                                             node.describe + " holds no repository config");
+      }
+      WHORL_RETURN_IF_ERROR(s);
+      absl::StatusOr<RepoConfig> config = RepoConfig::FromJson(resp.config());
+      if (!config.ok()) return Annotate(config.status(), "repository config from " + node.describe);
+      configs[i] = resp.config();
+      versions[i] = config->version;
+      return absl::OkStatus();
+    }));
+    const std::string id = nlohmann::json::parse(configs[0])["id"].get<std::string>();
+    for (size_t i = 0; i < configs.size(); ++i) {
+      const std::string other = nlohmann::json::parse(configs[i])["id"].get<std::string>();
+      if (other != id) {
+        return absl::FailedPreconditionError(absl::StrCat(r.meta[i]->describe, " holds repository ",
+                                                          other, ", ", r.meta[0]->describe,
+                                                          " holds ", id, ": nothing upgraded"));
+      }
+      lowest = std::min(lowest, versions[i]);
+    }
+    return ParallelFor(r.meta.size(), [&](size_t i) -> absl::Status {
+      if (versions[i] == kRepoFormatVersion) return absl::OkStatus();
+      const Node& node = *r.meta[i];
+      nlohmann::json raised = nlohmann::json::parse(configs[i]);
+      raised["version"] = kRepoFormatVersion;
+      v1::UpgradeRepositoryRequest req;
+      client.FillHeader(req.mutable_header(), 0);
+      req.set_config(raised.dump(2));
+      v1::UpgradeRepositoryResponse resp;
+      return client.Call(node, [&](grpc::ClientContext* ctx) {
+        return node.admin->UpgradeRepository(ctx, req, &resp);
+      });
+    });
+  }));
+  return lowest;
 }
 
 absl::StatusOr<std::unique_ptr<RemoteRepository>> OpenRemoteRepository(

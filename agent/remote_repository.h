@@ -85,6 +85,14 @@ class RemoteRepository : public Repository {
 absl::Status InitRemoteRepository(const std::string& url, const RepoConfig& config,
                                   const RemoteOptions& options);
 
+// Raises the repository's version on every metadata shard of the cluster at `url` to
+// kRepoFormatVersion (Admin.UpgradeRepository: each shard's config with the version changed and
+// nothing else). Returns the lowest version a shard held (kRepoFormatVersion: nothing changed).
+// A shard whose config is of a version this build does not know, or of another repository, is
+// refused before any shard is changed; a shard that fails midway leaves the others raised, and
+// running it again finishes the upgrade.
+absl::StatusOr<int> UpgradeRemoteRepository(const std::string& url, const RemoteOptions& options);
+
 // Connects to the cluster at `url`. FAILED_PRECONDITION "... is not a whorl repository" if the
 // cluster holds no repository yet; UNAVAILABLE naming the node if it cannot be reached.
 absl::StatusOr<std::unique_ptr<RemoteRepository>> OpenRemoteRepository(

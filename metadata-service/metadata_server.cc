@@ -385,6 +385,56 @@ class AdminService final : public v1::Admin::Service {
     return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
   }
 
+  // The new config must be the shard's with a higher "version" and nothing else changed: the
+  // shard checks what it can (ids, versions, every other field) without knowing the versions
+  // themselves, which are the agent's (agent/repository_format.md).
+  grpc::Status UpgradeRepository(grpc::ServerContext* ctx, const v1::UpgradeRepositoryRequest* req,
+                                 v1::UpgradeRepositoryResponse* resp) override {
+    RpcScope scope(s_->metrics, "UpgradeRepository", ctx, req->header(), req->ByteSizeLong());
+    nlohmann::json want = nlohmann::json::parse(req->config(), nullptr, false);
+    if (!want.is_object() || !want.contains("id") || !want["id"].is_string() ||
+        !want.contains("version") || !want["version"].is_number_unsigned() ||
+        req->config().size() > (1 << 20)) {
+      return scope.Finish(
+          Invalid("repository config is not a JSON object with an id and a version"));
+    }
+    absl::StatusOr<std::string> have_text = s_->store->GetConfig();
+    if (!have_text.ok()) return scope.Finish(ToGrpc(have_text.status()));
+    nlohmann::json have = nlohmann::json::parse(*have_text, nullptr, false);
+    if (!have.is_object() || !have.contains("version") || !have["version"].is_number_unsigned()) {
+      return scope.Finish(grpc::Status(grpc::StatusCode::DATA_LOSS,
+                                       "the shard's repository config has no version"));
+    }
+    if (have.value("id", nlohmann::json()) != want["id"]) {
+      return scope.Finish(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                       absl::StrCat("config of repository ", want["id"].dump(), ", this is ",
+                                    have.value("id", nlohmann::json()).dump())));
+    }
+    const uint64_t was = have["version"].get<uint64_t>();
+    const uint64_t to = want["version"].get<uint64_t>();
+    if (to < was) {
+      return scope.Finish(
+          grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                       absl::StrCat("repository is version ", was, " here, newer than ", to)));
+    }
+    have.erase("version");
+    want.erase("version");
+    if (have != want) {
+      return scope.Finish(Invalid("an upgrade changes the config's version alone"));
+    }
+    resp->set_previous_version(static_cast<uint32_t>(was));
+    if (to == was) return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+    if (absl::Status st = s_->store->ReplaceConfig(*have_text, req->config()); !st.ok()) {
+      return scope.Finish(ToGrpc(st));
+    }
+    daemon::Log(daemon::LogLevel::kInfo, "repository upgraded",
+                {{"request_id", scope.request_id()},
+                 {"from_version", std::to_string(was)},
+                 {"to_version", std::to_string(to)}});
+    return scope.Finish(grpc::Status::OK, resp->ByteSizeLong());
+  }
+
   grpc::Status GetStats(grpc::ServerContext* ctx, const v1::ShardStatsRequest* req,
                         v1::ShardStatsResponse* resp) override {
     RpcScope scope(s_->metrics, "GetStats", ctx, req->header(), req->ByteSizeLong());

@@ -250,6 +250,18 @@ class MetadataStoreImpl : public MetadataStore {
     return latch_.Note(FromRocks(db_->Put(wo, kConfigKey, config), "config"));
   }
 
+  absl::Status ReplaceConfig(const std::string& expected, const std::string& config) override {
+    absl::MutexLock lock(&mu_);
+    WHORL_ASSIGN_OR_RETURN(const std::string have, GetConfig());
+    if (have != expected)
+      return absl::FailedPreconditionError("repository config changed meanwhile");
+    if (have == config) return absl::OkStatus();
+    WHORL_RETURN_IF_ERROR(CanWrite(config.size()));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return latch_.Note(FromRocks(db_->Put(wo, kConfigKey, config), "config"));
+  }
+
   absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) override {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
     const std::string prefix(1, kChunkPrefix);

@@ -128,6 +128,9 @@ class MetadataStore {
   // if absent (synced); ALREADY_EXISTS if a different one is there; OK if the same.
   virtual absl::StatusOr<std::string> GetConfig() = 0;
   virtual absl::Status PutConfig(const std::string& config) = 0;
+  // Replaces the config with `config` (synced) if it is still `expected`; FAILED_PRECONDITION
+  // "repository config changed meanwhile" if not, NOT_FOUND if there is none.
+  virtual absl::Status ReplaceConfig(const std::string& expected, const std::string& config) = 0;
 
   // Calls `fn` for every fingerprint in the index (for building the shard's Bloom filter).
   virtual absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) = 0;

@@ -329,6 +329,53 @@ class ClusterBackupTest(ClusterTestCase):
         self.assertEqual(w.read_bytes(w.restored_path(target, os.path.join(src, "big"))), data)
 
 
+class ClusterUpgradeTest(ClusterTestCase):
+
+    def test_a_version_2_cluster_upgraded_on_every_shard_keeps_its_snapshots_and_gets_deltas(self):
+        self.whorl("init", "--repo", self.url, "--repository-version", "6", expect=2)
+        r = self.whorl("init", "--repo", self.url, "--repository-version", "2", expect=1)
+        self.assert_fails(r, 1, "lz4 compression needs repository version 3 (--compression-large, "
+                          "lz4 by default); give zstd:N or none for --repository-version 2")
+        self.whorl("init", "--repo", self.url, "--repository-version", "2",
+                   "--compression-large", "zstd:1", expect=0)
+        src = mkdir(self.path("src"))
+        for i in range(200):
+            w.write_file(os.path.join(src, "a-file-with-a-long-name-%03d" % i), b"%d" % i)
+        snaps = []
+
+        def night(name, content):
+            w.write_file(os.path.join(src, name), content)
+            _, s = self.backup(self.url, src)
+            copy = self.path("copy%d" % len(snaps))
+            shutil.copytree(src, copy)
+            snaps.append((s["snapshot_id"], copy))
+            return s["data_added"]
+
+        night("a-file-with-a-long-name-000", b"0")
+        # Version 2: the directory's tree is stored whole again (200 names, ids and times).
+        self.assertGreater(night("a-file-with-a-long-name-007", b"changed"), 4000)
+        r = self.whorl("upgrade", "--repo", self.url, expect=0)
+        self.assertEqual(r.stdout, f"upgraded repository at {self.url} from version 2 to version "
+                         "5; builds before version 5 no longer open it\n")
+        r = self.whorl("upgrade", "--repo", self.url, expect=0)
+        self.assertEqual(r.stdout, f"repository at {self.url} is already version 5\n")
+        # Version 5 on every shard: a delta of one node, the trees above, the file's chunk.
+        self.assertLess(night("a-file-with-a-long-name-008", b"changed"), 2000)
+        for i, (snap, copy) in enumerate(snaps):
+            target = self.path("t%d" % i)
+            self.restore(self.url, snap, target)
+            self.assert_trees_equal(copy, w.restored_path(target, src), check_owner=False)
+        self.whorl("check", "--repo", self.url, "--read-data", expect=0)
+        for node in self.cluster.map["metadata"]:
+            with open(os.path.join(self.cluster.dir, "logs", node["id"] + ".log")) as f:
+                self.assertIn('"msg":"repository upgraded"', f.read())
+
+    def test_an_uninitialized_cluster_is_refused(self):
+        r = self.whorl("upgrade", "--repo", self.url, expect=1)
+        self.assert_fails(r, 1, f"{self.url} is not a whorl repository (run whorl init): "
+                          "metadata shard meta-")
+
+
 class ClusterRaceTest(ClusterTestCase):
 
     def test_agents_racing_on_the_same_new_chunks_all_succeed_with_one_copy(self):

@@ -470,12 +470,36 @@ class UpgradeTest(w.WhorlTestCase):
             self.assert_trees_equal(want, w.restored_path(target, src), check_owner=False)
         self.whorl("check", "--repo", repo, "--read-data", expect=0)
 
+    def test_init_makes_an_older_version_on_request_and_upgrade_raises_it(self):
+        repo = self.path("v3")
+        self.whorl("init", "--repo", repo, "--repository-version", "3", expect=0)
+        with open(os.path.join(repo, "config")) as f:
+            self.assertEqual(json.load(f)["version"], 3)
+        src = w.makedirs(self.bpath("src"))
+        w.write_file(os.path.join(src, b"f"), b"x" * 1000)
+        snap = self.backup(repo, src)[1]["snapshot_id"]
+        r = self.whorl("upgrade", "--repo", repo, expect=0)
+        self.assertEqual(r.stdout, f"upgraded repository at {repo} from version 3 to version 5; "
+                         "builds before version 5 no longer open it\n")
+        self.restore(repo, snap, self.path("t"))
+        self.assertEqual(w.read_bytes(w.restored_path(self.path("t"), os.path.join(src, b"f"))),
+                         b"x" * 1000)
+        for version, code in (("0", 2), ("6", 2), ("1", 1), ("2", 1)):
+            target = self.path("v" + version)
+            r = self.whorl("init", "--repo", target, "--repository-version", version, expect=code)
+            self.assertFalse(os.path.exists(target), version)
+        self.assert_fails(r, 1, "lz4 compression needs repository version 3")
+        self.whorl("init", "--repo", self.path("v1"), "--repository-version", "1",
+                   "--compression-large", "none", expect=0)
+        with open(os.path.join(self.path("v1"), "config")) as f:
+            self.assertEqual(json.load(f)["version"], 1)
+
     def test_what_is_not_an_embedded_repository_is_refused_and_left_alone(self):
         r = self.whorl("upgrade", "--repo", self.path("nothing"))
         self.assert_fails(r, 1, "is not a whorl repository (no config)")
         self.assertFalse(os.path.exists(self.path("nothing")))
         r = self.whorl("upgrade", "--repo", "whorl://127.0.0.1:1")
-        self.assert_fails(r, 1, "upgrade of a cluster's repository is not supported yet")
+        self.assert_fails(r, 1, "metadata shard (bootstrap) at 127.0.0.1:1: failed to connect")
         repo = self.init_repo("future")
         cfg = os.path.join(repo, "config")
         w.set_config_version(repo, 99)

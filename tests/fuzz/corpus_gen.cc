@@ -253,6 +253,18 @@ void Rpcs() {
   Put("rpc", "register_commit_list",
       Frame(1, reg) + Frame(7, init) + Frame(4, commit) + Frame(5, list));
 
+  // `whorl upgrade`: a config, a refused upgrade (another field changed), an accepted one.
+  const std::string id = R"("id":"00112233445566778899aabbccddeeff")";
+  v1::InitRepositoryRequest init1;
+  init1.set_config("{" + id + R"(,"version":1,"compression":"zstd:3"})");
+  v1::UpgradeRepositoryRequest changed;
+  changed.set_config("{" + id + R"(,"version":2,"compression":"zstd:9"})");
+  v1::UpgradeRepositoryRequest raised;
+  raised.set_config("{" + id + R"(,"version":2,"compression":"zstd:3"})");
+  v1::GetRepositoryConfigRequest get_config;
+  Put("rpc", "init_upgrade",
+      Frame(7, init1) + Frame(17, changed) + Frame(17, raised) + Frame(8, get_config));
+
   v1::GetFilterRequest filter;
   filter.set_have_version(1);
   v1::GetClusterMapRequest map;

@@ -421,13 +421,37 @@ void ForgetChunks(Cluster& c, std::string_view bytes) {
   FUZZ_CHECK(resp.kept().size() % Fingerprint::kSize == 0);
 }
 
+// A refused upgrade leaves the config as it was; an accepted one changes at most its version.
+void UpgradeRepository(Cluster& c, std::string_view bytes) {
+  v1::UpgradeRepositoryRequest req;
+  if (!Parse(bytes, &req)) return;
+  auto config = [&c]() {
+    grpc::ServerContext ctx;
+    v1::GetRepositoryConfigRequest get;
+    v1::GetRepositoryConfigResponse got;
+    return c.admin->GetRepositoryConfig(&ctx, &get, &got).ok() ? got.config() : std::string();
+  };
+  const std::string before = config();
+  grpc::ServerContext ctx;
+  v1::UpgradeRepositoryResponse resp;
+  const grpc::Status s = c.admin->UpgradeRepository(&ctx, &req, &resp);
+  CheckCode(s);
+  if (!s.ok()) {
+    FUZZ_CHECK(config() == before);
+    return;
+  }
+  FUZZ_CHECK(!before.empty());
+  const std::string after = config();
+  FUZZ_CHECK(after == before || after == req.config());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Cluster* cluster = new Cluster();
   std::string_view in = whorl::fuzz::AsView(data, size);
   for (int frame = 0; frame < 16 && in.size() >= 3; ++frame) {
-    const int method = static_cast<uint8_t>(in[0]) % 17;
+    const int method = static_cast<uint8_t>(in[0]) % 18;
     const size_t len =
         std::min<size_t>(in.size() - 3, static_cast<uint8_t>(in[1]) |
                                             static_cast<size_t>(static_cast<uint8_t>(in[2])) << 8);
@@ -463,6 +487,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         CheckCode(cluster->index->GetRepairGeneration(&ctx, &req, &resp));
         break;
       }
+      case 17:
+        UpgradeRepository(*cluster, bytes);
+        break;
       default:
         Plain(*cluster, method - 5, bytes);
         break;

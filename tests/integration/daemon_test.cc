@@ -746,5 +746,76 @@ TEST_F(DaemonTest, SigtermThenRestartKeepsEverythingAcknowledged) {
   }
 }
 
+TEST_F(DaemonTest, UpgradeRepositoryRaisesTheVersionAloneAndRefusesAnythingElse) {
+  auto upgrade = [&](const std::string& config, v1::UpgradeRepositoryResponse* resp) {
+    v1::UpgradeRepositoryRequest req;
+    Header(&req, 0);
+    req.set_config(config);
+    grpc::ClientContext ctx;
+    return cluster_.Admin(0)->UpgradeRepository(&ctx, req, resp);
+  };
+  auto config = [&]() {
+    v1::GetRepositoryConfigRequest req;
+    Header(&req, 0);
+    v1::GetRepositoryConfigResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(cluster_.Admin(0)->GetRepositoryConfig(&ctx, req, &resp).ok());
+    return resp.config();
+  };
+  const std::string v2 =
+      R"({"id":"0123456789abcdef0123456789abcdef","version":2,"compression":"zstd:3"})";
+  const std::string v5 =
+      R"({"compression":"zstd:3","id":"0123456789abcdef0123456789abcdef","version":5})";
+  v1::UpgradeRepositoryResponse resp;
+  grpc::Status st = upgrade(v5, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(st.error_message(), "no repository: run whorl init");
+
+  v1::InitRepositoryRequest init;
+  Header(&init, 0);
+  init.set_config(v2);
+  v1::InitRepositoryResponse init_resp;
+  grpc::ClientContext init_ctx;
+  ASSERT_TRUE(cluster_.Admin(0)->InitRepository(&init_ctx, init, &init_resp).ok());
+
+  struct Refused {
+    std::string config;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Refused> refused = {
+      {"not json", grpc::StatusCode::INVALID_ARGUMENT,
+       "repository config is not a JSON object with an id and a version"},
+      {R"({"id":"0123456789abcdef0123456789abcdef"})", grpc::StatusCode::INVALID_ARGUMENT,
+       "repository config is not a JSON object with an id and a version"},
+      {R"({"id":"ffffffffffffffffffffffffffffffff","version":5,"compression":"zstd:3"})",
+       grpc::StatusCode::FAILED_PRECONDITION,
+       R"(config of repository "ffffffffffffffffffffffffffffffff", this is )"
+       R"("0123456789abcdef0123456789abcdef")"},
+      {R"({"id":"0123456789abcdef0123456789abcdef","version":1,"compression":"zstd:3"})",
+       grpc::StatusCode::FAILED_PRECONDITION, "repository is version 2 here, newer than 1"},
+      {R"({"id":"0123456789abcdef0123456789abcdef","version":5,"compression":"zstd:9"})",
+       grpc::StatusCode::INVALID_ARGUMENT, "an upgrade changes the config's version alone"},
+      {R"({"id":"0123456789abcdef0123456789abcdef","version":5})",
+       grpc::StatusCode::INVALID_ARGUMENT, "an upgrade changes the config's version alone"},
+  };
+  for (const Refused& r : refused) {
+    st = upgrade(r.config, &resp);
+    EXPECT_EQ(st.error_code(), r.code) << r.config;
+    EXPECT_EQ(st.error_message(), r.message) << r.config;
+    EXPECT_EQ(config(), v2) << r.config;
+  }
+
+  resp.Clear();
+  ASSERT_TRUE(upgrade(v5, &resp).ok());
+  EXPECT_EQ(resp.previous_version(), 2u);
+  EXPECT_EQ(config(), v5);
+  resp.Clear();
+  ASSERT_TRUE(upgrade(v5, &resp).ok());  // again: nothing to do
+  EXPECT_EQ(resp.previous_version(), 5u);
+  cluster_.Restart(cluster_.map_.metadata[0].id);  // synced
+  EXPECT_EQ(config(), v5);
+}
+
 }  // namespace
 }  // namespace whorl::testing
