@@ -370,11 +370,13 @@ class RemoteRepositoryImpl final : public RemoteRepository {
       }
     }
     return client_->Routed([&](const Routing& r) -> absl::Status {
-      std::vector<const EncodedChunk*> items;
+      // Not const: a chunk's bytes are lent to the request (swapped in, and back once the
+      // call is done, for a retry under another routing), not copied into it.
+      std::vector<EncodedChunk*> items;
       std::deque<EncodedChunk> split;  // single chunks cut out of bundles for this routing
       std::vector<std::vector<size_t>> groups(r.chunks.size());
       auto owner = [&](const Fingerprint& fp) { return r.chunk_ring->OwnerIndex(fp.Prefix64()); };
-      for (const EncodedChunk& c : chunks) {
+      for (EncodedChunk& c : chunks) {
         if (!c.members.empty()) {
           const size_t node = owner(c.members[0].fingerprint);
           const bool one_owner =
@@ -424,13 +426,13 @@ class RemoteRepositoryImpl final : public RemoteRepository {
         v1::PutChunksRequest req;
         client_->FillHeader(req.mutable_header(), r.map.epoch);
         for (size_t i : parts[p].items) {
-          const EncodedChunk& c = *items[i];
+          EncodedChunk& c = *items[i];
           v1::Chunk* out = req.add_chunks();
           out->set_fingerprint(c.members.empty() ? c.fingerprint.ToBytes()
                                                  : BundleId(c.members).ToBytes());
           out->set_codec(static_cast<uint32_t>(c.codec));
           out->set_plain_size(static_cast<uint32_t>(c.plain_size));
-          out->set_data(c.data);
+          out->mutable_data()->swap(c.data);
           for (const BundleMember& m : c.members) {
             v1::BundleMember* pm = out->add_members();
             pm->set_fingerprint(m.fingerprint.ToBytes());
@@ -438,9 +440,14 @@ class RemoteRepositoryImpl final : public RemoteRepository {
           }
         }
         v1::PutChunksResponse resp;
-        return client_->Call(node, [&](grpc::ClientContext* ctx) {
+        const absl::Status s = client_->Call(node, [&](grpc::ClientContext* ctx) {
           return node.chunks->PutChunks(ctx, req, &resp);
         });
+        for (size_t k = 0; k < parts[p].items.size(); ++k) {
+          req.mutable_chunks(static_cast<int>(k))->mutable_data()->swap(
+              items[parts[p].items[k]]->data);
+        }
+        return s;
       });
     });
   }

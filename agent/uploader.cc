@@ -353,10 +353,10 @@ void ChunkUploader::Drain() {
     carry_bundles_ |= !unit->out.members.empty();
     carry_.push_back(std::move(unit->out));
     unit.reset();
-    // Carried over batches until kStoreBytes of them are encoded: a nightly run finds a few new
+    // Carried over batches until a store's bytes are encoded: a nightly run finds a few new
     // chunks in each batch, and each store is a group commit (fsyncs), so it is not paid per
     // batch.
-    if (carry_bytes_ >= (carry_bundles_ ? store_bytes_ : kStoreBytes) ||
+    if (carry_bytes_ >= (carry_bundles_ ? bundle_store_bytes_ : chunk_store_bytes_) ||
         carry_.size() >= kBatchChunks) {
       if (!HandOver().ok()) break;  // after an error nothing more is stored
     }
