@@ -16,6 +16,7 @@ namespace wd = whorl::daemon;
 int main(int argc, char** argv) {
   whorl::UseReleaseMutexChecks();
   wd::BlockSignals();
+  wd::TuneAllocator();
   wd::DaemonFlags flags;
   if (int rc = wd::ParseFlags("whorl-chunkd: one chunk-store node of a Whorl cluster", argc, argv,
                               &flags);

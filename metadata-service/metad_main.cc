@@ -15,6 +15,7 @@ namespace wd = whorl::daemon;
 int main(int argc, char** argv) {
   whorl::UseReleaseMutexChecks();
   wd::BlockSignals();
+  wd::TuneAllocator();
   wd::DaemonFlags flags;
   if (int rc =
           wd::ParseFlags("whorl-metad: one metadata shard of a Whorl cluster", argc, argv, &flags);
