@@ -191,11 +191,14 @@ class PeerClients {
 
 // Blocks SIGTERM, SIGINT and SIGHUP in this thread and all threads it starts later. Call first.
 void BlockSignals();
-// glibc's allocator for a daemon that receives big requests all the time: blocks up to 32 MiB
-// (a chunk, a PutChunks request's bytes fields) come from the heap, and up to 64 MiB free at a
-// heap's top stays. With glibc's defaults each request's 1 MiB chunks were fresh pages, mapped
-// or trimmed and faulted in again: whorl-chunkd took ~40k page faults and 1.9-2.2 s of CPU for
-// its half of a 1 GiB image, 12-18k and 1.4 s with these. Call before starting threads.
+// glibc's allocator for a daemon that receives big requests all the time: blocks up to 4 MiB
+// (a chunk, a PutChunks request's bytes fields) come from the heap, up to 16 MiB free at a
+// heap's top stays, and there are at most 4 arenas (each gRPC thread would get its own, up to
+// 8 per core, each keeping what it freed). With glibc's defaults each request's 1 MiB chunks
+// were fresh pages, mapped or trimmed and faulted in again: whorl-chunkd took ~40k page faults
+// and 1.9-2.2 s of CPU for its half of a 1 GiB image; 12-13k and 1.4-1.6 s with these. A
+// refused 80 MiB request still leaves the node's peak under three times its size
+// (hostile_requests_test). Call before starting threads.
 void TuneAllocator();
 // Waits for SIGTERM or SIGINT, calling `on_hup` for every SIGHUP meanwhile.
 void WaitForShutdown(const std::function<void()>& on_hup);
