@@ -663,7 +663,8 @@ class Archiver {
           }
           return absl::OkStatus();
         },
-        [this](uint64_t n) { read_bytes_.fetch_add(n, std::memory_order_relaxed); });
+        [this](uint64_t n) { read_bytes_.fetch_add(n, std::memory_order_relaxed); },
+        job->st.st_size);
     if (!size.ok()) {
       job->status = size.status();
       ::close(fd);

@@ -311,17 +311,19 @@ FileChunker::~FileChunker() = default;
 
 absl::StatusOr<uint64_t> FileChunker::Chunk(
     int fd, const std::string& path, const std::function<absl::Status(std::string_view)>& on_chunk,
-    const std::function<void(uint64_t)>& on_read) {
+    const std::function<void(uint64_t)>& on_read, int64_t known_size) {
   const size_t max = chunker_.params().max_size;
   // The unfinished tail of a block is shorter than max_size (the chunker cuts at max_size).
   const size_t prefix = RoundUp(max);
-  struct stat st;
-  const bool big =
-      ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) >= options_.direct_min_size;
+  if (known_size < 0) {
+    struct stat st;
+    if (::fstat(fd, &st) == 0) known_size = st.st_size;
+  }
+  const bool big = known_size >= 0 && static_cast<uint64_t>(known_size) >= options_.direct_min_size;
   std::unique_ptr<BlockSource> source;
   std::unique_ptr<HashStage> hasher;  // destroyed (joined) before the source's blocks
   if (big && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_DIRECT) == 0) {
-    const bool pipelined = static_cast<uint64_t>(st.st_size) >= options_.pipeline_min_size;
+    const bool pipelined = static_cast<uint64_t>(known_size) >= options_.pipeline_min_size;
     const size_t block = pipelined ? options_.pipelined_block_size : options_.direct_block_size;
     source = std::make_unique<ReadAheadSource>(fd, path, prefix, RoundUp(std::max(block, max)),
                                                pipelined ? HashStage::kSourceBlocks : 2);

@@ -63,9 +63,13 @@ class FileChunker {
   // each read's byte count (on the caller's thread).
   // Returns the file's length. An error of `on_chunk` stops the read and is returned as it is;
   // a read error is returned as "read PATH: reason".
+  // `known_size`: the file's size from the caller's stat, which decides how it is read (direct
+  // I/O, a read-ahead thread); -1 to have Chunk fstat the file (one system call per file less
+  // for a backup, which stats every file as it walks).
   absl::StatusOr<uint64_t> Chunk(int fd, const std::string& path,
                                  const std::function<absl::Status(std::string_view)>& on_chunk,
-                                 const std::function<void(uint64_t)>& on_read);
+                                 const std::function<void(uint64_t)>& on_read,
+                                 int64_t known_size = -1);
 
  private:
   class Buffers;
