@@ -444,8 +444,9 @@ class RemoteRepositoryImpl final : public RemoteRepository {
           return node.chunks->PutChunks(ctx, req, &resp);
         });
         for (size_t k = 0; k < parts[p].items.size(); ++k) {
-          req.mutable_chunks(static_cast<int>(k))->mutable_data()->swap(
-              items[parts[p].items[k]]->data);
+          req.mutable_chunks(static_cast<int>(k))
+              ->mutable_data()
+              ->swap(items[parts[p].items[k]]->data);
         }
         return s;
       });

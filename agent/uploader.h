@@ -199,9 +199,9 @@ class ChunkUploader {
 
   Repository* repo_;
   const std::unique_ptr<const AckLog> ack_log_;  // null unless WHORL_ACK_LOG is set
-  const size_t bundle_store_bytes_;  // of a store holding a bundle
-  const size_t chunk_store_bytes_;   // of a store of chunks alone
-  absl::Mutex add_mu_;        // taken before mu_, never after
+  const size_t bundle_store_bytes_;              // of a store holding a bundle
+  const size_t chunk_store_bytes_;               // of a store of chunks alone
+  absl::Mutex add_mu_;                           // taken before mu_, never after
   Batch pending_ ABSL_GUARDED_BY(add_mu_);
   size_t pending_bytes_ ABSL_GUARDED_BY(add_mu_) = 0;
   Batch trees_ ABSL_GUARDED_BY(add_mu_);

@@ -92,8 +92,7 @@ bool ZstdEncode(int level, std::string_view plain, std::string* out) {
   }
   Reserve(&z.scratch, plain.size());
   // The frame records the plain size (ZSTD_compress2 knows it; content size is on by default).
-  const size_t n =
-      ZSTD_compress2(z.c, z.scratch.data(), plain.size(), plain.data(), plain.size());
+  const size_t n = ZSTD_compress2(z.c, z.scratch.data(), plain.size(), plain.data(), plain.size());
   if (level > kZstdLevelKept) {
     // A strong level's tables (8-16 MiB at level 9) would stay with the thread: a fresh
     // context for the next call.
