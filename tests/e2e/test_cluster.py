@@ -293,10 +293,10 @@ class ClusterBackupTest(ClusterTestCase):
             self.assert_trees_equal(copy, w.restored_path(target, src), check_owner=False)
             # The root and the directories down to src, src's level, the deltas' level, then
             # their bases: a round per level (and a few for the files' two chunks, more when
-            # the read-ahead races them, as under ASan: 4-9 here, 15 there), where a read of
+            # the read-ahead races them, as under ASan: 4-9 here, 15 there, 24 once on a slow VM), where a read of
             # each base on its own would add 20.
             levels = len(os.path.abspath(src).split("/")) + 3
-            self.assertLessEqual(streams, levels * len(self.cluster.map["chunkstores"]) + 4,
+            self.assertLessEqual(streams, levels * len(self.cluster.map["chunkstores"]) + 10,
                                  streams)
         before = self.get_chunks_streams()
         self.whorl("check", "--repo", self.url, "--read-data", expect=0)
