@@ -198,8 +198,9 @@ struct Stores {
 // Opens the repository's two stores side by side: each open reads and writes a few small files
 // (manifest, options, a new WAL) and waits for their fsyncs; together they were half of a cold
 // `whorl snapshots`.
-absl::StatusOr<Stores> OpenStores(const std::string& path, bool read_only) {
+absl::StatusOr<Stores> OpenStores(const std::string& path, bool read_only, ChunkReads reads) {
   chunkstore::ChunkStoreOptions options;
+  options.serve_cached_members = reads == ChunkReads::kAnyCopy;
   options.verify_puts = false;  // the agent computed each fingerprint from these very bytes
   options.read_only = read_only;
   metadata::MetadataStoreOptions meta_options;
@@ -278,7 +279,8 @@ absl::StatusOr<int> UpgradeEmbeddedRepository(const std::string& path) {
 }
 
 absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::string& path,
-                                                                   RepoAccess access) {
+                                                                   RepoAccess access,
+                                                                   ChunkReads reads) {
   const std::string config_path = path + "/config";
   if (!Exists(config_path)) {
     return absl::FailedPreconditionError(path + " is not a whorl repository (no config)");
@@ -310,9 +312,9 @@ absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(const std::st
   // and RocksDB checks the whole MANIFEST. A reader falls back to the stores' read-only mode only
   // where that open cannot write (a full disk, a read-only filesystem): then it sees the
   // repository as its last writer left it, and a torn pack tail stays unread.
-  absl::StatusOr<Stores> stores = OpenStores(path, /*read_only=*/false);
+  absl::StatusOr<Stores> stores = OpenStores(path, /*read_only=*/false, reads);
   if (!stores.ok() && access == RepoAccess::kReadOnly && CannotWrite(stores.status())) {
-    stores = OpenStores(path, /*read_only=*/true);
+    stores = OpenStores(path, /*read_only=*/true, reads);
   }
   if (!stores.ok()) {
     ::close(fd);

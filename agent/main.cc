@@ -78,8 +78,8 @@ RemoteOptions Remote(const Flags& f) {
 // but backup reads only.
 absl::StatusOr<std::unique_ptr<Repository>> OpenRepository(
     const std::string& repo, const RemoteOptions& options,
-    RepoAccess access = RepoAccess::kReadOnly) {
-  if (!IsRemoteUrl(repo)) return OpenEmbeddedRepository(repo, access);
+    RepoAccess access = RepoAccess::kReadOnly, ChunkReads reads = ChunkReads::kAnyCopy) {
+  if (!IsRemoteUrl(repo)) return OpenEmbeddedRepository(repo, access, reads);
   WHORL_ASSIGN_OR_RETURN(std::unique_ptr<RemoteRepository> remote,
                          OpenRemoteRepository(repo, options));
   return std::unique_ptr<Repository>(std::move(remote));
@@ -292,7 +292,8 @@ int CmdRestore(const Flags& f) {
 }
 
 int CmdCheck(const Flags& f) {
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
+  absl::StatusOr<std::unique_ptr<Repository>> repo =
+      OpenRepository(f.repo, Remote(f), RepoAccess::kReadOnly, ChunkReads::kThroughLocator);
   if (!repo.ok()) return Fail(repo.status());
   CheckDetails details;
   absl::StatusOr<std::vector<std::string>> problems =
@@ -315,7 +316,7 @@ int CmdCheck(const Flags& f) {
 // repair raised the repository's repair generation past its parent snapshot's).
 int CmdRepair(const Flags& f) {
   absl::StatusOr<std::unique_ptr<Repository>> repo =
-      OpenRepository(f.repo, Remote(f), RepoAccess::kReadWrite);
+      OpenRepository(f.repo, Remote(f), RepoAccess::kReadWrite, ChunkReads::kThroughLocator);
   if (!repo.ok()) return Fail(repo.status());
   // Forgetting nothing costs nothing, and a repository that cannot forget says so before the
   // check (which may read every chunk).
@@ -372,7 +373,8 @@ int CmdDebugChunks(const Flags& f) {
     }
     fps.push_back(*fp);
   }
-  absl::StatusOr<std::unique_ptr<Repository>> repo = OpenRepository(f.repo, Remote(f));
+  absl::StatusOr<std::unique_ptr<Repository>> repo =
+      OpenRepository(f.repo, Remote(f), RepoAccess::kReadOnly, ChunkReads::kThroughLocator);
   if (!repo.ok()) return Fail(repo.status());
   Repository* r = repo->get();
   size_t bad = 0;

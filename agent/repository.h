@@ -234,14 +234,25 @@ enum class RepoAccess {
   kReadOnly,   // snapshots, ls, restore, check, stats: read only
 };
 
+// Where a read of a chunk may come from (OpenEmbeddedRepository).
+enum class ChunkReads {
+  kAnyCopy,         // backup, restore, ls: any decoded copy of its bytes
+  kThroughLocator,  // check, repair, debug chunks: the record its locator entry names
+};
+
 // Opens the embedded repository in `path`. FAILED_PRECONDITION "PATH is not a whorl
 // repository" if there is no config; the config's own errors otherwise. Holds the repository's
 // lock (flock on REPO/lock) until destroyed: a second process opening the same repository waits
 // for the first to finish, so two backups run one after the other, never interleaved. A kReadOnly
 // open of a repository whose filesystem takes no writes (full, or mounted read-only) opens the
 // stores read-only, so such a repository can still be listed, checked and restored from.
+//
+// `reads`: kAnyCopy lets a read of a chunk that a recently decoded bundle holds be served from
+// it (chunkstore::ChunkStoreOptions::serve_cached_members); kThroughLocator sends every read
+// through the chunk's own locator entry, as check, repair and `debug chunks` need.
 absl::StatusOr<std::unique_ptr<Repository>> OpenEmbeddedRepository(
-    const std::string& path, RepoAccess access = RepoAccess::kReadWrite);
+    const std::string& path, RepoAccess access = RepoAccess::kReadWrite,
+    ChunkReads reads = ChunkReads::kAnyCopy);
 
 }  // namespace whorl::agent
 

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "chunk-store/pack.h"
@@ -329,6 +330,22 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::Mutex bundles_mu_;
   // Recently decoded bundles, least recently used first.
   std::deque<std::shared_ptr<CachedBundle>> bundles_ ABSL_GUARDED_BY(bundles_mu_);
+  // With options_.serve_cached_members, the members of the decoded bundles in bundles_ by
+  // fingerprint (of a chunk two of them hold, the one indexed first).
+  struct CachedMember {
+    std::shared_ptr<CachedBundle> entry;
+    uint32_t index = 0;  // in entry->bundle->members
+  };
+  absl::flat_hash_map<Fingerprint, CachedMember, FingerprintHash> members_
+      ABSL_GUARDED_BY(bundles_mu_);
+  // Adds the members of `entry` (decoded, in bundles_) to members_, or drops them (it leaves
+  // bundles_).
+  void Index(const std::shared_ptr<CachedBundle>& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(bundles_mu_);
+  void Unindex(const CachedBundle& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(bundles_mu_);
+  // Chunk `fp`'s bytes in a cached decoded bundle (serve_cached_members), with `*bundle` set to
+  // hold them; nullopt if none holds it.
+  std::optional<std::string_view> FromCachedBundle(const Fingerprint& fp,
+                                                   std::shared_ptr<const DecodedBundle>* bundle);
 };
 
 absl::Status ChunkStoreImpl::Recover() {
@@ -682,6 +699,10 @@ absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
+  std::shared_ptr<const DecodedBundle> cached;
+  if (std::optional<std::string_view> member = FromCachedBundle(fp, &cached)) {
+    return std::string(*member);
+  }
   WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
   const std::string where = Where(loc.pack_id, loc.offset);
   if (loc.bundled) return GetFromBundle(fp, loc, where);
@@ -697,6 +718,12 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
 
 absl::Status ChunkStoreImpl::Read(const Fingerprint& fp,
                                   absl::FunctionRef<absl::Status(std::string_view)> use) {
+  {
+    std::shared_ptr<const DecodedBundle> cached;  // holds the bytes for the call
+    if (std::optional<std::string_view> member = FromCachedBundle(fp, &cached)) {
+      return use(*member);
+    }
+  }
   WHORL_ASSIGN_OR_RETURN(const ChunkLocation loc, Locate(fp));
   const std::string where = Where(loc.pack_id, loc.offset);
   if (loc.bundled) {
@@ -787,7 +814,9 @@ ChunkStoreImpl::DecodedBundleOf(const Fingerprint& fp, const ChunkLocation& loc,
     const auto now = std::chrono::steady_clock::now();
     // Out of date: its pack is read again (decoded_bundle_ttl).
     std::erase_if(bundles_, [&](const std::shared_ptr<CachedBundle>& e) {
-      return e->ready && now - e->decoded_at > options_.decoded_bundle_ttl;
+      const bool old = e->ready && now - e->decoded_at > options_.decoded_bundle_ttl;
+      if (old) Unindex(*e);
+      return old;
     });
     for (auto it = bundles_.begin(); it != bundles_.end(); ++it) {
       if ((*it)->key != key) continue;
@@ -802,7 +831,10 @@ ChunkStoreImpl::DecodedBundleOf(const Fingerprint& fp, const ChunkLocation& loc,
       entry = std::make_shared<CachedBundle>();
       entry->key = key;
       mine = true;
-      if (bundles_.size() >= kMaxCachedBundles) bundles_.pop_front();
+      if (bundles_.size() >= kMaxCachedBundles) {
+        Unindex(*bundles_.front());
+        bundles_.pop_front();
+      }
       bundles_.push_back(entry);
     } else {
       bundles_mu_.Await(absl::Condition(&entry->ready));
@@ -819,6 +851,7 @@ ChunkStoreImpl::DecodedBundleOf(const Fingerprint& fp, const ChunkLocation& loc,
       entry->decoded_at = std::chrono::steady_clock::now();
       entry->ready = true;
       if (!read.ok()) std::erase(bundles_, entry);
+      if (read.ok()) Index(entry);
       // The oldest go once the decoded bytes kept exceed the cap (this one stays).
       size_t kept = 0;
       for (const std::shared_ptr<CachedBundle>& e : bundles_) {
@@ -826,6 +859,7 @@ ChunkStoreImpl::DecodedBundleOf(const Fingerprint& fp, const ChunkLocation& loc,
       }
       while (kept > kMaxCachedBundleBytes && bundles_.size() > 1 && bundles_.front() != entry) {
         if (bundles_.front()->bundle != nullptr) kept -= bundles_.front()->bundle->size;
+        Unindex(*bundles_.front());
         bundles_.pop_front();
       }
     }
@@ -855,6 +889,49 @@ absl::StatusOr<std::shared_ptr<const ChunkStoreImpl::DecodedBundle>> ChunkStoreI
 void ChunkStoreImpl::ForgetDecoded() {
   absl::MutexLock lock(&bundles_mu_);
   bundles_.clear();
+  members_.clear();
+}
+
+void ChunkStoreImpl::Index(const std::shared_ptr<CachedBundle>& entry) {
+  // Not if it left the cache while it was read (evicted before it was ready): nothing would
+  // drop its members again.
+  if (!options_.serve_cached_members || entry->bundle == nullptr ||
+      std::find(bundles_.begin(), bundles_.end(), entry) == bundles_.end()) {
+    return;
+  }
+  const std::vector<BundleSlice>& members = entry->bundle->members;
+  for (uint32_t i = 0; i < members.size(); ++i) {
+    members_.try_emplace(members[i].member.fingerprint, CachedMember{entry, i});
+  }
+}
+
+void ChunkStoreImpl::Unindex(const CachedBundle& entry) {
+  if (members_.empty() || entry.bundle == nullptr) return;
+  for (const BundleSlice& slice : entry.bundle->members) {
+    auto it = members_.find(slice.member.fingerprint);
+    if (it != members_.end() && it->second.entry.get() == &entry) members_.erase(it);
+  }
+}
+
+std::optional<std::string_view> ChunkStoreImpl::FromCachedBundle(
+    const Fingerprint& fp, std::shared_ptr<const DecodedBundle>* bundle) {
+  if (!options_.serve_cached_members) return std::nullopt;
+  absl::MutexLock lock(&bundles_mu_);
+  const auto it = members_.find(fp);
+  if (it == members_.end()) return std::nullopt;
+  const std::shared_ptr<CachedBundle> entry = it->second.entry;
+  if (std::chrono::steady_clock::now() - entry->decoded_at > options_.decoded_bundle_ttl) {
+    return std::nullopt;  // out of date: read through the locator, which drops it
+  }
+  if (bundles_.back() != entry) {  // used again: the newest now, as DecodedBundleOf does
+    if (auto pos = std::find(bundles_.begin(), bundles_.end(), entry); pos != bundles_.end()) {
+      bundles_.erase(pos);
+      bundles_.push_back(entry);
+    }
+  }
+  *bundle = entry->bundle;
+  const BundleSlice& slice = entry->bundle->members[it->second.index];
+  return entry->bundle->plain().substr(slice.offset, slice.member.size);
 }
 
 absl::Status ChunkStoreImpl::ForEach(

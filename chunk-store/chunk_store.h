@@ -64,6 +64,14 @@ struct ChunkStoreOptions {
   // keeps the decode-once gain; a longer one would let a daemon serve a member from memory after
   // its pack was damaged on disk, and a `check --read-data` miss that damage.
   std::chrono::milliseconds decoded_bundle_ttl{10'000};
+  // Get and Read of a chunk that a cached decoded bundle holds (within decoded_bundle_ttl) serve
+  // it from there without looking up its locator entry: the bytes are the same wherever the
+  // chunk is stored, since its fingerprint names them (callers that check the hash still do).
+  // An agent walking its parent snapshot reads ~9k trees from a few bundles: each lookup was a
+  // RocksDB Get of a random key, on a cold disk a read of its own. Default: false, every read
+  // goes through its locator entry, as `check --read-data`, repairs and a daemon that forgets
+  // unreadable chunks need (a copy elsewhere must not hide a damaged one).
+  bool serve_cached_members = false;
   // Where RocksDB's info log goes (common/rocksdb_log.h); lines below `log_level` are dropped.
   // Empty: dropped (a failure reaches the caller as a Status anyway). The store never writes
   // RocksDB's LOG file.

@@ -1295,6 +1295,43 @@ TEST(ChunkStoreTest, BundleIndexesOnlyItsNewMembersAndIsSkippedWhenNoneIs) {
   EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 2)), size);
 }
 
+// serve_cached_members: a chunk a decoded bundle holds is read from there, not through its
+// locator entry; without it (the default, what check and repair use) every read goes to the
+// record its entry names. Text(1) is stored alone (its entry) and in a bundle beside Text(2).
+TEST(ChunkStoreTest, CachedMembersAreServedOnlyWhenAskedAndNeverPastForgetDecoded) {
+  for (const bool serve : {false, true}) {
+    SCOPED_TRACE(serve);
+    TempDir dir;
+    ChunkStoreOptions options;
+    options.serve_cached_members = serve;
+    auto store = OpenOrDie(dir.path(), options);
+    const Fingerprint alone = Sha256(Text(1, 900));
+    ASSERT_TRUE(store->PutBatch({MakeChunk(Text(1, 900))}).ok());
+    ASSERT_TRUE(store->PutBatch({MakeBundle({Text(2, 800), Text(1, 900)})}).ok());
+    const ChunkLocation single = *store->Locate(alone);
+    ASSERT_FALSE(single.bundled);
+    FlipByte(PackFile(dir.path(), single.pack_id), single.offset + kRecordHeaderSize + 10);
+    ASSERT_EQ(*store->Get(Sha256(Text(2, 800))), Text(2, 800));  // decodes the bundle
+    absl::StatusOr<std::string> got = store->Get(alone);
+    std::string read;
+    const absl::Status r = store->Read(alone, [&read](std::string_view plain) {
+      read = std::string(plain);
+      return absl::OkStatus();
+    });
+    if (serve) {
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, Text(1, 900));
+      ASSERT_TRUE(r.ok()) << r;
+      EXPECT_EQ(read, Text(1, 900));
+    } else {
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss);
+      EXPECT_EQ(r.code(), absl::StatusCode::kDataLoss);
+    }
+    store->ForgetDecoded();
+    EXPECT_EQ(store->Get(alone).status().code(), absl::StatusCode::kDataLoss);
+  }
+}
+
 TEST(ChunkStoreTest, BundleWithoutDataIsRefusedWithoutVerification) {
   TempDir dir;
   ChunkStoreOptions options;
