@@ -182,6 +182,49 @@ TEST_F(FileChunkerTest, AnErrorOfTheCallbackStopsTheRead) {
   }
 }
 
+// The size the walk's stat gave only says where the end is expected (the reader stops there and
+// reads once more to see it): a file longer or shorter than it said, or one whose stat says 0
+// as /proc's files do, is read whole, with the same cuts.
+TEST_F(FileChunkerTest, AFileIsReadToItsEndWhateverSizeItsStatGave) {
+  const Chunker chunker(Params());
+  ChunkFileOptions options;
+  options.direct_min_size = ~uint64_t{0};  // the page cache, where the known size is used
+  options.block_size = 16384;
+  FileChunker fc(chunker, options);
+  std::mt19937_64 rng(5);
+  const std::string path = dir_ + "/g";
+  for (size_t size : {1, 5000, 16384, 16385, 70000}) {
+    std::string data(size, '\0');
+    for (char& c : data) c = static_cast<char>(rng());
+    {
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(::write(fd, data.data(), size), static_cast<ssize_t>(size));
+      ::close(fd);
+    }
+    for (int64_t said : {int64_t{0}, static_cast<int64_t>(size / 2), static_cast<int64_t>(size),
+                         static_cast<int64_t>(size * 2), int64_t{-1}}) {
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      ASSERT_GE(fd, 0);
+      std::vector<size_t> lengths;
+      std::string seen;
+      absl::StatusOr<uint64_t> n = fc.Chunk(
+          fd, path,
+          [&](std::string_view chunk) {
+            lengths.push_back(chunk.size());
+            seen.append(chunk);
+            return absl::OkStatus();
+          },
+          [](uint64_t) {}, said);
+      ::close(fd);
+      ASSERT_TRUE(n.ok()) << n.status();
+      EXPECT_EQ(*n, size) << "size " << size << " said " << said;
+      EXPECT_EQ(seen, data) << "size " << size << " said " << said;
+      EXPECT_EQ(lengths, Reference(chunker, data)) << "size " << size << " said " << said;
+    }
+  }
+}
+
 TEST_F(FileChunkerTest, AReadErrorNamesThePath) {
   const Chunker chunker(Params());
   FileChunker fc(chunker, ChunkFileOptions{});
