@@ -54,14 +54,14 @@ class Block {
 };
 
 // Fills `block` from fd's current offset until it is full or the file ends, or once it holds
-// `expect` bytes (where the caller expects the file to end: the next Fill finds out whether it
-// does, with the read that returns 0). With O_DIRECT on, a read the filesystem refuses (EINVAL)
+// `expect` (> 0) bytes (where the caller expects the file to end: the next Fill finds out whether
+// it does, with the read that returns 0). With O_DIRECT on, a read the filesystem refuses (EINVAL)
 // or a short one (the unaligned end of the file) turns O_DIRECT off for the rest: the page cache
 // serves what remains.
 absl::Status Fill(int fd, const std::string& path, bool* direct, Block* block,
                   size_t expect = SIZE_MAX) {
   block->filled = 0;
-  const size_t want = std::min(block->size(), expect == 0 ? block->size() : expect);
+  const size_t want = std::min(block->size(), expect);
   while (block->filled < want) {
     const ssize_t n = ::read(fd, block->data() + block->filled, block->size() - block->filled);
     if (n < 0 && errno == EINTR) continue;
