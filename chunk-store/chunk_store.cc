@@ -594,7 +594,8 @@ absl::Status ChunkStoreImpl::AppendAll(const Selection& selection, rocksdb::Writ
     const RecordHeader h{c->codec, static_cast<uint32_t>(c->plain_size),
                          static_cast<uint32_t>(c->data.size()),
                          bundle ? BundleId(c->members) : c->fingerprint, bundle};
-    WHORL_ASSIGN_OR_RETURN(const uint64_t offset, writer_->Append(h, c->data));
+    // Written by the Sync that ends the batch (or starts the next pack): one writev for all.
+    const uint64_t offset = writer_->Queue(h, c->data);
     if (!bundle) {
       to_index.erase(c->fingerprint);
       batch->Put(KeyOf(c->fingerprint),

@@ -321,19 +321,46 @@ absl::StatusOr<std::unique_ptr<PackWriter>> PackWriter::OpenForAppend(const std:
 PackWriter::~PackWriter() { ::close(fd_); }
 
 absl::StatusOr<uint64_t> PackWriter::Append(const RecordHeader& header, std::string_view data) {
-  // Header and data go out in two writes to avoid copying the data; a crash between them leaves
-  // a record without data, which recovery cuts like any torn tail.
-  WHORL_KILL_POINT("pack.append.before");
-  WHORL_RETURN_IF_ERROR(WriteAll(fd_, EncodeRecordHeader(header, data), path_));
-  WHORL_KILL_POINT("pack.append.mid_record");
-  WHORL_RETURN_IF_ERROR(WriteAll(fd_, data, path_));
-  WHORL_KILL_POINT("pack.append.after");
+  const uint64_t offset = Queue(header, data);
+  WHORL_RETURN_IF_ERROR(Flush());
+  return offset;
+}
+
+uint64_t PackWriter::Queue(const RecordHeader& header, std::string_view data) {
+  queued_headers_ += EncodeRecordHeader(header, data);
+  queued_data_.push_back(data);
   const uint64_t offset = size_;
   size_ += kRecordHeaderSize + data.size();
   return offset;
 }
 
+absl::Status PackWriter::Flush() {
+  if (queued_data_.empty()) return absl::OkStatus();
+  // Everything up to the last record's header in as few writes as IOV_MAX allows, then that
+  // record's data: a crash between the two leaves a record without data, which recovery cuts
+  // like any torn tail (the state kill point pack.append.mid_record makes).
+  std::string headers;
+  headers.swap(queued_headers_);
+  std::vector<std::string_view> data;
+  data.swap(queued_data_);
+  std::vector<std::string_view> parts;
+  parts.reserve(2 * data.size());
+  for (size_t i = 0; i < data.size(); ++i) {
+    parts.push_back(std::string_view(headers).substr(i * kRecordHeaderSize, kRecordHeaderSize));
+    parts.push_back(data[i]);
+  }
+  const std::string_view last = parts.back();
+  parts.pop_back();
+  WHORL_KILL_POINT("pack.append.before");
+  WHORL_RETURN_IF_ERROR(WriteAllV(fd_, parts, path_));
+  WHORL_KILL_POINT("pack.append.mid_record");
+  WHORL_RETURN_IF_ERROR(WriteAll(fd_, last, path_));
+  WHORL_KILL_POINT("pack.append.after");
+  return absl::OkStatus();
+}
+
 absl::Status PackWriter::Sync() {
+  WHORL_RETURN_IF_ERROR(Flush());
   WHORL_KILL_POINT("pack.fdatasync.before");
   WHORL_RETURN_IF_ERROR(DataSync(fd_, path_));
   WHORL_KILL_POINT("pack.fdatasync.after");
@@ -341,6 +368,8 @@ absl::Status PackWriter::Sync() {
 }
 
 absl::Status PackWriter::TruncateTo(uint64_t size) {
+  queued_headers_.clear();
+  queued_data_.clear();
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return ErrnoStatus("truncate", path_, errno);
   size_ = size;
   return absl::OkStatus();

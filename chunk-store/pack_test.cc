@@ -407,5 +407,74 @@ TEST(PackTest, WriterAppendsAndReaderReadsBack) {
   EXPECT_EQ(PackReader::Open(dir.path(), 8).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(PackTest, QueuedRecordsAreWrittenInOrderByFlushAndDroppedByTruncate) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<PackWriter>> writer = PackWriter::Create(dir.path(), 3);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  const std::string path = dir.path() + "/00000003.pack";
+  // More records than one writev takes (IOV_MAX is 1024 buffers: two a record), of sizes 0..
+  std::vector<std::string> records;
+  std::vector<uint64_t> offsets;
+  for (int i = 0; i < 700; ++i) records.push_back(Bytes(i, static_cast<size_t>(i % 97)));
+  uint64_t expected_end = kPackHeaderSize;
+  for (const std::string& r : records) {
+    offsets.push_back((*writer)->Queue(HeaderFor(r), r));
+    EXPECT_EQ(offsets.back(), expected_end);
+    expected_end += kRecordHeaderSize + r.size();
+  }
+  EXPECT_EQ((*writer)->size(), expected_end);
+  EXPECT_EQ(ReadWholeFile(path).size(), kPackHeaderSize);  // queued, not written
+  // Append writes what was queued before its own record.
+  const std::string last = Bytes(999, 40);
+  absl::StatusOr<uint64_t> off_last = (*writer)->Append(HeaderFor(last), last);
+  ASSERT_TRUE(off_last.ok()) << off_last.status();
+  EXPECT_EQ(*off_last, expected_end);
+  expected_end += kRecordHeaderSize + last.size();
+  EXPECT_EQ(ReadWholeFile(path).size(), expected_end);
+
+  absl::StatusOr<std::unique_ptr<PackReader>> reader = PackReader::Open(dir.path(), 3);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::string data;
+  for (size_t i = 0; i < records.size(); ++i) {
+    absl::StatusOr<RecordHeader> h =
+        (*reader)->ReadRecord(offsets[i], static_cast<uint32_t>(records[i].size()), &data);
+    ASSERT_TRUE(h.ok()) << i << ": " << h.status();
+    EXPECT_EQ(data, records[i]) << i;
+  }
+
+  // Queued then truncated: nothing of it reaches the file, and a later Sync writes only what
+  // was queued after.
+  const std::string dropped = Bytes(5, 64), kept = Bytes(6, 33);
+  (*writer)->Queue(HeaderFor(dropped), dropped);
+  ASSERT_TRUE((*writer)->TruncateTo(expected_end).ok());
+  EXPECT_EQ((*writer)->Queue(HeaderFor(kept), kept), expected_end);
+  ASSERT_TRUE((*writer)->Sync().ok());
+  EXPECT_EQ(ReadWholeFile(path).size(), expected_end + kRecordHeaderSize + kept.size());
+  absl::StatusOr<RecordHeader> h = (*reader)->ReadRecord(expected_end, 33, &data);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(data, kept);
+}
+
+TEST(FileUtilTest, WriteAllVWritesEveryPartInOrderPastIovMax) {
+  TempDir dir;
+  const std::string path = dir.path() + "/out";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  std::vector<std::string> owned;
+  std::string expected;
+  for (int i = 0; i < 2500; ++i) {
+    owned.push_back(Bytes(i, static_cast<size_t>(i % 7)));  // empty ones among them
+    expected += owned.back();
+  }
+  const std::vector<std::string_view> parts(owned.begin(), owned.end());
+  EXPECT_TRUE(WriteAllV(fd, parts, path).ok());
+  EXPECT_TRUE(WriteAllV(fd, {}, path).ok());
+  ::close(fd);
+  EXPECT_EQ(ReadWholeFile(path), expected);
+  const absl::Status bad = WriteAllV(-1, parts, path);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInternal) << bad;
+  EXPECT_EQ(bad.message(), "write " + path + ": Bad file descriptor");
+}
+
 }  // namespace
 }  // namespace whorl::chunkstore

@@ -4,10 +4,14 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -59,6 +63,37 @@ absl::Status WriteAll(int fd, std::string_view data, std::string_view path_for_e
       return ErrnoStatus("write", path_for_errors, errno);
     }
     data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteAllV(int fd, std::span<const std::string_view> parts,
+                       std::string_view path_for_errors) {
+  std::vector<struct iovec> iov;
+  iov.reserve(std::min<size_t>(parts.size(), IOV_MAX));
+  size_t next = 0;  // the first part not yet in `iov`
+  while (next < parts.size() || !iov.empty()) {
+    while (next < parts.size() && iov.size() < IOV_MAX) {
+      const std::string_view p = parts[next++];
+      if (!p.empty()) iov.push_back({const_cast<char*>(p.data()), p.size()});
+    }
+    if (iov.empty()) break;
+    ssize_t n = ::writev(fd, iov.data(), static_cast<int>(iov.size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("write", path_for_errors, errno);
+    }
+    // Drops what went out: whole buffers, then the written front of a partly written one.
+    size_t done = 0;
+    while (done < iov.size() && static_cast<size_t>(n) >= iov[done].iov_len) {
+      n -= static_cast<ssize_t>(iov[done].iov_len);
+      ++done;
+    }
+    if (done < iov.size()) {
+      iov[done].iov_base = static_cast<char*>(iov[done].iov_base) + n;
+      iov[done].iov_len -= static_cast<size_t>(n);
+    }
+    iov.erase(iov.begin(), iov.begin() + static_cast<std::ptrdiff_t>(done));
   }
   return absl::OkStatus();
 }

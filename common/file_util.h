@@ -3,6 +3,7 @@
 #define WHORL_COMMON_FILE_UTIL_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -39,6 +40,10 @@ absl::StatusOr<int> RemoveEmptyWals(const std::string& dir, uint64_t below);
 
 // Writes all of `data` at the fd's current position, retrying short writes and EINTR.
 absl::Status WriteAll(int fd, std::string_view data, std::string_view path_for_errors);
+// Writes `parts` one after the other at the fd's current position, with as few writev calls as
+// IOV_MAX allows, retrying short writes and EINTR. On error some of them may have been written.
+absl::Status WriteAllV(int fd, std::span<const std::string_view> parts,
+                       std::string_view path_for_errors);
 
 // Reads exactly `n` bytes at `offset` into `out`; DATA_LOSS if the file is shorter.
 absl::Status PreadExact(int fd, uint64_t offset, size_t n, std::string* out,
