@@ -145,6 +145,7 @@ class Restorer {
     DirState* parent;
     int pending;
     bool owner_set = false;  // made by this restore with the owner its node wants
+    bool mode_set = false;   // made by this restore with the mode its node wants
     // Made by this restore (mkdirat succeeded), so empty but for what it put there: a leaf
     // needs no unlinkat of an existing entry first (duplicate names are refused before), which
     // saves a lookup and a turn on the directory's lock per file. Should another process add
@@ -167,7 +168,7 @@ class Restorer {
       }
       DirState* parent = dir->parent;
       if (dir->node != nullptr) {
-        SetMetadata(dir->fd, dir->path, *dir->node, dir->owner_set, /*mode_set=*/false);
+        SetMetadata(dir->fd, dir->path, *dir->node, dir->owner_set, dir->mode_set);
         ::close(dir->fd);
       }
       delete dir;
@@ -363,7 +364,11 @@ class Restorer {
   void RestoreSubdir(DirState* parent, const std::string& path, const v1::Node& node, int depth) {
     const int dirfd = parent->fd;
     const char* name = node.name().c_str();
-    const bool fresh = ::mkdirat(dirfd, name, 0700) == 0;
+    // 0700 until its entries are done, or its own mode at once where that is as safe
+    // (CreatesDirWithMode): a chmod less per directory.
+    // Not in a setgid directory, whose new subdirectories inherit the bit (a chmod clears it).
+    const bool mode_at_mkdir = parent->gives_egid && CreatesDirWithMode(node.mode());
+    const bool fresh = ::mkdirat(dirfd, name, mode_at_mkdir ? (node.mode() & 0777) : 0700) == 0;
     if (!fresh && errno != EEXIST) {
       Error(path, std::strerror(errno));
       return;
@@ -383,6 +388,7 @@ class Restorer {
     dir->fresh = fresh;
     dir->gives_egid = fresh && parent->gives_egid;
     dir->owner_set = fresh && OwnedAsIs(parent, node);
+    dir->mode_set = fresh && mode_at_mkdir;
     if (std::find(ancestors_.begin(), ancestors_.end(), node.subtree()) != ancestors_.end()) {
       // Impossible with SHA-256 addressing, unless the repository itself lies.
       Refuse(path, "directory refers to a tree that contains it (a cycle)");
@@ -577,6 +583,16 @@ class Restorer {
   // setgid or sticky bit.
   bool CreatesWithMode(uint32_t mode) const {
     return umask_.has_value() && (mode & 07000) == 0 && (mode & 0777 & *umask_) == 0;
+  }
+  // Whether a directory may be made with its own mode rather than 0700 until its entries are
+  // done: creating gives exactly that mode (CreatesWithMode: no special bit, nothing the umask
+  // clears), the owner may write into it and search it (so its entries can be made), and no
+  // one else may write into it (who could otherwise add entries while it is filled; reading
+  // it early shows only what its final mode shows). 0755 and 0700 qualify, 0555 and 0775 do
+  // not. The source tree's restore (9k directories): 9k fchmod calls less, its time the same
+  // within this VM's noise (1.33-1.41 s against 1.34-1.45 s, cold, alternating).
+  bool CreatesDirWithMode(uint32_t mode) const {
+    return CreatesWithMode(mode) && (mode & 0700) == 0700 && (mode & 0022) == 0;
   }
   // The process's umask from /proc/self/status (umask(2) can only read it by changing it,
   // which other threads would see); nullopt where the kernel does not say.

@@ -112,6 +112,13 @@ class RestoreFidelityTest(w.WhorlTestCase):
         j = lambda *p: os.path.join(src, *[w.fsb(x) for x in p])  # noqa: E731
         for mode in (0o644, 0o755, 0o600, 0o777, 0o640, 0o4755, 0o2755, 0o1644, 0o000):
             w.write_file(j(f"m{mode:04o}"), b"%o" % mode, mode)
+        # Directories: made with their own mode where that is safe (owner rwx, no group or
+        # other write, the umask leaves it whole), else 0700 until their entries are done.
+        for mode in (0o755, 0o700, 0o750, 0o775, 0o777, 0o555):
+            w.makedirs(j(f"d{mode:04o}"), 0o700)
+            w.write_file(j(f"d{mode:04o}", "f"), b"in %o" % mode, 0o644)
+            w.makedirs(j(f"d{mode:04o}", "sub"), 0o755)
+            os.chmod(j(f"d{mode:04o}"), mode)
         w.makedirs(j("sticky"), 0o1777)
         w.write_file(j("sticky", "f"), b"in sticky", 0o664)
         w.makedirs(j("sgid"), 0o2775)
@@ -146,6 +153,10 @@ class RestoreFidelityTest(w.WhorlTestCase):
                     self.assert_trees_equal(src, restored)
                     st = os.stat(os.path.join(restored, b"m4755"))
                     self.assertEqual(st.st_mode & 0o7777, 0o4755)
+                    for mode in (0o755, 0o775, 0o555):
+                        d = os.path.join(restored, b"d%04o" % mode)
+                        self.assertEqual(os.stat(d).st_mode & 0o7777, mode)
+                        self.assertEqual(w.read_bytes(os.path.join(d, b"f")), b"in %o" % mode)
                     if IS_ROOT:
                         self.assertEqual((st.st_uid, st.st_gid), (4242, 4242))
                         st = os.stat(os.path.join(restored, b"sgid", b"sub", b"g"))
