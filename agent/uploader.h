@@ -240,8 +240,8 @@ class ChunkUploader {
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_, storer_;  // started with the first batch
   std::vector<std::thread> compressors_;
-  static constexpr uint64_t kTrimEveryBatches = 32;
-  uint64_t stored_batches_ = 0;  // the storer thread's own
+  // Free bytes in malloc's arenas past which the storer trims them (RunStorer).
+  static constexpr size_t kTrimFreeBytes = 16 << 20;
 };
 
 }  // namespace whorl::agent
