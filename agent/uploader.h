@@ -240,8 +240,11 @@ class ChunkUploader {
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   std::thread encoder_, storer_;  // started with the first batch
   std::vector<std::thread> compressors_;
-  // Free bytes in malloc's arenas past which the storer trims them (RunStorer).
-  static constexpr size_t kTrimFreeBytes = 16 << 20;
+  // The storer trims malloc's arenas once the stores since the last trim earn kTrimCredit: a
+  // store holding bundles kTrimCreditPerBundleStore, a store of chunks alone 1 (RunStorer).
+  static constexpr uint64_t kTrimCredit = 128;
+  static constexpr uint64_t kTrimCreditPerBundleStore = 4;
+  uint64_t trim_credit_ = 0;  // the storer thread's own
 };
 
 }  // namespace whorl::agent
