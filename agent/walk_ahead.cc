@@ -13,8 +13,8 @@ namespace whorl::agent {
 
 WalkAhead::WalkAhead(const std::vector<std::string>& roots,
                      std::function<bool(const std::string&, const std::string&)> excluded,
-                     size_t threads)
-    : excluded_(std::move(excluded)) {
+                     size_t threads, size_t max_kept_entries)
+    : excluded_(std::move(excluded)), max_kept_entries_(max_kept_entries) {
   {
     absl::MutexLock lock(&mu_);
     // Reverse order: the first root is walked first, as the backup does.
@@ -95,7 +95,7 @@ void WalkAhead::Read(const Dir& dir) {
   if (ReadListing(dir.path, &entries) != 0) return;
   absl::MutexLock lock(&mu_);
   PushSubdirs(dir, entries);
-  if (kept_entries_ + entries.size() <= kMaxKeptEntries) {
+  if (kept_entries_ + entries.size() <= max_kept_entries_) {
     kept_entries_ += entries.size();
     kept_[dir.path] = std::move(entries);
   } else if (dropped_.size() < kMaxClaimed) {

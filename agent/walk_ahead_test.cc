@@ -94,9 +94,10 @@ TEST(WalkAheadTest, PastTheCapNoDirectoryIsReadTwiceByTheThreads) {
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string root = tmpl;
   namespace fs = std::filesystem;
-  // 18 dirs of 460 files and 2 subdirs each (55 dirs, 8352 entries > kMaxKeptEntries).
+  // 18 dirs of 460 files and 2 subdirs each (55 dirs, 8352 entries > the cap of 8192).
   constexpr int kDirs = 18, kFiles = 460;
-  static_assert(kDirs * (kFiles + 2) > static_cast<int>(WalkAhead::kMaxKeptEntries));
+  constexpr size_t kCap = 1 << 13;
+  static_assert(kDirs * (kFiles + 2) > static_cast<int>(kCap));
   std::ofstream(root + "/x") << "x";
   for (int i = 0; i < kDirs; ++i) {
     const std::string d = root + "/d" + std::to_string(100 + i);
@@ -107,7 +108,9 @@ TEST(WalkAheadTest, PastTheCapNoDirectoryIsReadTwiceByTheThreads) {
       fs::create_hard_link(root + "/x", d + "/f" + std::to_string(j));
   }
   const size_t total = 1 + 3 * kDirs;  // the root, each d and its a and b
-  WalkAhead w({root}, [](const std::string&, const std::string&) { return false; });
+  WalkAhead w(
+      {root}, [](const std::string&, const std::string&) { return false; },
+      WalkAhead::kDefaultThreads, kCap);
   // Let the threads read everything (past the cap), then walk as the backup does.
   EXPECT_EQ(ReadCount(w, total), total);
   size_t read_here = 0;
