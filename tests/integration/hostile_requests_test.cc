@@ -84,15 +84,17 @@ class HostileRequestTest : public ClusterTest {
     EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING) << address;
   }
 
-  // Peak resident memory of node `id` (VmHWM), in bytes.
-  uint64_t PeakRss(const std::string& id) {
+  // A memory figure of node `id` from /proc/PID/status ("VmHWM:" peak, "VmRSS:" now), in bytes.
+  uint64_t Memory(const std::string& id, const std::string& field) {
     std::ifstream in("/proc/" + std::to_string(cluster_.Pid(id)) + "/status");
     for (std::string line; std::getline(in, line);) {
-      if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+      if (line.rfind(field, 0) == 0) return std::stoull(line.substr(field.size())) * 1024;
     }
-    ADD_FAILURE() << "no VmHWM for " << id;
+    ADD_FAILURE() << "no " << field << " for " << id;
     return 0;
   }
+  uint64_t PeakRss(const std::string& id) { return Memory(id, "VmHWM:"); }
+  uint64_t Rss(const std::string& id) { return Memory(id, "VmRSS:"); }
 
   void Check(const std::string& what, const grpc::Status& got, const Expected& want) {
     EXPECT_EQ(got.error_code(), want.code) << what << ": " << got.error_message();
@@ -149,6 +151,7 @@ TEST_F(HostileRequestTest, EveryHostileRequestIsRefusedWholeAndChangesNothing) {
   probes_ = {kept0, kept1, good0, good1};
   const std::string before = State();
   const uint64_t rss_before = PeakRss("chunk-1");
+  const uint64_t resident_before = Rss("chunk-1");
 
   const auto bad_epoch = [](uint64_t e) {
     return Expected{grpc::StatusCode::FAILED_PRECONDITION,
@@ -372,16 +375,26 @@ TEST_F(HostileRequestTest, EveryHostileRequestIsRefusedWholeAndChangesNothing) {
 
   ExpectAllServing();
   EXPECT_EQ(State(), before) << "a refused request changed the cluster";
-  // Memory stays bounded: the 80 MiB messages and their copies are freed. A bound of three
-  // caps (the message, the store's copy, slack) plus the idle footprint.
+  // Memory stays bounded: the 80 MiB messages and their copies are freed. While a message at the
+  // cap is served, chunkd holds gRPC's receive buffer and the parsed request, and at moments part
+  // of a third copy: its peak rose 2.6-3.1 caps above the idle footprint over runs on this 2-core
+  // VM (the most with the other core busy), so the peak's bound is 3.5 caps. What proves the
+  // copies freed is the resident set afterwards (blocks that big are mapped and unmapped on
+  // their own; common/daemon TuneAllocator lets each of 4 arenas keep 16 MiB free at its top):
+  // back within one cap of where it was (it came back 2-30 MiB above), so a single copy kept
+  // would fail it.
   const uint64_t rss_after = PeakRss("chunk-1");
+  const uint64_t resident_after = Rss("chunk-1");
   std::cout << "chunk-1 peak RSS " << (rss_before >> 20) << " MiB before, " << (rss_after >> 20)
-            << " MiB after the hostile requests\n";
+            << " MiB after the hostile requests; resident " << (resident_before >> 20) << " -> "
+            << (resident_after >> 20) << " MiB\n";
   // Under ASan freed blocks wait in its quarantine (256 MiB by default) instead of going back,
-  // so the bound is checked by the Release build only.
+  // so the bounds are checked by the Release build only.
 #if !defined(__SANITIZE_ADDRESS__)
-  EXPECT_LT(rss_after, rss_before + 3ull * kCap)
+  EXPECT_LT(rss_after, rss_before + 7ull * kCap / 2)
       << "chunk-1 peak RSS " << (rss_after >> 20) << " MiB";
+  EXPECT_LT(resident_after, resident_before + kCap)
+      << "chunk-1 resident " << (resident_after >> 20) << " MiB";
   for (const auto& n : cluster_.map_.metadata) {
     EXPECT_LT(PeakRss(n.id), 3ull * kCap) << n.id;
   }
