@@ -38,12 +38,36 @@ absl::StatusOr<Fingerprint> Fingerprint::FromHex(std::string_view hex) {
   return FromBytes(*raw);
 }
 
+namespace {
+// OpenSSL 3 resolves EVP_sha256() to its provider's implementation on every EVP_Digest (a fetch
+// through the provider store, under its lock) and allocates and frees a digest context for each
+// call; a backup hashes every chunk and tree, a restore and a chunk store check each one again.
+// Fetched once per process, with a context kept per thread and reset for each digest, a 512-byte
+// digest took 0.62-0.76 us instead of 1.23-1.30 us (one core, side by side).
+const EVP_MD* FetchedSha256() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+struct DigestContext {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  DigestContext() = default;
+  DigestContext(const DigestContext&) = delete;
+  DigestContext& operator=(const DigestContext&) = delete;
+  ~DigestContext() { EVP_MD_CTX_free(ctx); }
+};
+}  // namespace
+
 Fingerprint Sha256(std::string_view data) {
+  thread_local DigestContext context;
   Fingerprint f;
   unsigned int len = 0;
-  // EVP_Digest picks the SHA-NI / AVX2 implementation at run time.
-  if (EVP_Digest(data.data(), data.size(), f.bytes.data(), &len, EVP_sha256(), nullptr) != 1 ||
-      len != Fingerprint::kSize) {
+  // The provider's SHA-256 picks the SHA-NI / AVX2 implementation at run time.
+  const EVP_MD* md = FetchedSha256();
+  if (md == nullptr || context.ctx == nullptr ||
+      EVP_DigestInit_ex2(context.ctx, md, nullptr) != 1 ||
+      EVP_DigestUpdate(context.ctx, data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(context.ctx, f.bytes.data(), &len) != 1 || len != Fingerprint::kSize) {
     std::abort();  // Only on a broken OpenSSL installation: nothing sensible to return.
   }
   return f;
