@@ -269,9 +269,10 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::Status StartNewPack() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::shared_ptr<const PackReader>> Reader(uint32_t pack_id);
   // Reads the record at `loc`, checks it (CRC, and that it is the one the locator describes)
-  // and returns its stored bytes; `*header` gets its header. Errors name `where`.
-  absl::StatusOr<std::string> ReadRecordAt(const Fingerprint& fp, const ChunkLocation& loc,
-                                           const std::string& where, RecordHeader* header);
+  // and returns its stored bytes (in `*buffer`); `*header` gets its header. Errors name `where`.
+  absl::StatusOr<std::string_view> ReadRecordAt(const Fingerprint& fp, const ChunkLocation& loc,
+                                                const std::string& where, RecordHeader* header,
+                                                RecordBuffer* buffer);
   // Get of a chunk in a bundle: the bundle from the cache, or read and decoded once however many
   // threads ask for its members at the same time.
   absl::StatusOr<std::string> GetFromBundle(const Fingerprint& fp, const ChunkLocation& loc,
@@ -677,10 +678,11 @@ absl::StatusOr<ChunkLocation> ChunkStoreImpl::Locate(const Fingerprint& fp) {
   return location;
 }
 
-absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
-                                                         const ChunkLocation& loc,
-                                                         const std::string& where,
-                                                         RecordHeader* header) {
+absl::StatusOr<std::string_view> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
+                                                              const ChunkLocation& loc,
+                                                              const std::string& where,
+                                                              RecordHeader* header,
+                                                              RecordBuffer* buffer) {
   if (auto it = damaged_.find(loc.pack_id); it != damaged_.end()) {
     return absl::DataLossError(absl::StrCat(where, ": pack file damaged: ", it->second));
   }
@@ -691,12 +693,11 @@ absl::StatusOr<std::string> ChunkStoreImpl::ReadRecordAt(const Fingerprint& fp,
         absl::StrCat(where, ": pack file missing: ", reader.status().message()));
   }
   if (!reader.ok()) return Annotate(reader.status(), where);
-  std::string data;
-  absl::StatusOr<RecordHeader> h = (*reader)->ReadRecord(loc.offset, loc.stored_size, &data);
+  absl::StatusOr<RecordHeader> h = (*reader)->ReadRecord(loc.offset, loc.stored_size, buffer);
   if (!h.ok()) return Annotate(h.status(), where);
   WHORL_RETURN_IF_ERROR(Annotate(CheckRecordMatches(*h, fp, loc), where));
   *header = *h;
-  return data;
+  return buffer->data();
 }
 
 absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
@@ -708,8 +709,10 @@ absl::StatusOr<std::string> ChunkStoreImpl::Get(const Fingerprint& fp) {
   const std::string where = Where(loc.pack_id, loc.offset);
   if (loc.bundled) return GetFromBundle(fp, loc, where);
   RecordHeader header;
-  WHORL_ASSIGN_OR_RETURN(std::string data, ReadRecordAt(fp, loc, where, &header));
-  if (loc.codec == Codec::kNone && data.size() == loc.plain_size) return data;  // as read
+  RecordBuffer buffer;
+  WHORL_ASSIGN_OR_RETURN(const std::string_view data,
+                         ReadRecordAt(fp, loc, where, &header, &buffer));
+  if (loc.codec == Codec::kNone && data.size() == loc.plain_size) return std::string(data);
   absl::StatusOr<std::string> plain = Decode(loc.codec, data, loc.plain_size);
   if (!plain.ok()) {
     return absl::DataLossError(absl::StrCat(where, ": ", plain.status().message()));
@@ -734,7 +737,9 @@ absl::Status ChunkStoreImpl::Read(const Fingerprint& fp,
     return use(member);
   }
   RecordHeader header;
-  WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
+  RecordBuffer buffer;
+  WHORL_ASSIGN_OR_RETURN(const std::string_view data,
+                         ReadRecordAt(fp, loc, where, &header, &buffer));
   if (loc.codec == Codec::kNone && data.size() == loc.plain_size) return use(data);
   std::unique_ptr<char[]> plain;
   const absl::Status decoded = DecodeInto(loc.codec, data, loc.plain_size, [&plain](uint64_t n) {
@@ -760,7 +765,10 @@ absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetStoredAt(const Fingerprint
     return out;
   }
   RecordHeader header;
-  WHORL_ASSIGN_OR_RETURN(out.data, ReadRecordAt(fp, loc, where, &header));
+  RecordBuffer buffer;
+  WHORL_ASSIGN_OR_RETURN(const std::string_view data,
+                         ReadRecordAt(fp, loc, where, &header, &buffer));
+  out.data = std::string(data);
   out.codec = loc.codec;
   if (out.codec == Codec::kNone && out.data.size() != out.plain_size) {
     return absl::DataLossError(absl::StrCat(where, ": stored size differs from plain size"));
@@ -777,7 +785,10 @@ absl::StatusOr<ChunkStore::Stored> ChunkStoreImpl::GetBundleRecord(const Fingerp
   }
   RecordHeader header;
   Stored out;
-  WHORL_ASSIGN_OR_RETURN(out.data, ReadRecordAt(fp, loc, where, &header));
+  RecordBuffer buffer;
+  WHORL_ASSIGN_OR_RETURN(const std::string_view data,
+                         ReadRecordAt(fp, loc, where, &header, &buffer));
+  out.data = std::string(data);
   out.codec = loc.codec;
   out.plain_size = header.plain_size;
   if (out.codec == Codec::kNone && out.data.size() != out.plain_size) {
@@ -873,7 +884,9 @@ ChunkStoreImpl::DecodedBundleOf(const Fingerprint& fp, const ChunkLocation& loc,
 absl::StatusOr<std::shared_ptr<const ChunkStoreImpl::DecodedBundle>> ChunkStoreImpl::ReadBundle(
     const Fingerprint& fp, const ChunkLocation& loc, const std::string& where) {
   RecordHeader header;
-  WHORL_ASSIGN_OR_RETURN(const std::string data, ReadRecordAt(fp, loc, where, &header));
+  RecordBuffer buffer;
+  WHORL_ASSIGN_OR_RETURN(const std::string_view data,
+                         ReadRecordAt(fp, loc, where, &header, &buffer));
   auto out = std::make_shared<DecodedBundle>();
   const absl::Status decoded = DecodeInto(loc.codec, data, header.plain_size, [&out](uint64_t n) {
     out->bytes = std::make_unique_for_overwrite<char[]>(n);

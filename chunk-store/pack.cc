@@ -385,21 +385,40 @@ absl::StatusOr<std::unique_ptr<PackReader>> PackReader::Open(const std::string& 
 
 PackReader::~PackReader() { ::close(fd_); }
 
+char* RecordBuffer::Reserve(size_t n) {
+  if (n > capacity_) {
+    bytes_ = std::make_unique_for_overwrite<char[]>(n);
+    capacity_ = n;
+  }
+  return bytes_.get();
+}
+
 absl::StatusOr<RecordHeader> PackReader::ReadRecord(uint64_t offset, uint32_t stored_size,
                                                     std::string* data) const {
+  RecordBuffer buffer;
+  WHORL_ASSIGN_OR_RETURN(RecordHeader decoded, ReadRecord(offset, stored_size, &buffer));
+  data->assign(buffer.data());
+  return decoded;
+}
+
+absl::StatusOr<RecordHeader> PackReader::ReadRecord(uint64_t offset, uint32_t stored_size,
+                                                    RecordBuffer* buffer) const {
+  buffer->data_ = {};
   // Header and data in one read (one system call, and one disk request on a cold cache); the
   // header is checked before the data is trusted.
-  WHORL_RETURN_IF_ERROR(
-      PreadExact(fd_, offset, kRecordHeaderSize + size_t{stored_size}, data, path_));
-  const std::string header = data->substr(0, kRecordHeaderSize);
+  const size_t n = kRecordHeaderSize + size_t{stored_size};
+  char* bytes = buffer->Reserve(n);
+  WHORL_RETURN_IF_ERROR(PreadExact(fd_, offset, n, bytes, path_));
+  const std::string_view header(bytes, kRecordHeaderSize);
   WHORL_ASSIGN_OR_RETURN(RecordHeader decoded,
                          DecodeRecordHeader(header, std::numeric_limits<uint32_t>::max()));
   if (decoded.stored_size != stored_size) {
     return absl::DataLossError(
         absl::StrCat("record stored size ", decoded.stored_size, ", locator says ", stored_size));
   }
-  data->erase(0, kRecordHeaderSize);
-  WHORL_RETURN_IF_ERROR(CheckRecordCrc(header, *data));
+  const std::string_view data(bytes + kRecordHeaderSize, stored_size);
+  WHORL_RETURN_IF_ERROR(CheckRecordCrc(header, data));
+  buffer->data_ = data;
   return decoded;
 }
 

@@ -441,6 +441,22 @@ TEST(PackTest, QueuedRecordsAreWrittenInOrderByFlushAndDroppedByTruncate) {
     ASSERT_TRUE(h.ok()) << i << ": " << h.status();
     EXPECT_EQ(data, records[i]) << i;
   }
+  // One RecordBuffer for every read, in reverse (each smaller or bigger than the last): each
+  // read views its own record's bytes, and a failed read leaves the buffer viewing nothing.
+  RecordBuffer buffer;
+  for (size_t i = records.size(); i-- > 0;) {
+    absl::StatusOr<RecordHeader> h =
+        (*reader)->ReadRecord(offsets[i], static_cast<uint32_t>(records[i].size()), &buffer);
+    ASSERT_TRUE(h.ok()) << i << ": " << h.status();
+    EXPECT_EQ(buffer.data(), records[i]) << i;
+    EXPECT_EQ(h->stored_size, records[i].size()) << i;
+  }
+  EXPECT_EQ((*reader)
+                ->ReadRecord(offsets[0], static_cast<uint32_t>(records[0].size()) + 1, &buffer)
+                .status()
+                .code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(buffer.data().empty());
 
   // Queued then truncated: nothing of it reaches the file, and a later Sync writes only what
   // was queued after.

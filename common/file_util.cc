@@ -101,9 +101,14 @@ absl::Status WriteAllV(int fd, std::span<const std::string_view> parts,
 absl::Status PreadExact(int fd, uint64_t offset, size_t n, std::string* out,
                         std::string_view path_for_errors) {
   out->resize(n);
+  return PreadExact(fd, offset, n, out->data(), path_for_errors);
+}
+
+absl::Status PreadExact(int fd, uint64_t offset, size_t n, char* out,
+                        std::string_view path_for_errors) {
   size_t done = 0;
   while (done < n) {
-    const ssize_t r = ::pread(fd, out->data() + done, n - done, static_cast<off_t>(offset + done));
+    const ssize_t r = ::pread(fd, out + done, n - done, static_cast<off_t>(offset + done));
     if (r < 0) {
       if (errno == EINTR) continue;
       return ErrnoStatus("read", path_for_errors, errno);

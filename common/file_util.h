@@ -48,6 +48,9 @@ absl::Status WriteAllV(int fd, std::span<const std::string_view> parts,
 // Reads exactly `n` bytes at `offset` into `out`; DATA_LOSS if the file is shorter.
 absl::Status PreadExact(int fd, uint64_t offset, size_t n, std::string* out,
                         std::string_view path_for_errors);
+// The same into `n` bytes at `out` (which the read overwrites: no zero-filling first).
+absl::Status PreadExact(int fd, uint64_t offset, size_t n, char* out,
+                        std::string_view path_for_errors);
 
 // OK if the filesystem holding `dir` has at least `need` + `reserve` bytes free for an
 // unprivileged writer; RESOURCE_EXHAUSTED "No space left on device: DIR has F MiB free, ..."
