@@ -263,7 +263,13 @@ class MetadataStoreImpl : public MetadataStore {
   }
 
   absl::Status ForEachFingerprint(const std::function<void(const Fingerprint&)>& fn) override {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    // A scan of the whole index, once: its blocks stay out of the cache (whorl-metad's start
+    // filled 700 MB of cache with a 10M-fingerprint shard's blocks, never read again), and the
+    // files are read ahead in big reads.
+    rocksdb::ReadOptions scan;
+    scan.fill_cache = false;
+    scan.readahead_size = 2 << 20;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(scan));
     const std::string prefix(1, kChunkPrefix);
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       WHORL_ASSIGN_OR_RETURN(Fingerprint fp,
@@ -382,13 +388,13 @@ absl::StatusOr<std::unique_ptr<MetadataStore>> MetadataStore::Open(
   if (store_options.daemon) {
     // Every key of a data block is a restart point: the block's hash index leads a lookup to
     // its key, not to a run of 16 keys to decode one by one (SHA-256 keys share no prefix to
-    // delta-encode; the restart array costs +9% on disk: 643 -> 703 MB for 10M), and the bottom
-    // level, which holds most keys, keeps no Bloom filters: the shard's own filter
-    // (metadata_server.cc) already turned away nearly every absent fingerprint, so a lookup
-    // reaching RocksDB is for a present key and probing a filter for it is wasted. whorl-metad's
-    // CPU per fingerprint in whorl-bench, side by side: 2.15-2.82 -> 1.95-2.08 us.
+    // delta-encode; the restart array costs +9% on disk: 643 -> 703 MB for 10M). Every level
+    // keeps Bloom filters: whorl-metad answers FindMissing from its own set of the shard's
+    // fingerprints (metadata_server.cc), so what reaches RocksDB is Register's look-up of
+    // fingerprints that set lacks, new ones, which the filters turn away. (While RocksDB
+    // answered FindMissing, for mostly present keys, the bottom level kept none:
+    // optimize_filters_for_hits; tables written then have none until compacted.)
     table.block_restart_interval = 1;
-    options.optimize_filters_for_hits = true;
     // Entries are data blocks (4 KiB by default), the charge HyperClockCache sizes its table by.
     table.block_cache =
         rocksdb::HyperClockCacheOptions(store_options.block_cache_bytes, table.block_size)

@@ -44,11 +44,12 @@ struct SnapshotRecord {
 };
 
 struct MetadataStoreOptions {
-  // RocksDB's block cache (filled only as blocks are read). An embedded repository keeps the
-  // default; whorl-metad uses kDaemonBlockCacheBytes, which holds the blocks of ~15M
-  // fingerprints, so FindMissing on a big shard answers from memory (tests/bench/whorl_bench.cc,
-  // 10M stored, in process: 256 MiB 0.72M fingerprints/s, 1 GiB 0.89M, with the LRU cache and
-  // index and filter blocks in it; 1 GiB 1.0-1.06M since).
+  // RocksDB's block cache (filled only as blocks are read). An embedded repository sets its
+  // own (agent/embedded_repository.cc); whorl-metad uses kDaemonBlockCacheBytes. whorl-metad
+  // kept 1 GiB while RocksDB answered its FindMissing (the blocks of ~15M fingerprints, so a
+  // big shard answered from memory); it answers from its own set of fingerprints now, and its
+  // cache serves Register's look-ups of new fingerprints (which the filters mostly turn away)
+  // and the catalog.
   uint64_t block_cache_bytes = 256 << 20;
   // RocksDB's memtable: bytes written before a flush to a table file. The agent's peak memory
   // grows with it until the first flush (a first backup writes ~100 bytes per chunk), so an
@@ -88,7 +89,7 @@ struct MetadataStoreOptions {
   rocksdb::InfoLogLevel log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
 };
 inline constexpr uint64_t kDaemonWriteBufferBytes = 64 << 20;
-inline constexpr uint64_t kDaemonBlockCacheBytes = uint64_t{1} << 30;
+inline constexpr uint64_t kDaemonBlockCacheBytes = 256 << 20;
 
 class MetadataStore {
  public:

@@ -676,7 +676,7 @@ TEST_F(DaemonTest, ForgetChunksForgetsOnlyWhatFailsToReadAndUnregisterRaisesTheG
   EXPECT_EQ(r.repair_generation(), 1u);
   EXPECT_EQ(generation(owner), 1u);
   EXPECT_EQ(generation(other), 0u);
-  EXPECT_TRUE(Missing(bad));  // the shard's filter still holds it: looked up, found missing
+  EXPECT_TRUE(Missing(bad));  // gone from the shard's set (its Bloom filter still holds it)
   EXPECT_FALSE(Missing(good));
   // Stored again, it is whole and indexed again.
   Put({bad});
