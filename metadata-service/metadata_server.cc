@@ -51,6 +51,14 @@ struct MetadataServer::State {
                    static_cast<double>(store->Property("rocksdb.total-sst-files-size")));
       metrics->Set("whorl_rocksdb_memtable_bytes", "RocksDB rocksdb.cur-size-all-mem-tables",
                    static_cast<double>(store->Property("rocksdb.cur-size-all-mem-tables")));
+      uint64_t fingerprints = 0;
+      {
+        absl::ReaderMutexLock lock(&filter_mu);
+        fingerprints = indexed.size();
+      }
+      // What FindMissing's set holds in memory (GetStats sets it too, from the store).
+      metrics->Set("whorl_index_chunks", "unique chunks in this shard's index",
+                   static_cast<double>(fingerprints));
     } while (!stop_mu.AwaitWithTimeout(absl::Condition(&stop), absl::Seconds(10)));
   }
 
