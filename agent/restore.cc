@@ -29,6 +29,8 @@ namespace whorl::agent {
 namespace {
 
 constexpr int kMaxDepth = 512;
+// Files at least this big get their blocks allocated before they are written (WriteChunks).
+constexpr uint64_t kPreallocateMinBytes = 1 << 20;
 
 struct timespec Timespec(int64_t ns) {
   struct timespec ts;
@@ -532,6 +534,16 @@ class Restorer {
   // and more with O_DIRECT; on this VM in session 11 that made a cold 1 GiB image restore
   // slower, 1.23-1.43 s against 1.01-1.20 s, the disk write then being inside the restore.)
   absl::Status WriteChunks(int fd, const std::string& path, const v1::Node& node) {
+    if (node.size() >= kPreallocateMinBytes) {
+      // Its blocks allocated in one call, not page by page as the writes dirty them (ext4's
+      // delayed allocation: a reservation and an extent-tree lookup per page). Writing 1 GiB in
+      // 64 KiB writes on this VM: 0.27-0.34 s of system CPU against 0.40-0.46 s, three rounds
+      // of each; restic preallocates too. KEEP_SIZE: the size grows only as bytes are written,
+      // so a restore killed midway leaves a short file, not one of zeros that looks whole. A
+      // filesystem without fallocate, or a size that does not fit (a write then fails with
+      // ENOSPC, as before), changes nothing.
+      (void)::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(node.size()));
+    }
     uint64_t written = 0;
     // False once the chunks hold more than the node's size. The chunk's bytes are written
     // where the repository holds them (a local one: in the bundle it decoded), not copied out.
