@@ -213,6 +213,7 @@ class ChunkStoreImpl final : public ChunkStore {
   absl::Status Recover();
 
   absl::Status PutBatch(const std::vector<ChunkPut>& chunks, uint64_t* newly_stored) override;
+  absl::Status Sync() override;
   absl::StatusOr<std::string> Get(const Fingerprint& fp) override;
   absl::Status Read(const Fingerprint& fp,
                     absl::FunctionRef<absl::Status(std::string_view)> use) override;
@@ -233,6 +234,9 @@ class ChunkStoreImpl final : public ChunkStore {
  private:
   // Checks the header of closed pack `pack_id`: a damaged one goes into damaged_.
   absl::Status CheckClosedPack(uint32_t pack_id);
+  // CheckClosedPack, then indexes the whole records past `indexed_end`, the pack's end in
+  // pack_ends (synced records whose unsynced locator write a power loss took).
+  absl::Status RecoverClosedPack(uint32_t pack_id, uint64_t indexed_end);
   // Recovers the newest pack's tail and opens it for appending, or leaves it alone (in
   // damaged_ if its header is bad) for the next put to start a new pack.
   absl::Status RecoverNewest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -370,7 +374,13 @@ absl::Status ChunkStoreImpl::Recover() {
     return absl::OkStatus();
   }
   if (ids.empty()) return StartNewPack();
-  for (size_t i = 0; i + 1 < ids.size(); ++i) WHORL_RETURN_IF_ERROR(CheckClosedPack(ids[i]));
+  using PackEnds = std::map<uint32_t, uint64_t>;
+  WHORL_ASSIGN_OR_RETURN(const PackEnds ends, AllIndexedEnds());
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    const auto it = ends.find(ids[i]);
+    WHORL_RETURN_IF_ERROR(
+        RecoverClosedPack(ids[i], it == ends.end() ? kPackHeaderSize : it->second));
+  }
   newest_pack_id_ = ids.back();
   return RecoverNewest();
 }
@@ -384,6 +394,23 @@ absl::Status ChunkStoreImpl::CheckClosedPack(uint32_t pack_id) {
     return absl::OkStatus();
   }
   return size.status();
+}
+
+absl::Status ChunkStoreImpl::RecoverClosedPack(uint32_t pack_id, uint64_t indexed_end) {
+  const std::string path = PackPath(packs_dir_, pack_id);
+  const absl::StatusOr<uint64_t> size = CheckPackFile(path);
+  if (absl::IsDataLoss(size.status())) {
+    damaged_[pack_id] = std::string(size.status().message());
+    return absl::OkStatus();
+  }
+  if (!size.ok()) return size.status();
+  // Shorter than its indexed end: acknowledged bytes are gone, for CheckPacks to report.
+  if (*size <= indexed_end) return absl::OkStatus();
+  const absl::StatusOr<PackScan> scan =
+      ScanClosedPackTail(path, options_.max_chunk_bytes, indexed_end);
+  if (absl::IsDataLoss(scan.status())) return absl::OkStatus();  // not ours to index
+  if (!scan.ok()) return scan.status();
+  return IndexRecords(pack_id, scan->records, scan->valid_end);
 }
 
 absl::Status ChunkStoreImpl::RecoverNewest() {
@@ -518,6 +545,18 @@ absl::Status ChunkStoreImpl::PutBatch(const std::vector<ChunkPut>& chunks, uint6
   return absl::OkStatus();
 }
 
+absl::Status ChunkStoreImpl::Sync() {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("chunk store ", packs_dir_, ": opened read-only, it takes no writes"));
+  }
+  if (options_.sync_locator) return absl::OkStatus();
+  // Under mu_: a put's pack sync and locator write come before any Sync that follows it.
+  absl::MutexLock lock(&mu_);
+  WHORL_RETURN_IF_ERROR(latch_.Check());
+  return latch_.Note(FromRocks(db_->SyncWAL(), "sync"));
+}
+
 absl::StatusOr<ChunkStoreImpl::Selection> ChunkStoreImpl::SelectNew(
     const std::vector<ChunkPut>& chunks) {
   std::vector<Fingerprint> fps;
@@ -571,7 +610,7 @@ absl::Status ChunkStoreImpl::WriteLocked(const Selection& selection) {
     batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
   }
   rocksdb::WriteOptions wo;
-  wo.sync = true;
+  wo.sync = options_.sync_locator;
   WHORL_KILL_POINT("locator.put.before");
   WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "write")));
   WHORL_KILL_POINT("locator.put.after");

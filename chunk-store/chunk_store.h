@@ -72,6 +72,17 @@ struct ChunkStoreOptions {
   // goes through its locator entry, as `check --read-data`, repairs and a daemon that forgets
   // unreadable chunks need (a copy elsewhere must not hide a damaged one).
   bool serve_cached_members = false;
+  // Whether a put syncs its locator write before it returns. Its records are synced first
+  // either way. Without the sync, a process killed after the put loses nothing (RocksDB wrote
+  // the WAL record; only the sync is missing), and a power loss can lose only locator entries
+  // whose records lie, synced, past their pack's indexed end: the next open indexes them
+  // again from the packs (pack_format.md, "Recovery at open"). Sync() makes every put before it
+  // durable, as a synced put would; the caller calls it before anything outside the store
+  // names the chunks durably. An embedded repository, which syncs before it commits a
+  // snapshot, sets this false: one fdatasync of the two per 2 MiB stored. A daemon that
+  // acknowledges puts to agents (which then register the chunks with a metadata shard on
+  // another machine) keeps it true.
+  bool sync_locator = true;
   // Where RocksDB's info log goes (common/rocksdb_log.h); lines below `log_level` are dropped.
   // Empty: dropped (a failure reaches the caller as a Status anyway). The store never writes
   // RocksDB's LOG file.
@@ -141,8 +152,13 @@ class ChunkStore {
   // every item first: if any is malformed (size over the cap, fingerprint mismatch, unknown codec)
   // nothing is written and INVALID_ARGUMENT names the item's fingerprint. On OK all chunks are
   // durable. `newly_stored`, if not null, receives the count of chunks this call added.
+  // With sync_locator false, the chunks' records are durable and their locator entries become
+  // so at the next Sync (or are indexed again from the records at the next open).
   virtual absl::Status PutBatch(const std::vector<ChunkPut>& chunks,
                                 uint64_t* newly_stored = nullptr) = 0;
+  // Makes every put so far durable with its locator entries (one WAL sync; nothing to do with
+  // sync_locator true). FAILED_PRECONDITION if opened read-only.
+  virtual absl::Status Sync() = 0;
 
   // Returns the plain bytes of a chunk. NOT_FOUND if absent; DATA_LOSS (naming the pack and
   // offset) if its record fails its CRC, header checks or decoding. It does not recompute the

@@ -881,9 +881,10 @@ TEST(ChunkStoreTest, MissingNewestPackIdIsNeverReused) {
   EXPECT_EQ(store->Get(Sha256(lost)).status().code(), absl::StatusCode::kDataLoss);
 }
 
-TEST(ChunkStoreTest, ClosedPackNotInTheLocatorIsNeverServed) {
-  // A batch that rotated into a new pack and died before its locator write: its records sit,
-  // synced but unindexed, in a pack that is no longer the newest.
+TEST(ChunkStoreTest, ClosedPackRecordsPastTheIndexedEndAreIndexedAtOpen) {
+  // A batch that rotated into a new pack and died before its locator write (or whose unsynced
+  // locator write a power loss took): its records sit, synced but unindexed, in a pack that is
+  // no longer the newest. The open indexes them where they are.
   TempDir dir;
   const std::string packs = dir.path() + "/" + kPacksDirName;
   {
@@ -891,18 +892,96 @@ TEST(ChunkStoreTest, ClosedPackNotInTheLocatorIsNeverServed) {
     ASSERT_TRUE(store->PutBatch({MakeChunk("a")}).ok());
   }
   ASSERT_TRUE(PackWriter::Create(packs, 2).ok());
-  AppendUnindexed(dir.path(), 2, {"orphan one", "orphan two"});
+  const std::vector<uint64_t> ends = AppendUnindexed(dir.path(), 2, {"orphan one", "orphan two"});
+  ASSERT_EQ(ends.size(), 2u);
   ASSERT_TRUE(PackWriter::Create(packs, 3).ok());
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(*store->Contains({Sha256("orphan one"), Sha256("orphan two"), Sha256("a")}),
+              (std::vector<bool>{true, true, true}));
+    EXPECT_EQ(store->Locate(Sha256("orphan one"))->pack_id, 2u);
+    EXPECT_EQ(store->Locate(Sha256("orphan one"))->offset, kPackHeaderSize);
+    EXPECT_EQ(store->Locate(Sha256("orphan two"))->offset, ends[0]);
+    ExpectReadsBack(*store, {"a", "orphan one", "orphan two"});
+    // Stored already: a put of them writes nothing.
+    uint64_t added = 99;
+    ASSERT_TRUE(store->PutBatch({MakeChunk("orphan one"), MakeChunk("orphan two")}, &added).ok());
+    EXPECT_EQ(added, 0u);
+    EXPECT_EQ(store->CheckPacks()->size(), 0u);
+    ExpectLocatorInsidePacks(*store, dir.path(), "orphan pack");
+  }
+  // Indexed once: the pack's end moved, the next open finds nothing more to index in it.
+  const auto before = testing::FilesAndSizes(packs);
   auto store = OpenOrDie(dir.path());
-  ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->Get(Sha256("orphan one")).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(*store->Contains({Sha256("orphan one"), Sha256("a")}),
-            (std::vector<bool>{false, true}));
-  // Put again (the client was never acknowledged), they are stored and served from pack 3.
-  ASSERT_TRUE(store->PutBatch({MakeChunk("orphan one"), MakeChunk("orphan two")}).ok());
-  EXPECT_EQ(store->Locate(Sha256("orphan one"))->pack_id, 3u);
-  ExpectReadsBack(*store, {"a", "orphan one", "orphan two"});
-  ExpectLocatorInsidePacks(*store, dir.path(), "orphan pack");
+  EXPECT_EQ(testing::FilesAndSizes(packs), before);
+  EXPECT_EQ(store->Stats()->chunks, 3u);
+}
+
+TEST(ChunkStoreTest, ClosedPackTailStopsAtABadRecordAndIsNeverCut) {
+  // Whole records, then bytes that are not one: the records are indexed, the bytes after them
+  // stay (a closed pack is never modified) and are not taken for a record.
+  TempDir dir;
+  const std::string packs = dir.path() + "/" + kPacksDirName;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store->PutBatch({MakeChunk("a")}).ok());
+  }
+  AppendUnindexed(dir.path(), 1, {"past the end"});
+  AppendToFile(PackFile(dir.path(), 1), std::string(100, 'x'));
+  const uint64_t size = std::filesystem::file_size(PackFile(dir.path(), 1));
+  ASSERT_TRUE(PackWriter::Create(packs, 2).ok());
+  for (int round = 0; round < 2; ++round) {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_NE(store, nullptr);
+    ExpectReadsBack(*store, {"a", "past the end"});
+    EXPECT_EQ(store->Stats()->chunks, 2u);
+    EXPECT_EQ(std::filesystem::file_size(PackFile(dir.path(), 1)), size);
+  }
+}
+
+// With sync_locator false a power loss may take the locator writes of the last puts, never
+// their records (synced first). Simulated by putting back the locator as it was before them:
+// the open indexes every record again, in closed packs as in the newest.
+TEST(ChunkStoreTest, LocatorWritesAPowerLossTookAreIndexedAgainFromThePacks) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.max_pack_bytes = 100;
+  options.sync_locator = false;
+  const std::string locator = dir.path() + "/" + kLocatorDirName;
+  const std::string saved = dir.path() + "/locator.before";
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_TRUE(store->PutBatch({MakeChunk("a")}).ok());
+    ASSERT_TRUE(store->Sync().ok());
+  }
+  std::filesystem::copy(locator, saved, std::filesystem::copy_options::recursive);
+  const std::vector<std::string> plains = {Bytes(1, 200), Bytes(2, 200), Bytes(3, 200)};
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    for (const std::string& p : plains) ASSERT_TRUE(store->PutBatch({MakeChunk(p)}).ok());
+    EXPECT_EQ(store->Locate(Sha256(plains[2]))->pack_id, 3u);
+  }
+  std::filesystem::remove_all(locator);
+  std::filesystem::rename(saved, locator);
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_NE(store, nullptr);
+    ExpectReadsBack(*store, {"a", plains[0], plains[1], plains[2]});
+    EXPECT_EQ(store->Locate(Sha256(plains[0]))->pack_id, 1u);
+    EXPECT_EQ(store->Locate(Sha256(plains[1]))->pack_id, 2u);
+    EXPECT_EQ(store->Locate(Sha256(plains[2]))->pack_id, 3u);
+    EXPECT_EQ(store->Stats()->chunks, 4u);
+    EXPECT_EQ(store->CheckPacks()->size(), 0u);
+    uint64_t added = 99;
+    ASSERT_TRUE(store->PutBatch({MakeChunk(plains[1])}, &added).ok());
+    EXPECT_EQ(added, 0u);
+  }
+  ChunkStoreOptions read_only = options;
+  read_only.read_only = true;
+  auto store = OpenOrDie(dir.path(), read_only);
+  EXPECT_EQ(store->Sync().code(), absl::StatusCode::kFailedPrecondition);
+  ExpectReadsBack(*store, {"a", plains[0], plains[1], plains[2]});
 }
 
 // How a pack file is damaged, and a phrase the store's message about it must hold.

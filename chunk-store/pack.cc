@@ -273,6 +273,14 @@ absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max
   return scan;
 }
 
+absl::StatusOr<PackScan> ScanClosedPackTail(const std::string& path, uint64_t max_chunk_bytes,
+                                            uint64_t indexed_end) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path, errno);
+  FdCloser closer(fd);
+  return ScanPack(fd, path, max_chunk_bytes, indexed_end);
+}
+
 absl::StatusOr<uint64_t> CheckPackFile(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", path, errno);

@@ -92,6 +92,13 @@ absl::StatusOr<PackScan> ScanPack(int fd, const std::string& path, uint64_t max_
 absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max_chunk_bytes,
                                            uint64_t indexed_end = kPackHeaderSize);
 
+// The whole records of closed pack `path` from `indexed_end` on (records synced before the
+// store moved to the next pack, whose locator entries a power loss took: they were not synced,
+// ChunkStoreOptions::sync_locator). Like ScanPack it stops at the first record that is not
+// valid, but it never modifies the file: bytes past that stay for `check` and GC.
+absl::StatusOr<PackScan> ScanClosedPackTail(const std::string& path, uint64_t max_chunk_bytes,
+                                            uint64_t indexed_end);
+
 // Checks only the pack header of the file at `path` (closed packs are not scanned at open) and
 // returns the file's length. DATA_LOSS naming the file if it is empty or short, has a bad magic,
 // an unknown version or a nonzero reserved field; NOT_FOUND (from ErrnoStatus) if it does not

@@ -74,9 +74,9 @@ struct MetadataStoreOptions {
   bool read_only = false;
   // Whether Register syncs the WAL before it returns. whorl-metad does: it answers a chunk
   // store, which then acknowledges the chunks to an agent. An embedded repository does not: its
-  // chunk store (synced first) is the record of what is stored, a process killed after Register
-  // loses nothing (the WAL is written, only not synced), and the next synced write (the
-  // snapshot's commit) makes every registration before it durable. A power loss before that
+  // chunk store (whose packs are synced first) is the record of what is stored, a process killed
+  // after Register loses nothing (the WAL is written, only not synced), and the next synced write
+  // (the snapshot's commit) makes every registration before it durable. A power loss before that
   // commit can forget registrations of chunks that are stored; the next backup finds them
   // missing, uploads them again (the store keeps one copy) and registers them. Measured on the
   // 1 GiB image's first backup, five cold runs each: 2.15-2.33 -> 2.03-2.16 s (one sync of the
