@@ -1,6 +1,7 @@
 // whorl-bench: whorl's own primitives, measured the way tests/bench/bench.py reports them.
 //
 //   whorl-bench [--json] [--mib N] [--fps N] [--seconds S] [--metad PATH] [--dir DIR]
+//               [--chunker-only]
 //
 //   chunker     the Rabin chunker (interleaved streams) over N MiB of random bytes, one core;
 //               also the byte-at-a-time reference, and a check that both cut at the same points
@@ -130,6 +131,10 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(0.1, 600.0));
   app.add_option("--metad", metad, "whorl-metad binary for the gRPC FindMissing figure");
   app.add_option("--dir", dir, "scratch directory (default: a new one under $TMPDIR or /tmp)");
+  bool chunker_only = false;
+  app.add_flag("--chunker-only", chunker_only,
+               "measure the chunker only (no reference loop, nothing written): bench.py pairs "
+               "short runs of it with `openssl speed`, one after the other");
   bool reuse_index = false;
   app.add_flag("--reuse-index", reuse_index,
                "with --dir: keep the index shard a previous run left there with as many "
@@ -172,6 +177,13 @@ int Run(int argc, char** argv) {
     chunks = Cuts(data, fast).size();
     return data.size() / Seconds(t) / 1e6;
   });
+  if (chunker_only) {
+    out["chunker_MBps"] = chunker_mbps;
+    Log("chunker " + std::to_string(chunker_mbps) + " MB/s");
+    if (json) std::printf("%s\n", out.dump().c_str());
+    if (own_dir) fs::remove_all(dir);
+    return 0;
+  }
   const double slow_mbps = BestOf3([&] {
     const auto t = Clock::now();
     (void)Cuts(data, slow);
