@@ -48,6 +48,10 @@ class EmbeddedRepository : public Repository {
                                .wait_for_planned = false})) {}
   ~EmbeddedRepository() override {
     read_ahead_.reset();  // its threads read the stores
+    // After a backup that committed nothing (it failed): the packs' ends move past what it
+    // stored, so the next open need not scan those records again. A no-op after a commit, and
+    // refused (ignored) when opened read-only.
+    chunks_->Sync().IgnoreError();
     meta_.reset();
     chunks_.reset();
     ::close(lock_fd_);  // releases the flock

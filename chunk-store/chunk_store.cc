@@ -318,6 +318,12 @@ class ChunkStoreImpl final : public ChunkStore {
   // new pack rather than append after bytes of unknown state.
   std::unique_ptr<PackWriter> writer_ ABSL_GUARDED_BY(mu_);
   uint32_t newest_pack_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // With sync_locator false: each pack's end past the records the puts since the last Sync
+  // wrote, for Sync to write into pack_ends with its synced write. pack_ends only moves in a
+  // synced write, so whatever part of the unsynced writes a power loss takes (the WAL's tail or
+  // a hole in it), every record they indexed lies past its pack's durable end, where the next
+  // open scans and indexes again.
+  std::map<uint32_t, uint64_t> unsynced_ends_ ABSL_GUARDED_BY(mu_);
   // Version of the packs StartNewPack creates: 1 until the store holds a bundle.
   uint32_t write_version_ ABSL_GUARDED_BY(mu_) = kOldestPackVersion;
 
@@ -358,29 +364,29 @@ absl::Status ChunkStoreImpl::Recover() {
   WHORL_ASSIGN_OR_RETURN(const std::vector<uint32_t> ids, ListPackIds(packs_dir_));
   pack_count_ = ids.size();
   WHORL_ASSIGN_OR_RETURN(const uint32_t highest_indexed, HighestIndexedPack());
-  if (highest_indexed > (ids.empty() ? 0 : ids.back())) {
-    // The locator indexes records in a pack newer than any file: it was lost. Never create a
-    // pack of that id again (a new record would sit where the locator places a lost chunk, and
-    // Get could only report the mismatch): the next put starts the pack after it. Closed packs
-    // are checked as usual; Get and `check` report the lost chunks.
-    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckClosedPack(id));
-    newest_pack_id_ = highest_indexed;
-    return absl::OkStatus();
-  }
   if (options_.read_only) {
     // Every pack as a closed one: its header is checked, its tail is left as it is.
     for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckClosedPack(id));
-    newest_pack_id_ = ids.empty() ? 0 : ids.back();
+    newest_pack_id_ = std::max(highest_indexed, ids.empty() ? 0 : ids.back());
+    return absl::OkStatus();
+  }
+  using PackEnds = std::map<uint32_t, uint64_t>;
+  WHORL_ASSIGN_OR_RETURN(const PackEnds ends, AllIndexedEnds());
+  auto recover_closed = [&](uint32_t id) {
+    const auto it = ends.find(id);
+    return RecoverClosedPack(id, it == ends.end() ? kPackHeaderSize : it->second);
+  };
+  if (highest_indexed > (ids.empty() ? 0 : ids.back())) {
+    // The locator indexes records in a pack newer than any file: it was lost. Never create a
+    // pack of that id again (a new record would sit where the locator places a lost chunk, and
+    // Get could only report the mismatch): the next put starts the pack after it. The packs
+    // still here are closed ones, recovered as such; Get and `check` report the lost chunks.
+    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(recover_closed(id));
+    newest_pack_id_ = highest_indexed;
     return absl::OkStatus();
   }
   if (ids.empty()) return StartNewPack();
-  using PackEnds = std::map<uint32_t, uint64_t>;
-  WHORL_ASSIGN_OR_RETURN(const PackEnds ends, AllIndexedEnds());
-  for (size_t i = 0; i + 1 < ids.size(); ++i) {
-    const auto it = ends.find(ids[i]);
-    WHORL_RETURN_IF_ERROR(
-        RecoverClosedPack(ids[i], it == ends.end() ? kPackHeaderSize : it->second));
-  }
+  for (size_t i = 0; i + 1 < ids.size(); ++i) WHORL_RETURN_IF_ERROR(recover_closed(ids[i]));
   newest_pack_id_ = ids.back();
   return RecoverNewest();
 }
@@ -554,7 +560,19 @@ absl::Status ChunkStoreImpl::Sync() {
   // Under mu_: a put's pack sync and locator write come before any Sync that follows it.
   absl::MutexLock lock(&mu_);
   WHORL_RETURN_IF_ERROR(latch_.Check());
-  return latch_.Note(FromRocks(db_->SyncWAL(), "sync"));
+  if (unsynced_ends_.empty()) return absl::OkStatus();  // no put since the last Sync
+  // One synced write: it syncs the WAL, and so every unsynced put before it, and moves the
+  // packs' ends past their records.
+  rocksdb::WriteBatch batch;
+  for (const auto& [pack_id, end] : unsynced_ends_) {
+    batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  WHORL_KILL_POINT("locator.sync.before");
+  WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "sync")));
+  unsynced_ends_.clear();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ChunkStoreImpl::Selection> ChunkStoreImpl::SelectNew(
@@ -606,14 +624,19 @@ absl::Status ChunkStoreImpl::WriteLocked(const Selection& selection) {
   // The records are durable: only now may the locator point at them. If this write fails the
   // records stay (unindexed, as after a crash here): RocksDB may still have logged part of the
   // batch, and an entry must never point at bytes we cut.
-  for (const auto& [pack_id, end] : ends) {
-    batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
+  if (options_.sync_locator) {
+    for (const auto& [pack_id, end] : ends) {
+      batch.Put(pack_ends_, PackEndKey(pack_id), PackEndValue(end));
+    }
   }
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync_locator;
   WHORL_KILL_POINT("locator.put.before");
   WHORL_RETURN_IF_ERROR(latch_.Note(FromRocks(db_->Write(wo, &batch), "write")));
   WHORL_KILL_POINT("locator.put.after");
+  if (!options_.sync_locator) {
+    for (const auto& [pack_id, end] : ends) unsynced_ends_[pack_id] = end;
+  }
   return absl::OkStatus();
 }
 
@@ -661,8 +684,8 @@ absl::Status ChunkStoreImpl::AppendAll(const Selection& selection, rocksdb::Writ
 }
 
 void ChunkStoreImpl::UndoAppend(uint32_t start_pack, uint64_t start_size) {
-  // Records this batch left in packs it already closed stay there, unindexed: closed packs
-  // are never scanned, so they only cost space.
+  // Records this batch left in packs it already closed stay there, unindexed until the next
+  // open scans that pack's tail past its indexed end and indexes them.
   const uint64_t keep = writer_->pack_id() == start_pack ? start_size : kPackHeaderSize;
   if (!writer_->TruncateTo(keep).ok()) writer_.reset();
 }
@@ -677,6 +700,15 @@ absl::Status ChunkStoreImpl::StartNewPack() {
   writer_ = std::move(next);
   newest_pack_id_ = writer_->pack_id();
   ++pack_count_;
+  if (!options_.sync_locator) {
+    // The id is taken before any entry names it (its end at the header's: nothing indexed yet),
+    // so that HighestIndexedPack knows it should the file be lost; the puts' own batches leave
+    // pack_ends alone until Sync.
+    rocksdb::WriteBatch batch;
+    batch.Put(pack_ends_, PackEndKey(newest_pack_id_), PackEndValue(kPackHeaderSize));
+    WHORL_RETURN_IF_ERROR(
+        latch_.Note(FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "new pack")));
+  }
   return absl::OkStatus();
 }
 

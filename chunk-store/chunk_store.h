@@ -73,12 +73,14 @@ struct ChunkStoreOptions {
   // unreadable chunks need (a copy elsewhere must not hide a damaged one).
   bool serve_cached_members = false;
   // Whether a put syncs its locator write before it returns. Its records are synced first
-  // either way. Without the sync, a process killed after the put loses nothing (RocksDB wrote
-  // the WAL record; only the sync is missing), and a power loss can lose only locator entries
-  // whose records lie, synced, past their pack's indexed end: the next open indexes them
-  // again from the packs (pack_format.md, "Recovery at open"). Sync() makes every put before it
-  // durable, as a synced put would; the caller calls it before anything outside the store
-  // names the chunks durably. An embedded repository, which syncs before it commits a
+  // either way. Without the sync, a put leaves its packs' indexed ends (pack_ends) where the
+  // last Sync put them; a process killed after the put loses nothing (RocksDB wrote the WAL
+  // record; only the sync is missing), and a power loss can lose only locator entries whose
+  // records lie, synced, past their pack's durable end: the next open indexes them again from
+  // the packs (pack_format.md, "Recovery at open"). Sync() makes every put before it durable
+  // and moves the ends, as synced puts would; the caller calls it before anything outside the
+  // store names the chunks durably, and best before it closes the store (else the next open
+  // scans those records again). An embedded repository, which syncs before it commits a
   // snapshot, sets this false: one fdatasync of the two per 2 MiB stored. A daemon that
   // acknowledges puts to agents (which then register the chunks with a metadata shard on
   // another machine) keeps it true.
@@ -156,8 +158,9 @@ class ChunkStore {
   // so at the next Sync (or are indexed again from the records at the next open).
   virtual absl::Status PutBatch(const std::vector<ChunkPut>& chunks,
                                 uint64_t* newly_stored = nullptr) = 0;
-  // Makes every put so far durable with its locator entries (one WAL sync; nothing to do with
-  // sync_locator true). FAILED_PRECONDITION if opened read-only.
+  // Makes every put so far durable with its locator entries and moves the packs' indexed ends
+  // past them (one synced write; nothing to do with sync_locator true or no put since the last
+  // Sync). FAILED_PRECONDITION if opened read-only.
   virtual absl::Status Sync() = 0;
 
   // Returns the plain bytes of a chunk. NOT_FOUND if absent; DATA_LOSS (naming the pack and

@@ -984,6 +984,68 @@ TEST(ChunkStoreTest, LocatorWritesAPowerLossTookAreIndexedAgainFromThePacks) {
   ExpectReadsBack(*store, {"a", plains[0], plains[1], plains[2]});
 }
 
+// The end pack_ends holds for pack `id` (0 if none).
+uint64_t IndexedEndOf(const std::string& store_dir, uint32_t id) {
+  LocatorDb db(store_dir);
+  const char key[4] = {static_cast<char>(id >> 24), static_cast<char>(id >> 16),
+                       static_cast<char>(id >> 8), static_cast<char>(id)};
+  std::string v;
+  const rocksdb::Status s =
+      db.db->Get(rocksdb::ReadOptions(), db.handles[1], rocksdb::Slice(key, 4), &v);
+  if (!s.ok() || v.size() != 8) return 0;
+  uint64_t end = 0;
+  for (size_t i = 8; i-- > 0;) end = end << 8 | static_cast<uint8_t>(v[i]);
+  return end;
+}
+
+// Unsynced puts leave the packs' ends where the last Sync put them, so a power loss that takes
+// any of their entries, not only the WAL's last ones, leaves the records past the durable end:
+// simulated by deleting the entry of a put between two that stay.
+TEST(ChunkStoreTest, UnsyncedPutsLeaveThePackEndsToSyncAndAHoleInTheirEntriesIsIndexedAgain) {
+  TempDir dir;
+  ChunkStoreOptions options;
+  options.sync_locator = false;
+  const std::vector<std::string> plains = {Bytes(21, 3000), Bytes(22, 3000), Bytes(23, 3000)};
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_TRUE(store->PutBatch({MakeChunk("a")}).ok());
+    ASSERT_TRUE(store->Sync().ok());
+    ASSERT_TRUE(store->Sync().ok());  // nothing since: a no-op
+  }
+  const uint64_t synced = std::filesystem::file_size(PackFile(dir.path(), 1));
+  EXPECT_EQ(IndexedEndOf(dir.path(), 1), synced);
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    for (const std::string& p : plains) ASSERT_TRUE(store->PutBatch({MakeChunk(p)}).ok());
+  }  // closed without Sync, as by a kill
+  EXPECT_EQ(IndexedEndOf(dir.path(), 1), synced);
+  {
+    LocatorDb db(dir.path());
+    const Fingerprint lost = Sha256(plains[1]);
+    ASSERT_TRUE(db.db
+                    ->Delete(rocksdb::WriteOptions(), db.handles[0],
+                             rocksdb::Slice(reinterpret_cast<const char*>(lost.bytes.data()),
+                                            Fingerprint::kSize))
+                    .ok());
+  }
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_NE(store, nullptr);
+    ExpectReadsBack(*store, {"a", plains[0], plains[1], plains[2]});
+    EXPECT_EQ(store->Locate(Sha256(plains[1]))->pack_id, 1u);
+    EXPECT_EQ(store->Stats()->chunks, 4u);
+    EXPECT_EQ(store->CheckPacks()->size(), 0u);
+  }
+  // The open's re-index moved the end (synced); a put and its Sync move it again.
+  EXPECT_EQ(IndexedEndOf(dir.path(), 1), std::filesystem::file_size(PackFile(dir.path(), 1)));
+  {
+    auto store = OpenOrDie(dir.path(), options);
+    ASSERT_TRUE(store->PutBatch({MakeChunk(Bytes(24, 3000))}).ok());
+    ASSERT_TRUE(store->Sync().ok());
+  }
+  EXPECT_EQ(IndexedEndOf(dir.path(), 1), std::filesystem::file_size(PackFile(dir.path(), 1)));
+}
+
 // How a pack file is damaged, and a phrase the store's message about it must hold.
 struct PackDamage {
   const char* name;

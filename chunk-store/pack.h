@@ -99,7 +99,8 @@ absl::StatusOr<PackScan> RecoverNewestPack(const std::string& path, uint64_t max
 absl::StatusOr<PackScan> ScanClosedPackTail(const std::string& path, uint64_t max_chunk_bytes,
                                             uint64_t indexed_end);
 
-// Checks only the pack header of the file at `path` (closed packs are not scanned at open) and
+// Checks only the pack header of the file at `path` (a closed pack is scanned at open only past
+// its indexed end, when its file is longer: ScanClosedPackTail) and
 // returns the file's length. DATA_LOSS naming the file if it is empty or short, has a bad magic,
 // an unknown version or a nonzero reserved field; NOT_FOUND (from ErrnoStatus) if it does not
 // exist.

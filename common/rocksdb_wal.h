@@ -11,7 +11,9 @@
 namespace whorl {
 
 // How the stores replay their WALs at open. Every write a store acknowledges was synced to its
-// WAL first, so only the last record of a WAL may be torn (a crash while it was written), and
+// WAL first (or, in an embedded repository, is synced before the snapshot that names it is
+// committed: the locator's puts and the index's registrations), so only the last record of a WAL
+// may be torn (a crash while it was written), and
 // RocksDB's default (kPointInTimeRecovery) would also take damage in the middle of a WAL for the
 // end of the log: it would open without every write after the damage, acknowledged ones
 // included. This mode tolerates a torn last record and refuses to open (Corruption, DATA_LOSS

@@ -34,7 +34,8 @@ RECOVERY_POINTS = [("pack.append.mid_record", "pack.recover.truncated"),
 COMMITTED_POINTS = {"meta.catalog_commit.after", "agent.commit.after"}
 
 ALL_POINTS = set(STORE_POINTS + META_POINTS + CREATE_POINTS + [p for _, p in RECOVERY_POINTS] +
-                 ["embedded.register.before", "agent.commit.before", "agent.commit.after",
+                 ["embedded.register.before", "agent.commit.before", "locator.sync.before",
+                  "agent.commit.after",
                   "repair.forget.between",
                   "chunkd.register.before", "chunkd.register.after"])
 
@@ -146,7 +147,7 @@ class EmbeddedKillPointTest(KillPointCase):
 
     def test_backup_path_points(self):
         for point in STORE_POINTS + ["embedded.register.before"] + META_POINTS + [
-                "agent.commit.before", "agent.commit.after"]:
+                "agent.commit.before", "locator.sync.before", "agent.commit.after"]:
             with self.subTest(point=point):
                 state, run = self.backup(kill_env(point))
                 self.assert_killed_at(point, run.code, run.err)
