@@ -599,10 +599,11 @@ def openssl_sha256(seconds):
 
 def chunker_vs_sha256(whorl_bin, pairs):
     """The chunker against SHA-256 side by side: `pairs` pairs of a 1 s `openssl speed -evp
-    sha256 -bytes 16384` and a `whorl-bench --chunker-only` (64 MiB, best of 3), run one right
-    after the other, which goes first alternating. This machine's speed drifts by a third within
-    a minute (a neighbour on the host), so rates measured a minute apart made the ratio noise;
-    each pair's own ratio is kept. None without a whorl-bench binary."""
+    sha256 -bytes 16384` and a `whorl-bench --chunker-only` (256 MiB, best of 3, as the
+    primitives pass), run one right after the other, which goes first alternating; each pair's
+    own ratio is kept. None without a whorl-bench binary. Runs over 64 MiB (passes of ~45 ms)
+    read low one time in two on this VM: 830-950 MB/s against 1400-1440, where 256 MiB runs
+    beside them made 1396-1466 every time (five alternations, idle machine, 2026-12-08)."""
     b = os.environ.get("WHORL_BENCH_BIN") or os.path.join(os.path.dirname(whorl_bin), "whorl-bench")
     if not (os.path.isfile(b) and os.access(b, os.X_OK)):
         return None
@@ -616,7 +617,7 @@ def chunker_vs_sha256(whorl_bin, pairs):
         raise BenchError(f"openssl speed: no sha256 line in\n{r.stdout}")
 
     def chunker():
-        r = run([b, "--json", "--chunker-only", "--mib", "64"], "whorl-bench --chunker-only")
+        r = run([b, "--json", "--chunker-only", "--mib", "256"], "whorl-bench --chunker-only")
         try:
             return json.loads(r.stdout.strip().splitlines()[-1])["chunker_MBps"]
         except (ValueError, IndexError, KeyError):
