@@ -852,10 +852,16 @@ absl::StatusOr<BackupResult> RunBackup(
     struct stat st;
     if (::stat(paths.front().c_str(), &st) == 0) archiver.root_dev_ = st.st_dev;
   }
-  // Warms the caches for the walk (an unchanged night is a walk and nothing else).
-  WalkAhead walk_ahead(paths, [&options](const std::string& path, const std::string& name) {
-    return IsExcluded(options.excludes, path, name);
-  });
+  // Warms the caches for the walk (an unchanged night is a walk and nothing else). A first
+  // backup keeps fewer listings (walk_ahead.h kFirstBackupKeptEntries).
+  const bool first = parent_root == nullptr;
+  WalkAhead walk_ahead(
+      paths,
+      [&options](const std::string& path, const std::string& name) {
+        return IsExcluded(options.excludes, path, name);
+      },
+      WalkAhead::kDefaultThreads,
+      first ? WalkAhead::kFirstBackupKeptEntries : WalkAhead::kMaxKeptEntries);
   archiver.walk_ahead_ = &walk_ahead;
   WHORL_ASSIGN_OR_RETURN(Fingerprint root, archiver.SaveRoot(trie, parent_root.get()));
   // Every chunk and tree must be durable before the snapshot names them (invariant 2).
