@@ -232,8 +232,9 @@ class ChunkStoreImpl final : public ChunkStore {
   void ForgetDecoded() override;
 
  private:
-  // Checks the header of closed pack `pack_id`: a damaged one goes into damaged_.
-  absl::Status CheckClosedPack(uint32_t pack_id);
+  // Checks the header of closed pack `pack_id` and returns the file's size, or nullopt for a
+  // damaged one, which goes into damaged_.
+  absl::StatusOr<std::optional<uint64_t>> CheckClosedPack(uint32_t pack_id);
   // CheckClosedPack, then indexes the whole records past `indexed_end`, the pack's end in
   // pack_ends (synced records whose unsynced locator write a power loss took).
   absl::Status RecoverClosedPack(uint32_t pack_id, uint64_t indexed_end);
@@ -366,7 +367,7 @@ absl::Status ChunkStoreImpl::Recover() {
   WHORL_ASSIGN_OR_RETURN(const uint32_t highest_indexed, HighestIndexedPack());
   if (options_.read_only) {
     // Every pack as a closed one: its header is checked, its tail is left as it is.
-    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckClosedPack(id));
+    for (uint32_t id : ids) WHORL_RETURN_IF_ERROR(CheckClosedPack(id).status());
     newest_pack_id_ = std::max(highest_indexed, ids.empty() ? 0 : ids.back());
     return absl::OkStatus();
   }
@@ -391,27 +392,24 @@ absl::Status ChunkStoreImpl::Recover() {
   return RecoverNewest();
 }
 
-absl::Status ChunkStoreImpl::CheckClosedPack(uint32_t pack_id) {
+absl::StatusOr<std::optional<uint64_t>> ChunkStoreImpl::CheckClosedPack(uint32_t pack_id) {
   const absl::StatusOr<uint64_t> size = CheckPackFile(PackPath(packs_dir_, pack_id));
   if (absl::IsDataLoss(size.status())) {
     // Like a missing pack, it must not lock the whole store: the chunks elsewhere stay
     // readable, and Get and `check` name this pack for the chunks it held.
     damaged_[pack_id] = std::string(size.status().message());
-    return absl::OkStatus();
+    return std::nullopt;
   }
-  return size.status();
+  if (!size.ok()) return size.status();
+  return *size;
 }
 
 absl::Status ChunkStoreImpl::RecoverClosedPack(uint32_t pack_id, uint64_t indexed_end) {
+  WHORL_ASSIGN_OR_RETURN(const std::optional<uint64_t> size, CheckClosedPack(pack_id));
+  // Damaged, or shorter than its indexed end (acknowledged bytes are gone): for CheckPacks to
+  // report.
+  if (!size.has_value() || *size <= indexed_end) return absl::OkStatus();
   const std::string path = PackPath(packs_dir_, pack_id);
-  const absl::StatusOr<uint64_t> size = CheckPackFile(path);
-  if (absl::IsDataLoss(size.status())) {
-    damaged_[pack_id] = std::string(size.status().message());
-    return absl::OkStatus();
-  }
-  if (!size.ok()) return size.status();
-  // Shorter than its indexed end: acknowledged bytes are gone, for CheckPacks to report.
-  if (*size <= indexed_end) return absl::OkStatus();
   const absl::StatusOr<PackScan> scan =
       ScanClosedPackTail(path, options_.max_chunk_bytes, indexed_end);
   if (absl::IsDataLoss(scan.status())) return absl::OkStatus();  // not ours to index
@@ -425,14 +423,10 @@ absl::Status ChunkStoreImpl::RecoverNewest() {
   // With records indexed its header must be whole and good (with none, a short header is an
   // interrupted creation, which recovery repairs).
   if (indexed_end > kPackHeaderSize) {
-    const absl::StatusOr<uint64_t> size = CheckPackFile(path);
-    if (absl::IsDataLoss(size.status())) {
-      // Acknowledged records behind a header that is gone: treated as a damaged closed pack;
-      // the next put starts a new pack (writer_ stays null).
-      damaged_[newest_pack_id_] = std::string(size.status().message());
-      return absl::OkStatus();
-    }
-    if (!size.ok()) return size.status();
+    // Acknowledged records behind a header that is gone: treated as a damaged closed pack; the
+    // next put starts a new pack (writer_ stays null).
+    WHORL_ASSIGN_OR_RETURN(const std::optional<uint64_t> size, CheckClosedPack(newest_pack_id_));
+    if (!size.has_value()) return absl::OkStatus();
   }
   absl::StatusOr<PackScan> scan = RecoverNewestPack(path, options_.max_chunk_bytes, indexed_end);
   if (absl::IsDataLoss(scan.status())) {
